@@ -1,0 +1,154 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { type Digest, digestHex, Hasher } from './digest.js';
+import { KilnError } from './errors.js';
+import { fsyncDir, isErrno, randomId } from './fsutil.js';
+
+/** Blobs small enough to verify on every read (configs, manifests). */
+const VERIFY_ON_READ_LIMIT = 1 << 20;
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+}
+
+/**
+ * The content store: `blobs/sha256/<hex>`, immutable, named by digest. Every write goes to
+ * `tmp/`, is fsynced, verified and renamed into place, so a crash leaves either no blob or a
+ * whole one.
+ */
+export class BlobStore {
+  readonly dir: string;
+  private readonly tmpDir: string;
+
+  constructor(root: string) {
+    this.dir = join(root, 'blobs', 'sha256');
+    this.tmpDir = join(root, 'tmp');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+    await mkdir(this.tmpDir, { recursive: true });
+  }
+
+  path(digest: Digest): string {
+    return join(this.dir, digestHex(digest));
+  }
+
+  /** A temporary path under the store's tmp/, on the same filesystem as the blobs. */
+  tempPath(prefix: string): string {
+    return join(this.tmpDir, `${prefix}-${process.pid}-${randomId()}`);
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    try {
+      await stat(this.path(digest));
+      return true;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false;
+      throw err;
+    }
+  }
+
+  async size(digest: Digest): Promise<number> {
+    return (await stat(this.path(digest))).size;
+  }
+
+  async writeBuffer(data: Uint8Array, expected?: Digest): Promise<BlobInfo> {
+    const hasher = new Hasher().update(data);
+    const digest = hasher.digest();
+    checkExpected(digest, expected);
+    if (await this.has(digest)) return { digest, size: data.byteLength };
+    const tmp = this.tempPath('blob');
+    const fh = await open(tmp, 'w', 0o444);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await this.commit(tmp, digest);
+    return { digest, size: data.byteLength };
+  }
+
+  /** Streams `source` into the store, hashing as it goes. */
+  async writeStream(source: AsyncIterable<Uint8Array> | Readable, options: { expected?: Digest; signal?: AbortSignal } = {}): Promise<BlobInfo> {
+    const tmp = this.tempPath('blob');
+    const hasher = new Hasher();
+    const fh = await open(tmp, 'w', 0o444);
+    let ok = false;
+    try {
+      for await (const chunk of source as AsyncIterable<Uint8Array>) {
+        options.signal?.throwIfAborted();
+        hasher.update(chunk);
+        await fh.write(chunk);
+      }
+      await fh.sync();
+      ok = true;
+    } finally {
+      await fh.close();
+      if (!ok) await rm(tmp, { force: true });
+    }
+    const digest = hasher.digest();
+    try {
+      checkExpected(digest, options.expected);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    if (await this.has(digest)) {
+      await rm(tmp, { force: true });
+    } else {
+      await this.commit(tmp, digest);
+    }
+    return { digest, size: hasher.size };
+  }
+
+  /** Moves a file already written and fsynced under tmp/ into place as `digest`. */
+  async commit(tmp: string, digest: Digest): Promise<void> {
+    await rename(tmp, this.path(digest));
+    await fsyncDir(this.dir);
+  }
+
+  async read(digest: Digest): Promise<Buffer> {
+    let data: Buffer;
+    try {
+      data = await readFile(this.path(digest));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) {
+        throw new KilnError('BLOB_UNKNOWN', `Blob "${digest}" is not in the store`, { hint: 'Run "kiln store verify" to check the store' });
+      }
+      throw err;
+    }
+    if (data.byteLength <= VERIFY_ON_READ_LIMIT) {
+      const actual = new Hasher().update(data).digest();
+      if (actual !== digest) {
+        throw new KilnError('BLOB_CORRUPT', `Blob "${digest}" is corrupt: its content hashes to "${actual}"`);
+      }
+    }
+    return data;
+  }
+
+  async readJson<T>(digest: Digest): Promise<T> {
+    return JSON.parse((await this.read(digest)).toString('utf8')) as T;
+  }
+
+  open(digest: Digest): Readable {
+    return createReadStream(this.path(digest));
+  }
+
+  /** Re-hashes a blob; used by `kiln store verify`. */
+  async verify(digest: Digest): Promise<boolean> {
+    const hasher = new Hasher();
+    for await (const chunk of createReadStream(this.path(digest))) hasher.update(chunk as Buffer);
+    return hasher.digest() === digest;
+  }
+}
+
+function checkExpected(actual: Digest, expected: Digest | undefined): void {
+  if (expected !== undefined && actual !== expected) {
+    throw new KilnError('DIGEST_MISMATCH', `Content hashes to "${actual}", expected "${expected}"`);
+  }
+}

@@ -1,0 +1,195 @@
+import Database from 'better-sqlite3';
+import type { Digest } from './digest.js';
+
+const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+  digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+  diff_id TEXT PRIMARY KEY, blob TEXT NOT NULL, blob_size INTEGER NOT NULL, media_type TEXT NOT NULL,
+  created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS manifests (
+  digest TEXT PRIMARY KEY, config TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, updated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cache (
+  key TEXT PRIMARY KEY, diff_id TEXT, created TEXT NOT NULL, last_used INTEGER NOT NULL, description TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checksums (
+  path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+  mtime_ns TEXT NOT NULL, ctime_ns TEXT NOT NULL, sum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+  id TEXT PRIMARY KEY, pid INTEGER NOT NULL, pid_start TEXT NOT NULL, kind TEXT NOT NULL,
+  target TEXT NOT NULL, created INTEGER NOT NULL);
+`;
+
+export interface LayerRow {
+  diffId: Digest;
+  blob: Digest;
+  blobSize: number;
+  mediaType: string;
+}
+
+export interface CacheRow {
+  key: string;
+  diffId: Digest | null;
+  created: string;
+}
+
+export interface TagRow {
+  name: string;
+  manifest: Digest;
+}
+
+export interface ManifestRow {
+  digest: Digest;
+  config: Digest;
+  size: number;
+  created: number;
+}
+
+export interface LeaseRow {
+  id: string;
+  pid: number;
+  pidStart: string;
+  kind: string;
+  target: string;
+}
+
+export interface ChecksumMemo {
+  dev: number;
+  ino: number;
+  size: number;
+  mtimeNs: string;
+  ctimeNs: string;
+  sum: string;
+}
+
+/** The store's index: one SQLite database in WAL mode. */
+export class StoreDb {
+  readonly db: Database.Database;
+
+  constructor(path: string) {
+    this.db = new Database(path);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    // Two processes (a CLI and a server) may share the store: wait for the writer instead of failing.
+    this.db.pragma('busy_timeout = 10000');
+    this.migrate();
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    if (version === SCHEMA_VERSION) return;
+    this.db.exec(SCHEMA);
+    this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  putBlob(digest: Digest, size: number, mediaType: string): void {
+    this.db
+      .prepare('INSERT OR IGNORE INTO blobs (digest, size, media_type, created) VALUES (?, ?, ?, ?)')
+      .run(digest, size, mediaType, Date.now());
+  }
+
+  allBlobs(): { digest: Digest; size: number; mediaType: string }[] {
+    return this.db.prepare('SELECT digest, size, media_type AS mediaType FROM blobs').all() as never;
+  }
+
+  putLayer(layer: LayerRow): void {
+    this.db
+      .prepare('INSERT OR IGNORE INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, ?, ?, ?, ?)')
+      .run(layer.diffId, layer.blob, layer.blobSize, layer.mediaType, Date.now());
+  }
+
+  getLayer(diffId: Digest): LayerRow | undefined {
+    return this.db
+      .prepare('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers WHERE diff_id = ?')
+      .get(diffId) as LayerRow | undefined;
+  }
+
+  allLayers(): LayerRow[] {
+    return this.db
+      .prepare('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers')
+      .all() as LayerRow[];
+  }
+
+  putManifest(row: ManifestRow): void {
+    this.db
+      .prepare('INSERT OR IGNORE INTO manifests (digest, config, size, created) VALUES (?, ?, ?, ?)')
+      .run(row.digest, row.config, row.size, row.created);
+  }
+
+  getManifest(digest: Digest): ManifestRow | undefined {
+    return this.db.prepare('SELECT digest, config, size, created FROM manifests WHERE digest = ?').get(digest) as
+      | ManifestRow
+      | undefined;
+  }
+
+  allManifests(): ManifestRow[] {
+    return this.db.prepare('SELECT digest, config, size, created FROM manifests ORDER BY created DESC').all() as ManifestRow[];
+  }
+
+  setTag(name: string, manifest: Digest): void {
+    this.db
+      .prepare('INSERT INTO tags (name, manifest, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET manifest = excluded.manifest, updated = excluded.updated')
+      .run(name, manifest, Date.now());
+  }
+
+  getTag(name: string): TagRow | undefined {
+    return this.db.prepare('SELECT name, manifest FROM tags WHERE name = ?').get(name) as TagRow | undefined;
+  }
+
+  allTags(): TagRow[] {
+    return this.db.prepare('SELECT name, manifest FROM tags ORDER BY name').all() as TagRow[];
+  }
+
+  getCache(key: string): CacheRow | undefined {
+    const row = this.db.prepare('SELECT key, diff_id AS diffId, created FROM cache WHERE key = ?').get(key) as CacheRow | undefined;
+    if (row) this.db.prepare('UPDATE cache SET last_used = ? WHERE key = ?').run(Date.now(), key);
+    return row;
+  }
+
+  putCache(row: CacheRow & { description: string }): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO cache (key, diff_id, created, last_used, description) VALUES (?, ?, ?, ?, ?)')
+      .run(row.key, row.diffId, row.created, Date.now(), row.description);
+  }
+
+  getChecksum(path: string): ChecksumMemo | undefined {
+    return this.db
+      .prepare('SELECT dev, ino, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, sum FROM checksums WHERE path = ?')
+      .get(path) as ChecksumMemo | undefined;
+  }
+
+  putChecksums(rows: (ChecksumMemo & { path: string })[]): void {
+    if (rows.length === 0) return;
+    const stmt = this.db.prepare(
+      'INSERT OR REPLACE INTO checksums (path, dev, ino, size, mtime_ns, ctime_ns, sum) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    );
+    this.transaction(() => {
+      for (const r of rows) stmt.run(r.path, r.dev, r.ino, r.size, r.mtimeNs, r.ctimeNs, r.sum);
+    });
+  }
+
+  addLease(row: LeaseRow): void {
+    this.db
+      .prepare('INSERT INTO leases (id, pid, pid_start, kind, target, created) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(row.id, row.pid, row.pidStart, row.kind, row.target, Date.now());
+  }
+
+  removeLease(id: string): void {
+    this.db.prepare('DELETE FROM leases WHERE id = ?').run(id);
+  }
+
+  allLeases(): LeaseRow[] {
+    return this.db.prepare('SELECT id, pid, pid_start AS pidStart, kind, target FROM leases').all() as LeaseRow[];
+  }
+}

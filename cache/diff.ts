@@ -1,0 +1,291 @@
+/**
+ * Turns an overlayfs upperdir (the changes one exec made) into an uncompressed OCI layer tar.
+ */
+import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable, addAbortSignal } from 'node:stream';
+import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
+import { KilnError } from './errors.js';
+import { encodeTarHeader, endOfArchive, paddingFor, type TarHeader } from './tarheader.js';
+import { OPAQUE_MARKER, WHITEOUT_PREFIX, joinPath } from './tarpath.js';
+
+export interface DiffTarOptions {
+  signal?: AbortSignal;
+  /** Later modification times are written as this one (seconds since the epoch), for reproducible layers. */
+  sourceDateEpoch?: number;
+}
+
+/**
+ * Streams the layer tar of an overlayfs upperdir. Returns at once: the directory is walked as the
+ * stream is read, so a consumer that stops reading stops the walk, and failures (including an
+ * abort through `signal`) arrive as the stream's `error`.
+ *
+ * The archive is deterministic for a given tree: depth first, a directory before its contents;
+ * within a directory the whiteouts come first (OCI asks that they precede their siblings), then
+ * the other entries, each group by name. Whiteouts (0/0 character devices) become empty files
+ * `dir/.wh.NAME`; a directory marked `trusted.overlay.opaque=y` is followed by `dir/.wh..wh..opq`.
+ * A file with several names in the layer is stored once and then as hard link entries. Every
+ * `trusted.overlay.*` attribute is left out. The upperdir must not change while it is read.
+ */
+export function diffTar(upperDir: string, options: DiffTarOptions = {}): Readable {
+  const stream = Readable.from(layerChunks(upperDir, options), { objectMode: false, highWaterMark: BATCH_BYTES });
+  if (options.signal) addAbortSignal(options.signal, stream);
+  return stream;
+}
+
+/**
+ * Small headers and files are gathered into chunks of about this size before they are handed on.
+ * The event loop gets control back at least once per chunk.
+ */
+const BATCH_BYTES = 64 * 1024;
+/** Files up to this size are read in one go; larger ones are streamed in pieces of the same size. */
+const READ_BYTES = 256 * 1024;
+
+/*
+ * Metadata and small files are read with synchronous calls: a layer is mostly small files, and
+ * each asynchronous call is a round trip through the thread pool that costs far more than the
+ * system call itself (10,000 small files took about 2 s that way, against about 0.3 s now).
+ */
+
+type Kind = 'whiteout' | 'directory' | 'file' | 'symlink' | 'character-device' | 'block-device' | 'fifo' | 'socket';
+
+interface Node {
+  name: string;
+  abs: string;
+  rel: string;
+  st: BigIntStats;
+  kind: Kind;
+}
+
+interface Walk {
+  signal: AbortSignal | undefined;
+  epoch: number | undefined;
+  /** `dev:ino` of files with several names → the name they were first stored under. */
+  links: Map<string, string>;
+  parts: Buffer[];
+  bytes: number;
+}
+
+async function* layerChunks(upperDir: string, options: DiffTarOptions): AsyncGenerator<Buffer, void, undefined> {
+  const walk: Walk = {
+    signal: options.signal,
+    epoch: options.sourceDateEpoch,
+    links: new Map(),
+    parts: [],
+    bytes: 0,
+  };
+  yield* directoryChunks(walk, upperDir, '');
+  add(walk, endOfArchive());
+  yield take(walk);
+}
+
+function add(walk: Walk, chunk: Buffer): boolean {
+  walk.parts.push(chunk);
+  walk.bytes += chunk.length;
+  return walk.bytes >= BATCH_BYTES;
+}
+
+function take(walk: Walk): Buffer {
+  const chunk = walk.parts.length === 1 ? walk.parts[0]! : Buffer.concat(walk.parts, walk.bytes);
+  walk.parts = [];
+  walk.bytes = 0;
+  return chunk;
+}
+
+async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): AsyncGenerator<Buffer, void, undefined> {
+  const nodes = listDirectory(dirAbs, dirRel);
+  for (const node of nodes) {
+    walk.signal?.throwIfAborted();
+    if (node.kind === 'socket') continue; // tar has no type for sockets; they mean nothing outside a running container
+    if (node.kind === 'whiteout') {
+      const header = baseHeader(walk, node);
+      header.name = joinPath(dirRel, WHITEOUT_PREFIX + node.name);
+      if (add(walk, encodeTarHeader(header))) yield take(walk);
+      continue;
+    }
+    if (node.name.startsWith(WHITEOUT_PREFIX)) {
+      throw new KilnError('UNREPRESENTABLE_PATH', `Cannot store "${node.rel}" in a layer`, {
+        hint: `Names starting with "${WHITEOUT_PREFIX}" mark deletions in OCI layers; rename the file`,
+      });
+    }
+    if (node.kind === 'directory') {
+      const { xattrs, opaque } = readXattrs(node);
+      const header = { ...baseHeader(walk, node), name: `${node.rel}/`, type: 'directory' as const, xattrs };
+      add(walk, encodeTarHeader(header));
+      if (opaque) {
+        add(walk, encodeTarHeader({ ...baseHeader(walk, node), name: `${node.rel}/${OPAQUE_MARKER}`, mode: 0 }));
+      }
+      yield* directoryChunks(walk, node.abs, node.rel);
+      continue;
+    }
+    const first = firstName(walk, node);
+    if (first !== undefined) {
+      const header: TarHeader = { ...baseHeader(walk, node), type: 'link', linkname: first };
+      if (add(walk, encodeTarHeader(header))) yield take(walk);
+      continue;
+    }
+    const { xattrs } = readXattrs(node);
+    const header: TarHeader = { ...baseHeader(walk, node), xattrs };
+    if (node.kind === 'file') {
+      header.size = Number(node.st.size);
+      add(walk, encodeTarHeader(header));
+      yield* fileChunks(walk, node, header.size);
+      continue;
+    }
+    if (node.kind === 'symlink') {
+      header.type = 'symlink';
+      header.linkname = readlinkSync(node.abs);
+    } else {
+      header.type = node.kind;
+      [header.devmajor, header.devminor] = deviceNumbers(node.st.rdev);
+    }
+    if (add(walk, encodeTarHeader(header))) yield take(walk);
+  }
+}
+
+/** The children of a directory, stat'ed and in archive order. */
+function listDirectory(dirAbs: string, dirRel: string): Node[] {
+  const nodes = readdirSync(dirAbs).map((name): Node => {
+    const abs = join(dirAbs, name);
+    const st = lstatSync(abs, { bigint: true });
+    return { name, abs, rel: joinPath(dirRel, name), st, kind: kindOf(st) };
+  });
+  return nodes.sort((a, b) => {
+    const aw = a.kind === 'whiteout';
+    const bw = b.kind === 'whiteout';
+    if (aw !== bw) return aw ? -1 : 1;
+    return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+  });
+}
+
+function kindOf(st: BigIntStats): Kind {
+  if (st.isFile()) return 'file';
+  if (st.isDirectory()) return 'directory';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice()) return st.rdev === 0n ? 'whiteout' : 'character-device';
+  if (st.isBlockDevice()) return 'block-device';
+  if (st.isFIFO()) return 'fifo';
+  return 'socket';
+}
+
+function baseHeader(walk: Walk, node: Node): TarHeader {
+  let mtime = Number(floorDiv(node.st.mtimeNs, 1_000_000_000n));
+  if (walk.epoch !== undefined && mtime > walk.epoch) mtime = walk.epoch;
+  return {
+    name: node.rel,
+    type: 'file',
+    mode: Number(node.st.mode & 0o7777n),
+    uid: Number(node.st.uid),
+    gid: Number(node.st.gid),
+    size: 0,
+    mtime,
+  };
+}
+
+function floorDiv(a: bigint, b: bigint): bigint {
+  const q = a / b;
+  return a % b !== 0n && a < 0n ? q - 1n : q;
+}
+
+/**
+ * For the second and later names of a multiply linked file, the name it was first stored under.
+ * Whiteouts also show several links (overlayfs shares one whiteout inode) but never reach here.
+ */
+function firstName(walk: Walk, node: Node): string | undefined {
+  if (node.st.nlink < 2n) return undefined;
+  const key = `${node.st.dev}:${node.st.ino}`;
+  const first = walk.links.get(key);
+  if (first === undefined) walk.links.set(key, node.rel);
+  return first;
+}
+
+/** Linux's encoding of dev_t (glibc `gnu_dev_major` / `gnu_dev_minor`). */
+function deviceNumbers(rdev: bigint): [number, number] {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return [Number(major), Number(minor)];
+}
+
+/**
+ * Extended attributes to store, in name order, and whether overlayfs marked the directory
+ * opaque. overlayfs' own attributes describe this mount only and are dropped, except that the
+ * ones whose meaning lives outside the upperdir make the diff impossible.
+ */
+function readXattrs(node: Node): { xattrs: Map<string, Buffer>; opaque: boolean } {
+  const xattrs = new Map<string, Buffer>();
+  let opaque = false;
+  for (const name of listAttributesSync(node.abs).sort()) {
+    if (name.startsWith('trusted.overlay.')) {
+      if (name === 'trusted.overlay.opaque') {
+        opaque = getAttributeSync(node.abs, name)?.toString('latin1') === 'y';
+      } else if (name === 'trusted.overlay.redirect' || name === 'trusted.overlay.metacopy') {
+        throw new KilnError('UNSUPPORTED_LAYER', `Cannot diff "${node.rel}": overlayfs stored it as a reference into a lower layer`, {
+          hint: 'Mount the overlay with redirect_dir=off and metacopy=off so the upperdir holds every change itself',
+        });
+      }
+      continue;
+    }
+    const value = getAttributeSync(node.abs, name);
+    // A null value means the attribute went away between listing and reading.
+    if (value !== null) xattrs.set(name, value);
+  }
+  return { xattrs, opaque };
+}
+
+async function* fileChunks(walk: Walk, node: Node, size: number): AsyncGenerator<Buffer, void, undefined> {
+  const padding = paddingFor(size);
+  if (size === 0) return;
+  if (size <= READ_BYTES) {
+    const buffer = Buffer.allocUnsafe(size + padding);
+    const fd = openSync(node.abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      let done = 0;
+      while (done < size) {
+        const bytesRead = readSync(fd, buffer, done, size - done, done);
+        if (bytesRead === 0) throw shrank(node);
+        done += bytesRead;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    buffer.fill(0, size);
+    if (add(walk, buffer)) yield take(walk);
+    return;
+  }
+  if (walk.bytes > 0) yield take(walk);
+  const handle = await open(node.abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    for (let position = 0; position < size; position += READ_BYTES) {
+      walk.signal?.throwIfAborted();
+      const length = Math.min(READ_BYTES, size - position);
+      const buffer = Buffer.allocUnsafe(length);
+      await readExactly(handle, buffer, length, position, node);
+      yield buffer;
+    }
+    if (padding > 0) add(walk, Buffer.alloc(padding));
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readExactly(
+  handle: Awaited<ReturnType<typeof open>>,
+  buffer: Buffer,
+  length: number,
+  position: number,
+  node: Node,
+): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
+    if (bytesRead === 0) throw shrank(node);
+    done += bytesRead;
+  }
+}
+
+function shrank(node: Node): KilnError {
+  return new KilnError('LAYER_CHANGED', `File "${node.rel}" shrank while its layer was being read`, {
+    hint: 'Nothing may write to an upperdir while it is turned into a layer',
+  });
+}

@@ -1,0 +1,41 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/** A short random id for temporary names. */
+export function randomId(bytes = 8): string {
+  return randomBytes(bytes).toString('hex');
+}
+
+/** fsync a directory so that a rename inside it is durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `data` to `path` atomically: temp file beside it, fsync, rename. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${randomId(4)}`;
+  const fh = await open(tmp, 'w', 0o644);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export function isErrno(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
+}

@@ -1,0 +1,122 @@
+import { readdir } from 'node:fs/promises';
+import { PassThrough, Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip, createGunzip } from 'node:zlib';
+import type { LayerRow } from './db.js';
+import { type Digest, Hasher } from './digest.js';
+import { diffTar } from './diff.js';
+import { KilnError } from './errors.js';
+import type { Store, Workspace } from './store.js';
+import { unpackLayer } from './unpack.js';
+
+export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+export const MEDIA_TYPE_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
+
+/** Stream stage that hashes what passes through it: the uncompressed tar's hash is the diff id. */
+function hashing(hasher: Hasher): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      hasher.update(chunk);
+      done(null, chunk);
+    },
+  });
+}
+
+/** Compresses an uncompressed layer tar into the blob store; returns the layer record. */
+export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortSignal): Promise<LayerRow> {
+  const diffHasher = new Hasher();
+  const gz = createGzip({ level: 6 });
+  const hashed = tar.pipe(hashing(diffHasher));
+  hashed.on('error', (err) => gz.destroy(err));
+  tar.on('error', (err) => gz.destroy(err));
+  hashed.pipe(gz);
+  const blob = await store.blobs.writeStream(gz, { signal });
+  const layer: LayerRow = { diffId: diffHasher.digest(), blob: blob.digest, blobSize: blob.size, mediaType: MEDIA_TYPE_LAYER_GZIP };
+  store.db.transaction(() => {
+    store.db.putBlob(blob.digest, blob.size, MEDIA_TYPE_LAYER_GZIP);
+    store.db.putLayer(layer);
+  });
+  return layer;
+}
+
+/**
+ * Turns a finished workspace's upper directory into a layer: tar, compress, store the blob,
+ * record it, and keep the directory as the unpacked layer. An unchanged upper gives no layer.
+ */
+export async function commitWorkspace(store: Store, ws: Workspace, options: { signal?: AbortSignal; sourceDateEpoch?: number } = {}): Promise<LayerRow | null> {
+  if ((await readdir(ws.upper)).length === 0) return null;
+  const layer = await storeLayerTar(store, diffTar(ws.upper, options), options.signal);
+  await store.commitLayerDir(ws, layer.diffId);
+  return layer;
+}
+
+/**
+ * Stores an uncompressed layer tar and unpacks it as a layer directory in one pass. Used by
+ * import and by anything that brings a layer from outside.
+ */
+export async function importLayerTar(store: Store, source: Readable, signal?: AbortSignal): Promise<LayerRow> {
+  const ws = await store.createWorkspace();
+  try {
+    const toBlob = new PassThrough();
+    const toFs = new PassThrough();
+    const fanOut = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        // Both consumers must take a chunk before the next one is read: back-pressure holds.
+        const a = toBlob.write(chunk);
+        const b = toFs.write(chunk);
+        if (a && b) return done();
+        let waiting = (a ? 0 : 1) + (b ? 0 : 1);
+        const next = () => {
+          if (--waiting === 0) done();
+        };
+        if (!a) toBlob.once('drain', next);
+        if (!b) toFs.once('drain', next);
+      },
+      flush(done) {
+        toBlob.end();
+        toFs.end();
+        done();
+      },
+    });
+    const fail = (err: Error) => {
+      toBlob.destroy(err);
+      toFs.destroy(err);
+    };
+    const feeding = pipeline(source, fanOut).catch((err: Error) => {
+      fail(err);
+      throw err;
+    });
+    const [layer] = await Promise.all([storeLayerTar(store, toBlob, signal), unpackLayer(toFs, ws.upper, { signal }), feeding]);
+    await store.commitLayerDir(ws, layer.diffId);
+    return layer;
+  } finally {
+    await store.disposeWorkspace(ws);
+  }
+}
+
+/** Makes sure a layer's directory exists, unpacking its blob if it was never unpacked. */
+export async function ensureLayerFs(store: Store, diffId: Digest, signal?: AbortSignal): Promise<void> {
+  if (store.hasLayerFs(diffId)) return;
+  const row = store.db.getLayer(diffId);
+  if (!row) throw new KilnError('LAYER_UNKNOWN', `Layer "${diffId}" is not in the store`);
+  const ws = await store.createWorkspace();
+  try {
+    const input = store.blobs.open(row.blob);
+    const tar = row.mediaType.endsWith('gzip') ? input.pipe(createGunzip()) : input;
+    input.on('error', (err) => tar.destroy(err));
+    const check = new Hasher();
+    const hashed = tar.pipe(hashing(check));
+    tar.on('error', (err) => hashed.destroy(err));
+    await unpackLayer(hashed, ws.upper, { signal });
+    if (check.digest() !== diffId) {
+      throw new KilnError('LAYER_CORRUPT', `Layer blob "${row.blob}" does not unpack to diff id "${diffId}"`);
+    }
+    await store.commitLayerDir(ws, diffId);
+  } finally {
+    await store.disposeWorkspace(ws);
+  }
+}
+
+export function readableFrom(data: Uint8Array): Readable {
+  return Readable.from([data]);
+}

@@ -1,0 +1,210 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { BlobStore } from './blobs.js';
+import { StoreDb, type LeaseRow } from './db.js';
+import { type Digest, digestHex } from './digest.js';
+import { fsyncDir, isErrno, randomId } from './fsutil.js';
+import { isAlive, selfIdentity } from './lease.js';
+import { isMountPoint, mountsUnder, unmount } from './overlay.js';
+
+/** The store's root: $KILN_ROOT, else /var/lib/kiln as root, else ~/.local/share/kiln. */
+export function defaultStoreRoot(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.KILN_ROOT) return env.KILN_ROOT;
+  if (process.getuid?.() === 0) return '/var/lib/kiln';
+  return join(homedir(), '.local', 'share', 'kiln');
+}
+
+/** Cleans up one kind of leased work whose owner died (a container, say). */
+export type LeaseCleaner = (target: string) => Promise<void>;
+
+export interface Workspace {
+  id: string;
+  /** The directory that becomes the layer: `<dir>/fs` is the overlay upperdir. */
+  dir: string;
+  upper: string;
+  work: string;
+  /** An empty directory to mount the merged view on. */
+  mnt: string;
+}
+
+/**
+ * The embedded store: blobs, unpacked layers, the SQLite index and the leases that make every
+ * piece of work in progress recoverable after a crash.
+ */
+export class Store {
+  readonly root: string;
+  readonly blobs: BlobStore;
+  readonly db: StoreDb;
+  readonly layersDir: string;
+  readonly mntDir: string;
+  private readonly cleaners = new Map<string, LeaseCleaner>();
+
+  private constructor(root: string, db: StoreDb) {
+    this.root = root;
+    this.blobs = new BlobStore(root);
+    this.db = db;
+    this.layersDir = join(root, 'layers');
+    this.mntDir = join(root, 'mnt');
+  }
+
+  static async open(root: string, options: { cleaners?: Record<string, LeaseCleaner> } = {}): Promise<Store> {
+    await mkdir(root, { recursive: true, mode: 0o700 });
+    const db = new StoreDb(join(root, 'kiln.db'));
+    const store = new Store(root, db);
+    for (const [kind, fn] of Object.entries(options.cleaners ?? {})) store.cleaners.set(kind, fn);
+    await store.blobs.init();
+    await mkdir(store.layersDir, { recursive: true });
+    await mkdir(store.mntDir, { recursive: true });
+    await store.recover();
+    return store;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Directory of an unpacked layer, usable as an overlay lowerdir. */
+  layerFs(diffId: Digest): string {
+    return join(this.layersDir, digestHex(diffId), 'fs');
+  }
+
+  /** The lowerdir path of a layer relative to the layers folder (short mount options). */
+  layerFsRelative(diffId: Digest): string {
+    return `${digestHex(diffId)}/fs`;
+  }
+
+  hasLayerFs(diffId: Digest): boolean {
+    return existsSync(this.layerFs(diffId));
+  }
+
+  /**
+   * An empty, never-written directory to put under a chain of layers (relative to the layers
+   * folder). `n` gives distinct ones: overlayfs refuses the same lower twice.
+   */
+  async emptyLayer(n = 0): Promise<string> {
+    const name = n === 0 ? 'empty' : `empty-${n}`;
+    await mkdir(join(this.layersDir, name), { recursive: true, mode: 0o755 });
+    return name;
+  }
+
+  // ---- leases -------------------------------------------------------------------------------
+
+  lease(kind: string, target: string): string {
+    const id = randomId();
+    const me = selfIdentity();
+    this.db.addLease({ id, pid: me.pid, pidStart: me.start, kind, target });
+    return id;
+  }
+
+  release(id: string): void {
+    this.db.removeLease(id);
+  }
+
+  /** Runs `fn` with work recorded under a lease; the lease goes when `fn` settles. */
+  async withLease<T>(kind: string, target: string, fn: () => Promise<T>): Promise<T> {
+    const id = this.lease(kind, target);
+    try {
+      return await fn();
+    } finally {
+      this.release(id);
+    }
+  }
+
+  /**
+   * Cleans what dead owners left: their containers, mounts and temporary directories. Work of
+   * live processes (another CLI, a server) is never touched.
+   */
+  async recover(): Promise<void> {
+    const leases = this.db.allLeases();
+    const dead = leases.filter((l) => !isAlive({ pid: l.pid, start: l.pidStart }));
+    // Containers first, then mounts, then directories: each step frees what the next removes.
+    const order = (l: LeaseRow) => (l.kind === 'mount' ? 1 : l.kind === 'dir' ? 2 : 0);
+    dead.sort((a, b) => order(a) - order(b));
+    for (const l of dead) {
+      await this.cleanLease(l);
+      this.db.removeLease(l.id);
+    }
+    await this.removeOrphanTemp();
+  }
+
+  private async cleanLease(l: LeaseRow): Promise<void> {
+    if (l.kind === 'mount') {
+      for (const m of await mountsUnder(l.target)) await unmount(m);
+      return;
+    }
+    if (l.kind === 'dir' || l.kind === 'file') {
+      for (const m of await mountsUnder(l.target)) await unmount(m);
+      await rm(l.target, { recursive: true, force: true });
+      return;
+    }
+    const cleaner = this.cleaners.get(l.kind);
+    if (cleaner) await cleaner(l.target);
+  }
+
+  /** Temp files named with a dead pid (written before their lease could be recorded). */
+  private async removeOrphanTemp(): Promise<void> {
+    const tmp = join(this.root, 'tmp');
+    let names: string[];
+    try {
+      names = await readdir(tmp);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return;
+      throw err;
+    }
+    for (const name of names) {
+      const pid = Number(name.split('-')[1]);
+      if (!Number.isInteger(pid) || pid === process.pid) continue;
+      try {
+        await stat(`/proc/${pid}`);
+      } catch {
+        // The owner is gone: nothing will ever finish this file.
+        await rm(join(tmp, name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  // ---- workspaces ---------------------------------------------------------------------------
+
+  /** A new leased workspace for one step: upper, work and mount directories. */
+  async createWorkspace(): Promise<Workspace & { leases: string[] }> {
+    const id = randomId();
+    const dir = join(this.layersDir, `.work-${process.pid}-${id}`);
+    const mnt = join(this.mntDir, id);
+    const leases = [this.lease('dir', dir), this.lease('dir', mnt)];
+    await mkdir(join(dir, 'fs'), { recursive: true, mode: 0o755 });
+    await mkdir(join(dir, 'work'), { recursive: true });
+    await mkdir(mnt, { recursive: true });
+    return { id, dir, upper: join(dir, 'fs'), work: join(dir, 'work'), mnt, leases };
+  }
+
+  /** Unmounts and removes a workspace, then drops its leases. */
+  async disposeWorkspace(ws: Workspace & { leases: string[] }): Promise<void> {
+    if (await isMountPoint(ws.mnt)) await unmount(ws.mnt);
+    await rm(ws.mnt, { recursive: true, force: true });
+    await rm(ws.dir, { recursive: true, force: true });
+    for (const l of ws.leases) this.release(l);
+  }
+
+  /**
+   * Makes a workspace's upper directory the layer `diffId`. When another build committed the same
+   * layer first, ours is dropped: equal diff ids are equal content.
+   */
+  async commitLayerDir(ws: Workspace, diffId: Digest): Promise<void> {
+    await rm(ws.work, { recursive: true, force: true });
+    const target = join(this.layersDir, digestHex(diffId));
+    if (existsSync(target)) {
+      await rm(ws.dir, { recursive: true, force: true });
+      return;
+    }
+    try {
+      await rename(ws.dir, target);
+    } catch (err) {
+      if (!isErrno(err, 'ENOTEMPTY') && !isErrno(err, 'EEXIST')) throw err;
+      await rm(ws.dir, { recursive: true, force: true });
+      return;
+    }
+    await fsyncDir(this.layersDir);
+  }
+}

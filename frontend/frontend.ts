@@ -1,0 +1,30 @@
+import type { BuildDefinition, ContextOp, Digest, ImageConfig, Platform } from '../solver/graph.js';
+
+/** What a frontend needs from base images, supplied by the caller: the frontend does no I/O. */
+export interface ResolvedImage {
+  /** The reference as resolved, for display. */
+  ref: string;
+  manifest: Digest;
+  config: ImageConfig;
+}
+
+export interface ImageResolver {
+  resolve(ref: string, options: { platform: Platform; signal?: AbortSignal }): Promise<ResolvedImage>;
+}
+
+export interface FrontendRequest {
+  /** The Dockerfile's text and the name it is shown under (`Dockerfile`, `Dockerfile.dev`). */
+  dockerfile: string;
+  file: string;
+  buildArgs: Readonly<Record<string, string>>;
+  target?: string;
+  context: Omit<ContextOp, 'kind'>;
+  platform: Platform;
+  resolver: ImageResolver;
+  signal?: AbortSignal;
+}
+
+/** A frontend turns a request into a graph. */
+export interface Frontend {
+  compile(request: FrontendRequest): Promise<BuildDefinition>;
+}

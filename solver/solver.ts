@@ -1,0 +1,186 @@
+import pLimit, { type LimitFunction } from 'p-limit';
+import { availableParallelism } from 'node:os';
+import type { CacheRow, LayerRow, StoreDb } from '../cache/db.js';
+import { canonicalJson, type Digest, digestOf } from '../cache/digest.js';
+import { KilnError, VertexError } from '../cache/errors.js';
+import { type Vertex } from './graph.js';
+import { ProgressNumbers, type ProgressSink } from './progress.js';
+import type { SolvedVertex, Worker } from './worker.js';
+
+export interface SolveOptions {
+  noCache?: boolean;
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+  numbers?: ProgressNumbers;
+}
+
+/**
+ * Solves graphs: computes each vertex's cache key, reuses a recorded result when there is one,
+ * runs the rest through the worker with bounded concurrency. Within one solve every vertex runs
+ * at most once; across concurrent solves on one Solver, equal cache keys share one execution.
+ */
+export class Solver {
+  private readonly limit: LimitFunction;
+  private readonly inflight = new Map<string, Promise<{ layer: LayerRow | null; created: string }>>();
+
+  constructor(
+    private readonly db: StoreDb,
+    private readonly worker: Worker,
+    options: { maxParallelism?: number } = {},
+  ) {
+    this.limit = pLimit(options.maxParallelism ?? availableParallelism());
+  }
+
+  async solve(roots: readonly Vertex[], options: SolveOptions = {}): Promise<Map<Digest, SolvedVertex>> {
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) onAbort();
+    const numbers = options.numbers ?? new ProgressNumbers();
+    const progress = options.progress ?? (() => {});
+    const memo = new Map<Digest, Promise<SolvedVertex>>();
+    const results = new Map<Digest, SolvedVertex>();
+
+    const solveVertex = (v: Vertex): Promise<SolvedVertex> => {
+      let p = memo.get(v.digest);
+      if (!p) {
+        p = this.solveOne(v, solveVertex, { ...options, signal: controller.signal, numbers, progress }).then((r) => {
+          results.set(v.digest, r);
+          return r;
+        });
+        // A failure cancels every sibling still running.
+        p.catch((err: unknown) => controller.abort(err));
+        memo.set(v.digest, p);
+      }
+      return p;
+    };
+    try {
+      await Promise.all(roots.map(solveVertex));
+      return results;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async solveOne(
+    v: Vertex,
+    solveInput: (v: Vertex) => Promise<SolvedVertex>,
+    o: Required<Pick<SolveOptions, 'progress' | 'numbers'>> & SolveOptions & { signal: AbortSignal },
+  ): Promise<SolvedVertex> {
+    const inputs = await Promise.all(v.inputs.map(solveInput));
+    o.signal.throwIfAborted();
+    const op = v.op;
+    if (op.kind === 'context') {
+      const key = digestOf(canonicalJson({ op: { kind: 'context', exclude: op.exclude } }));
+      return { vertex: v, key, snapshot: { layers: [] }, layer: null, created: new Date(0).toISOString(), cached: true };
+    }
+    const id = v.meta.hidden ? 0 : o.numbers.id(v.digest);
+    if (op.kind === 'image') {
+      const start = Date.now();
+      if (!v.meta.hidden) o.progress({ type: 'vertex.start', id, name: v.meta.name, time: start });
+      const base = await this.worker.resolveImage(op, o.signal);
+      if (!v.meta.hidden) o.progress({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start });
+      return { vertex: v, key: op.manifest, snapshot: base.snapshot, layer: null, created: base.created, cached: true };
+    }
+    let content: unknown;
+    try {
+      content = await this.worker.contentKey(v, o.signal);
+    } catch (err) {
+      // A source that cannot be checksummed (missing, outside the context) fails this step.
+      if (!(err instanceof KilnError) || err.code === 'CANCELLED') throw err;
+      const now = Date.now();
+      o.progress({ type: 'vertex.start', id, name: v.meta.name, time: now });
+      o.progress({ type: 'vertex.error', id, time: now, duration: 0, message: err.message });
+      throw new VertexError(v.meta.name, err, { location: v.meta.location });
+    }
+    const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content ?? null }));
+    const parent = op.kind === 'exec' ? inputs[op.root] : inputs[op.base];
+    const parentLayers = parent?.snapshot.layers ?? [];
+    const finish = (layer: LayerRow | null, created: string, cached: boolean): SolvedVertex => ({
+      vertex: v,
+      key,
+      snapshot: { layers: layer ? [...parentLayers, layer] : parentLayers },
+      layer,
+      created,
+      cached,
+    });
+
+    if (!o.noCache) {
+      const hit = this.lookup(key);
+      if (hit) {
+        o.progress({ type: 'vertex.start', id, name: v.meta.name, time: Date.now() });
+        o.progress({ type: 'vertex.cached', id, name: v.meta.name, time: Date.now() });
+        return finish(hit.layer, hit.created, true);
+      }
+    }
+
+    let shared = this.inflight.get(key);
+    if (!shared) {
+      shared = this.execute(v, inputs, key, id, o);
+      this.inflight.set(key, shared);
+      shared.finally(() => this.inflight.delete(key)).catch(() => {
+        // The failure is reported through the awaited promise below.
+      });
+    } else {
+      o.progress({ type: 'vertex.start', id, name: v.meta.name, time: Date.now() });
+    }
+    const r = await shared;
+    return finish(r.layer, r.created, false);
+  }
+
+  private lookup(key: string): { layer: LayerRow | null; created: string } | undefined {
+    const row: CacheRow | undefined = this.db.getCache(key);
+    if (!row) return undefined;
+    if (row.diffId === null) return { layer: null, created: row.created };
+    const layer = this.db.getLayer(row.diffId);
+    // A record whose layer was collected is no hit.
+    return layer ? { layer, created: row.created } : undefined;
+  }
+
+  private execute(
+    v: Vertex,
+    inputs: readonly SolvedVertex[],
+    key: string,
+    id: number,
+    o: Required<Pick<SolveOptions, 'progress' | 'numbers'>> & { signal: AbortSignal },
+  ): Promise<{ layer: LayerRow | null; created: string }> {
+    return this.limit(async () => {
+      o.signal.throwIfAborted();
+      const start = Date.now();
+      o.progress({ type: 'vertex.start', id, name: v.meta.name, time: start });
+      const tail: string[] = [];
+      let partial = '';
+      const log = (stream: 1 | 2, data: string) => {
+        o.progress({ type: 'vertex.log', id, stream, data, time: Date.now() });
+        const lines = (partial + data).split('\n');
+        partial = lines.pop() ?? '';
+        tail.push(...lines);
+        if (tail.length > 20) tail.splice(0, tail.length - 20);
+      };
+      try {
+        const layer = await this.worker.run(v, inputs, { id, signal: o.signal, log });
+        const created = new Date().toISOString();
+        this.db.putCache({ key, diffId: layer?.diffId ?? null, created, description: v.meta.name });
+        o.progress({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start });
+        return { layer, created };
+      } catch (err) {
+        if (partial) tail.push(partial);
+        const cause = err instanceof KilnError ? err : o.signal.aborted ? cancelled(o.signal) : internal(err);
+        o.progress({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: cause.message });
+        if (cause.code === 'CANCELLED') throw cause;
+        throw new VertexError(v.meta.name, cause, { location: v.meta.location, tail });
+      }
+    });
+  }
+}
+
+function cancelled(signal: AbortSignal): KilnError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof KilnError) return reason;
+  return new KilnError('CANCELLED', 'The build was cancelled', { exitCode: 130 });
+}
+
+function internal(err: unknown): KilnError {
+  const message = err instanceof Error ? err.message : String(err);
+  return new KilnError('INTERNAL', message, { cause: err });
+}

@@ -1,0 +1,114 @@
+import { readFile, stat } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { KilnError } from '../../cache/errors.js';
+import { isErrno } from '../../cache/fsutil.js';
+import { dockerfileFrontend } from '../../frontend/index.js';
+import { parseIgnoreFile } from '../../frontend/ignore/index.js';
+import type { BuildDefinition, Platform } from '../../solver/graph.js';
+import { ProgressNumbers, type ProgressSink } from '../../solver/progress.js';
+import type { Engine } from '../engine.js';
+import type { Exporter } from '../export/exporter.js';
+import { tagImage, writeImage, type LocalImage } from '../image/local.js';
+import { normalizeName } from '../image/reference.js';
+import { assembleConfig } from './assemble.js';
+import { storeResolver } from './resolver.js';
+
+export interface BuildRequest {
+  contextDir: string;
+  /** Path of the Dockerfile, or '-' with `dockerfileText` given. */
+  dockerfile?: string;
+  dockerfileText?: string;
+  buildArgs?: Record<string, string>;
+  tags?: string[];
+  target?: string;
+  noCache?: boolean;
+  exporters?: Exporter[];
+  progress?: ProgressSink;
+  signal?: AbortSignal;
+}
+
+export interface BuildResult {
+  image: LocalImage;
+  warnings: BuildDefinition['warnings'];
+}
+
+export const LINUX_AMD64: Platform = { os: 'linux', architecture: 'amd64' };
+
+/** Reads the request's inputs, compiles, solves, writes the image, tags it, runs exporters. */
+export async function build(engine: Engine, req: BuildRequest): Promise<BuildResult> {
+  const progress = req.progress ?? (() => {});
+  const contextDir = resolve(req.contextDir);
+  await checkContext(contextDir);
+  const tags = (req.tags ?? []).map(normalizeName);
+  const numbers = new ProgressNumbers();
+
+  const { text, file } = await readDockerfile(req, contextDir);
+  const defId = numbers.id('internal:definition');
+  progress({ type: 'vertex.start', id: defId, name: `[internal] load build definition from ${file}`, time: Date.now() });
+  progress({ type: 'vertex.done', id: defId, time: Date.now(), duration: 0 });
+  const ignoreId = numbers.id('internal:dockerignore');
+  progress({ type: 'vertex.start', id: ignoreId, name: '[internal] load .dockerignore', time: Date.now() });
+  const exclude = await readDockerignore(contextDir);
+  progress({ type: 'vertex.done', id: ignoreId, time: Date.now(), duration: 0 });
+
+  const def = await dockerfileFrontend.compile({
+    dockerfile: text,
+    file,
+    buildArgs: req.buildArgs ?? {},
+    target: req.target,
+    context: { name: 'context', source: contextDir, exclude },
+    platform: LINUX_AMD64,
+    resolver: storeResolver(engine.store),
+    signal: req.signal,
+  });
+  for (const w of def.warnings) progress({ type: 'warning', message: w.message, rule: w.rule, location: w.location });
+
+  const results = def.root
+    ? await engine.solver.solve([def.root], { noCache: req.noCache, signal: req.signal, progress, numbers })
+    : new Map();
+  req.signal?.throwIfAborted();
+  const config = assembleConfig(def, results);
+  const exportId = numbers.id('internal:export');
+  const start = Date.now();
+  progress({ type: 'vertex.start', id: exportId, name: 'exporting to image', time: start });
+  const layers = def.root ? results.get(def.root.digest)!.snapshot.layers : [];
+  const image = await writeImage(engine.store, config, layers);
+  for (const exporter of req.exporters ?? []) await exporter.export(engine.store, image, req.signal);
+  req.signal?.throwIfAborted();
+  if (tags.length > 0) tagImage(engine.store, image, tags);
+  progress({ type: 'vertex.done', id: exportId, time: Date.now(), duration: Date.now() - start });
+  return { image, warnings: def.warnings };
+}
+
+async function checkContext(dir: string): Promise<void> {
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) throw new KilnError('CONTEXT_NOT_DIR', `The build context "${dir}" is not a directory`);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) throw new KilnError('CONTEXT_MISSING', `The build context "${dir}" does not exist`);
+    throw err;
+  }
+}
+
+async function readDockerfile(req: BuildRequest, contextDir: string): Promise<{ text: string; file: string }> {
+  if (req.dockerfileText !== undefined) return { text: req.dockerfileText, file: 'Dockerfile' };
+  const path = resolve(req.dockerfile ?? `${contextDir}/Dockerfile`);
+  try {
+    return { text: await readFile(path, 'utf8'), file: basename(path) };
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) {
+      throw new KilnError('DOCKERFILE_MISSING', `Cannot read the Dockerfile "${path}": no such file`, { hint: 'Pass its path with -f, or "-f -" to read it from standard input' });
+    }
+    if (isErrno(err, 'EISDIR')) throw new KilnError('DOCKERFILE_MISSING', `The Dockerfile "${path}" is a directory`);
+    throw err;
+  }
+}
+
+async function readDockerignore(contextDir: string): Promise<string[]> {
+  try {
+    return parseIgnoreFile(await readFile(`${contextDir}/.dockerignore`, 'utf8'));
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return [];
+    throw err;
+  }
+}

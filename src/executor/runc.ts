@@ -1,0 +1,91 @@
+import { spawn } from 'node:child_process';
+import { readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { KilnError } from '../../cache/errors.js';
+import { run } from '../../cache/exec.js';
+import { isErrno, randomId } from '../../cache/fsutil.js';
+import type { Store } from '../../cache/store.js';
+import type { Executor, ProcessSpec, RunOptions } from './executor.js';
+import { runtimeSpec } from './spec.js';
+
+export const CONTAINER_LEASE = 'container';
+
+/** Removes a container whatever its state: the lease cleaner for containers of dead owners. */
+export async function deleteContainer(runtime: string, id: string): Promise<void> {
+  await run(runtime, ['kill', id, 'KILL'], { allowFail: true });
+  await run(runtime, ['delete', '--force', id], { allowFail: true });
+}
+
+/** Runs processes with an OCI runtime binary (runc by default, crun on request). */
+export class RuncExecutor implements Executor {
+  constructor(
+    private readonly store: Store,
+    private readonly runtime = 'runc',
+  ) {}
+
+  async run(spec: ProcessSpec, options: RunOptions): Promise<number> {
+    const id = `kiln-${randomId(6)}`;
+    const bundle = join(this.store.root, 'run', id);
+    const bundleLease = this.store.lease('dir', bundle);
+    const containerLease = this.store.lease(CONTAINER_LEASE, id);
+    try {
+      await mkdir(bundle, { recursive: true, mode: 0o700 });
+      const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
+      const hostname = spec.hostname ?? 'kiln';
+      await writeFile(files.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
+      await writeFile(files.resolvConf, await hostResolvConf());
+      await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
+      return await this.runBundle(id, bundle, options);
+    } finally {
+      await deleteContainer(this.runtime, id);
+      this.store.release(containerLease);
+      await rm(bundle, { recursive: true, force: true });
+      this.store.release(bundleLease);
+    }
+  }
+
+  private runBundle(id: string, bundle: string, options: RunOptions): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(this.runtime, ['run', '--bundle', bundle, id], {
+        stdio: [options.stdin ? 'inherit' : 'ignore', options.onStdout ? 'pipe' : 'inherit', options.onStderr ? 'pipe' : 'inherit'],
+      });
+      if (options.onStdout) child.stdout!.on('data', options.onStdout);
+      if (options.onStderr) child.stderr!.on('data', options.onStderr);
+      const onAbort = () => {
+        void run(this.runtime, ['kill', id, 'KILL'], { allowFail: true });
+      };
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.signal?.aborted) onAbort();
+      child.on('error', (err) => {
+        options.signal?.removeEventListener('abort', onAbort);
+        reject(new KilnError('RUNTIME_MISSING', `Cannot start the container runtime "${this.runtime}": ${err.message}`, { hint: 'Install it with "apt-get install runc"' }));
+      });
+      child.on('close', (code, signal) => {
+        options.signal?.removeEventListener('abort', onAbort);
+        if (options.signal?.aborted) {
+          reject(options.signal.reason instanceof KilnError ? options.signal.reason : new KilnError('CANCELLED', 'The build was cancelled', { exitCode: 130 }));
+          return;
+        }
+        resolve(code ?? 128 + (signal ? signalNumber(signal) : 0));
+      });
+    });
+  }
+}
+
+let resolvConf: string | undefined;
+
+async function hostResolvConf(): Promise<string> {
+  if (resolvConf !== undefined) return resolvConf;
+  try {
+    resolvConf = await readFile('/etc/resolv.conf', 'utf8');
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+    resolvConf = '';
+  }
+  return resolvConf;
+}
+
+function signalNumber(name: NodeJS.Signals): number {
+  const table: Partial<Record<NodeJS.Signals, number>> = { SIGKILL: 9, SIGTERM: 15, SIGINT: 2, SIGHUP: 1, SIGQUIT: 3, SIGSEGV: 11, SIGABRT: 6, SIGPIPE: 13 };
+  return table[name] ?? 0;
+}

@@ -1,0 +1,97 @@
+import type { LayerRow } from '../../cache/db.js';
+import { type Digest, isDigest, parseDigest } from '../../cache/digest.js';
+import { KilnError } from '../../cache/errors.js';
+import type { Store } from '../../cache/store.js';
+import type { ImageConfig } from '../../solver/graph.js';
+import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, type Manifest } from './oci.js';
+import { normalizeName } from './reference.js';
+
+/** An image in the local store. */
+export interface LocalImage {
+  manifestDigest: Digest;
+  manifest: Manifest;
+  configDigest: Digest;
+  config: ImageConfig;
+  layers: LayerRow[];
+}
+
+/**
+ * Finds an image by name (`acc/app:1`), by image ID (`sha256:…` config digest or a unique hex
+ * prefix of it) or by manifest digest.
+ */
+export async function findImage(store: Store, ref: string): Promise<LocalImage | undefined> {
+  const manifest = findManifestDigest(store, ref);
+  return manifest === undefined ? undefined : loadImage(store, manifest);
+}
+
+export async function getImage(store: Store, ref: string): Promise<LocalImage> {
+  const img = await findImage(store, ref);
+  if (!img) {
+    throw new KilnError('IMAGE_UNKNOWN', `No such image "${ref}" in the store`, { hint: 'List images with "kiln images"; import one with "kiln import"' });
+  }
+  return img;
+}
+
+function findManifestDigest(store: Store, ref: string): Digest | undefined {
+  const hexPrefix = /^(sha256:)?([a-f0-9]{12,64})$/.exec(ref);
+  if (hexPrefix) {
+    const prefix = `sha256:${hexPrefix[2]}`;
+    const byConfig = store.db.allManifests().filter((m) => m.config.startsWith(prefix) || m.digest.startsWith(prefix));
+    if (byConfig.length === 1) return byConfig[0]!.digest;
+    if (byConfig.length > 1 && isDigest(ref)) return byConfig.find((m) => m.config === ref || m.digest === ref)?.digest;
+    if (hexPrefix[1] !== undefined) return undefined;
+  }
+  let name: string;
+  try {
+    name = normalizeName(ref);
+  } catch (err) {
+    if (err instanceof KilnError) return undefined;
+    throw err;
+  }
+  return store.db.getTag(name)?.manifest;
+}
+
+export async function loadImage(store: Store, manifestDigest: Digest): Promise<LocalImage> {
+  const manifest = await store.blobs.readJson<Manifest>(manifestDigest);
+  const configDigest = parseDigest(manifest.config.digest);
+  const config = await store.blobs.readJson<ImageConfig>(configDigest);
+  const layers = config.rootfs.diff_ids.map((diffId, i) => {
+    const row = store.db.getLayer(diffId);
+    if (!row) throw new KilnError('LAYER_UNKNOWN', `Layer ${i + 1} ("${diffId}") of image "${manifestDigest}" is not in the store`);
+    return row;
+  });
+  return { manifestDigest, manifest, configDigest, config, layers };
+}
+
+/** Writes config and manifest blobs and records the image; layers must be stored already. */
+export async function writeImage(store: Store, config: ImageConfig, layers: readonly LayerRow[]): Promise<LocalImage> {
+  const configBytes = Buffer.from(JSON.stringify(config));
+  const configBlob = await store.blobs.writeBuffer(configBytes);
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MEDIA_TYPE_MANIFEST,
+    config: { mediaType: MEDIA_TYPE_CONFIG, digest: configBlob.digest, size: configBlob.size },
+    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.blob, size: l.blobSize })),
+  };
+  const manifestBytes = Buffer.from(JSON.stringify(manifest));
+  const manifestBlob = await store.blobs.writeBuffer(manifestBytes);
+  store.db.transaction(() => {
+    store.db.putBlob(configBlob.digest, configBlob.size, MEDIA_TYPE_CONFIG);
+    store.db.putBlob(manifestBlob.digest, manifestBlob.size, MEDIA_TYPE_MANIFEST);
+    store.db.putManifest({
+      digest: manifestBlob.digest,
+      config: configBlob.digest,
+      size: layers.reduce((n, l) => n + l.blobSize, configBlob.size),
+      created: config.created ? Date.parse(config.created) : Date.now(),
+    });
+  });
+  return { manifestDigest: manifestBlob.digest, manifest, configDigest: configBlob.digest, config, layers: [...layers] };
+}
+
+/** Points each name at the image, in one transaction: either every tag moves or none. */
+export function tagImage(store: Store, image: LocalImage, names: readonly string[]): void {
+  const normalized = names.map(normalizeName);
+  store.db.transaction(() => {
+    for (const n of normalized) store.db.setTag(n, image.manifestDigest);
+  });
+}

@@ -1,0 +1,79 @@
+import { chown, mkdir, writeFile, chmod } from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { LayerRow } from '../../cache/db.js';
+import { commitWorkspace } from '../../cache/layers.js';
+import { unmount } from '../../cache/overlay.js';
+import type { Store } from '../../cache/store.js';
+import type { CopyAction, FileOp, UserSpec } from '../../solver/graph.js';
+import type { SolvedVertex, StepContext } from '../../solver/worker.js';
+import { resolveOwner } from '../executor/user.js';
+import { secureJoin } from '../fsutil/securejoin.js';
+import { exclusionFor } from '../sources/exclusion.js';
+import { NO_EXCLUSION, selectSources } from '../sources/select.js';
+import { copyIntoRoot } from './copy.js';
+import { mountLayers, withReadOnlyView } from './mount.js';
+
+/** Runs a file op (COPY, WORKDIR's mkdir…): actions applied to a writable view of the base. */
+export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedVertex[], ctx: StepContext): Promise<LayerRow | null> {
+  const base = op.base >= 0 ? inputs[op.base]!.snapshot.layers : [];
+  const ws = await store.createWorkspace();
+  try {
+    await mountLayers(store, base, ws.mnt, ws, ctx.signal);
+    try {
+      for (const action of op.actions) {
+        ctx.signal.throwIfAborted();
+        const owner = action.chown ? await resolveOwner(ws.mnt, action.chown) : undefined;
+        if (action.action === 'copy') {
+          await copyFrom(store, ws.mnt, action, inputs[action.from]!, owner, ctx.signal);
+        } else if (action.action === 'mkdir') {
+          await mkdirAll(ws.mnt, action.path, action.mode, owner);
+        } else {
+          const target = await secureJoin(ws.mnt, action.path);
+          await mkdirAll(ws.mnt, posix.dirname(action.path), 0o755, undefined);
+          await writeFile(target, action.data, { mode: action.mode });
+          await chmod(target, action.mode);
+          if (owner) await chown(target, owner.uid, owner.gid);
+        }
+      }
+    } finally {
+      await unmount(ws.mnt);
+    }
+    return await commitWorkspace(store, ws, { signal: ctx.signal });
+  } finally {
+    await store.disposeWorkspace(ws);
+  }
+}
+
+async function copyFrom(store: Store, destRoot: string, action: CopyAction, source: SolvedVertex, owner: { uid: number; gid: number } | undefined, signal: AbortSignal): Promise<void> {
+  const op = source.vertex.op;
+  if (op.kind === 'context') {
+    const exclusion = exclusionFor(op.exclude);
+    const selections = await selectSources(op.source, action.src, exclusion, 'the build context');
+    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: true, exclusion, srcRoot: op.source });
+    return;
+  }
+  const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : 'the source image';
+  await withReadOnlyView(store, source.snapshot.layers, async (srcRoot) => {
+    const selections = await selectSources(srcRoot, action.src, NO_EXCLUSION, what);
+    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: false, exclusion: NO_EXCLUSION, srcRoot });
+  }, signal);
+}
+
+/** mkdir -p inside the root; only directories it creates get the mode and owner. */
+async function mkdirAll(root: string, path: string, mode: number, owner: { uid: number; gid: number } | undefined): Promise<void> {
+  let cur = '/';
+  for (const part of path.split('/').filter(Boolean)) {
+    cur = posix.join(cur, part);
+    const host = await secureJoin(root, cur);
+    try {
+      await mkdir(host);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw err;
+    }
+    await chmod(host, mode);
+    if (owner) await chown(host, owner.uid, owner.gid);
+  }
+}
+
+export type { UserSpec };

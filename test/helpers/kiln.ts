@@ -1,0 +1,100 @@
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export const REPO = resolve(import.meta.dirname, '../..');
+export const KILN = join(REPO, 'bin/kiln');
+
+export interface KilnResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bin/kiln against a store, collecting its output. */
+export function kiln(root: string, args: readonly string[], options: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<KilnResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(KILN, args, {
+      env: { ...process.env, KILN_ROOT: root, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => err.push(c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code: code ?? (signal ? 128 : 1), stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
+/** A fresh temporary directory; `cleanup` unmounts anything left below it and removes it. */
+export function tempDir(prefix = 'kiln-test-'): { path: string; cleanup: () => Promise<void> } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return {
+    path,
+    cleanup: async () => {
+      for (const m of mountsUnder(path)) execFileSync('umount', ['-l', m]);
+      await rm(path, { recursive: true, force: true });
+    },
+  };
+}
+
+export function mountsUnder(prefix: string): string[] {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((p): p is string => p !== undefined && (p === prefix || p.startsWith(`${prefix}/`)))
+    .sort((a, b) => b.length - a.length);
+}
+
+/** Containers of ours that runc still knows about. */
+export function kilnContainers(): string[] {
+  const out = execFileSync('runc', ['list', '-q'], { encoding: 'utf8' });
+  return out.split('\n').filter((l) => l.startsWith('kiln-'));
+}
+
+let baseTarPath: string | undefined;
+
+/** A rootfs tarball from Debian's busybox-static (scripts/base-rootfs.sh), made once per worker. */
+export function baseTar(): string {
+  if (baseTarPath && existsSync(baseTarPath)) return baseTarPath;
+  const dir = mkdtempSync(join(tmpdir(), 'kiln-base-'));
+  baseTarPath = join(dir, 'base.tar');
+  execFileSync('bash', [join(REPO, 'scripts/base-rootfs.sh'), baseTarPath]);
+  process.on('exit', () => execFileSync('rm', ['-rf', dir]));
+  return baseTarPath;
+}
+
+/** A store with the busybox base imported as `test/base:1`. */
+export async function storeWithBase(): Promise<{ root: string; cleanup: () => Promise<void> }> {
+  const t = tempDir('kiln-store-');
+  const r = await kiln(t.path, ['import', '--change', 'CMD ["sh"]', baseTar(), 'test/base:1']);
+  if (r.code !== 0) throw new Error(`import failed: ${r.stderr}`);
+  return { root: t.path, cleanup: t.cleanup };
+}
+
+/** The `#N` of the first plain-progress step line matching `pattern`. */
+export function stepNumber(log: string, pattern: string): number | undefined {
+  for (const line of log.split('\n')) {
+    const m = /^#(\d+) \[[^\]]*\] (.*)$/.exec(line);
+    if (m && m[2]!.includes(pattern)) return Number(m[1]);
+  }
+  return undefined;
+}
+
+export function stepCached(log: string, pattern: string): boolean {
+  const n = stepNumber(log, pattern);
+  return n !== undefined && new RegExp(`^#${n} CACHED$`, 'm').test(log);
+}
+
+export function stepRan(log: string, pattern: string): boolean {
+  const n = stepNumber(log, pattern);
+  return n !== undefined && !new RegExp(`^#${n} CACHED$`, 'm').test(log) && new RegExp(`^#${n} DONE`, 'm').test(log);
+}
