@@ -8,6 +8,7 @@ import { diffTar } from './diff.js';
 import { KilnError } from './errors.js';
 import type { Store, Workspace } from './store.js';
 import { unpackLayer } from './unpack.js';
+import { traced } from './trace.js';
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 export const MEDIA_TYPE_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
@@ -30,7 +31,7 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
   hashed.on('error', (err) => gz.destroy(err));
   tar.on('error', (err) => gz.destroy(err));
   hashed.pipe(gz);
-  const blob = await store.blobs.writeStream(gz, { signal });
+  const blob = await traced('diff+compress+write', () => store.blobs.writeStream(gz, { signal }));
   const layer: LayerRow = { diffId: diffHasher.digest(), blob: blob.digest, blobSize: blob.size, mediaType: MEDIA_TYPE_LAYER_GZIP };
   store.db.transaction(() => {
     store.db.putBlob(blob.digest, blob.size, MEDIA_TYPE_LAYER_GZIP);

@@ -1,18 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import { run } from './exec.js';
 import { KilnError } from './errors.js';
+import { errnoName, nativeLibc } from './syscalls.js';
 
 export interface OverlayOptions {
-  /** Lower directories, top first, as paths relative to `cwd`. */
+  /** Lower directories, top first (short absolute paths: see Store.shortLink). */
   lower: string[];
   upper?: string;
   work?: string;
-  /** Paths in the options are relative to this directory, which keeps the option string short. */
-  cwd: string;
 }
 
-// The kernel takes at most one page of mount options; relative paths from the layers folder keep
-// each lowerdir at ~70 bytes, so about 55 layers fit. Deeper chains need flattening (not yet done).
+// The kernel takes at most one page of mount options; with ~33-byte links per layer about 120
+// layers fit. Deeper chains need flattening (not done yet).
 const MAX_OPTIONS = 4000;
 
 export async function mountOverlay(target: string, o: OverlayOptions): Promise<void> {
@@ -22,40 +21,51 @@ export async function mountOverlay(target: string, o: OverlayOptions): Promise<v
   if (options.length > MAX_OPTIONS) {
     throw new KilnError('TOO_MANY_LAYERS', `Cannot mount a chain of ${o.lower.length} layers: the overlay options exceed one page`);
   }
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], { cwd: o.cwd });
+  const libc = nativeLibc();
+  if (libc) {
+    if (libc.mount('overlay', target, 'overlay', 0, options) !== 0) {
+      const errno = libc.errno();
+      throw new KilnError('MOUNT_FAILED', `Cannot mount an overlay on "${target}": ${errnoName(errno)}`, { hint: `Options: ${options}` });
+    }
+    return;
+  }
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target]);
 }
 
 export async function unmount(target: string): Promise<void> {
+  const libc = nativeLibc();
   for (let attempt = 0; ; attempt++) {
-    const r = await run('umount', [target], { allowFail: true });
-    if (r.code === 0) return;
-    if (!(await isMountPoint(target))) return;
-    if (attempt >= 20) {
-      throw new KilnError('UNMOUNT_FAILED', `Cannot unmount "${target}": ${r.stderr.trim()}`);
+    let failure: string;
+    if (libc) {
+      if (libc.umount2(target, 0) === 0) return;
+      failure = errnoName(libc.errno());
+      if (failure === 'EINVAL' || failure === 'ENOENT') return; // not a mount point (any more)
+    } else {
+      const r = await run('umount', [target], { allowFail: true });
+      if (r.code === 0) return;
+      failure = r.stderr.trim();
     }
+    if (!(await isMountPoint(target))) return;
+    if (attempt >= 20) throw new KilnError('UNMOUNT_FAILED', `Cannot unmount "${target}": ${failure}`);
     // A process that just exited may still hold the mount for a moment.
     await new Promise((res) => setTimeout(res, 25 * (attempt + 1)));
   }
 }
 
 export async function isMountPoint(path: string): Promise<boolean> {
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
-  for (const line of mounts.split('\n')) {
-    const field = line.split(' ')[4];
-    if (field !== undefined && unescapeMountPath(field) === path) return true;
-  }
-  return false;
+  return (await mountsUnder(path)).includes(path);
 }
 
-/** Mount points under `prefix`, deepest first. */
+/** Mount points at or under `prefix`, deepest first. */
 export async function mountsUnder(prefix: string): Promise<string[]> {
   const mounts = await readFile('/proc/self/mountinfo', 'utf8');
   const found: string[] = [];
+  const under = prefix.endsWith('/') ? prefix : `${prefix}/`;
   for (const line of mounts.split('\n')) {
     const field = line.split(' ')[4];
     if (field === undefined) continue;
     const p = unescapeMountPath(field);
-    if (p === prefix || p.startsWith(prefix.endsWith('/') ? prefix : `${prefix}/`)) found.push(p);
+    if (p === prefix || p.startsWith(under)) found.push(p);
   }
   return found.sort((a, b) => b.length - a.length);
 }

@@ -1,10 +1,11 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readlink, rename, rm, stat, symlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from './blobs.js';
 import { StoreDb, type LeaseRow } from './db.js';
 import { type Digest, digestHex } from './digest.js';
+import { KilnError } from './errors.js';
 import { fsyncDir, isErrno, randomId } from './fsutil.js';
 import { isAlive, selfIdentity } from './lease.js';
 import { isMountPoint, mountsUnder, unmount } from './overlay.js';
@@ -57,6 +58,7 @@ export class Store {
     await store.blobs.init();
     await mkdir(store.layersDir, { recursive: true });
     await mkdir(store.mntDir, { recursive: true });
+    await mkdir(join(root, 'l'), { recursive: true });
     await store.recover();
     return store;
   }
@@ -70,9 +72,23 @@ export class Store {
     return join(this.layersDir, digestHex(diffId), 'fs');
   }
 
-  /** The lowerdir path of a layer relative to the layers folder (short mount options). */
-  layerFsRelative(diffId: Digest): string {
-    return `${digestHex(diffId)}/fs`;
+  /**
+   * A short absolute path to a layer's directory, for overlay options that must fit in one page:
+   * `<root>/l/<16 hex>` links to `layers/<hex>/fs` (Docker's overlay2 does the same).
+   */
+  async shortLink(diffId: Digest): Promise<string> {
+    const hex = digestHex(diffId);
+    const link = join(this.root, 'l', hex.slice(0, 16));
+    const target = `../layers/${hex}/fs`;
+    try {
+      await symlink(target, link);
+    } catch (err) {
+      if (!isErrno(err, 'EEXIST')) throw err;
+      if ((await readlink(link)) !== target) {
+        throw new KilnError('STORE_CORRUPT', `Layer link "${link}" points to "${await readlink(link)}", not "${target}"`);
+      }
+    }
+    return link;
   }
 
   hasLayerFs(diffId: Digest): boolean {
@@ -84,9 +100,9 @@ export class Store {
    * folder). `n` gives distinct ones: overlayfs refuses the same lower twice.
    */
   async emptyLayer(n = 0): Promise<string> {
-    const name = n === 0 ? 'empty' : `empty-${n}`;
-    await mkdir(join(this.layersDir, name), { recursive: true, mode: 0o755 });
-    return name;
+    const dir = join(this.layersDir, n === 0 ? 'empty' : `empty-${n}`);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    return dir;
   }
 
   // ---- leases -------------------------------------------------------------------------------

@@ -165,9 +165,13 @@ export class Solver {
         return { layer, created };
       } catch (err) {
         if (partial) tail.push(partial);
-        const cause = err instanceof KilnError ? err : o.signal.aborted ? cancelled(o.signal) : internal(err);
+        if (o.signal.aborted) {
+          // Cancelled by the caller or by a failing sibling: the reason is the build's error.
+          o.progress({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: 'cancelled' });
+          throw cancelled(o.signal);
+        }
+        const cause = err instanceof KilnError ? err : internal(err);
         o.progress({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: cause.message });
-        if (cause.code === 'CANCELLED') throw cause;
         throw new VertexError(v.meta.name, cause, { location: v.meta.location, tail });
       }
     });

@@ -10,9 +10,8 @@ import { runtimeSpec } from './spec.js';
 
 export const CONTAINER_LEASE = 'container';
 
-/** Removes a container whatever its state: the lease cleaner for containers of dead owners. */
+/** Removes a container whatever its state (`delete --force` kills it first). */
 export async function deleteContainer(runtime: string, id: string): Promise<void> {
-  await run(runtime, ['kill', id, 'KILL'], { allowFail: true });
   await run(runtime, ['delete', '--force', id], { allowFail: true });
 }
 
@@ -28,6 +27,7 @@ export class RuncExecutor implements Executor {
     const bundle = join(this.store.root, 'run', id);
     const bundleLease = this.store.lease('dir', bundle);
     const containerLease = this.store.lease(CONTAINER_LEASE, id);
+    let exited = false;
     try {
       await mkdir(bundle, { recursive: true, mode: 0o700 });
       const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
@@ -35,9 +35,12 @@ export class RuncExecutor implements Executor {
       await writeFile(files.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
       await writeFile(files.resolvConf, await hostResolvConf());
       await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
-      return await this.runBundle(id, bundle, options);
+      const code = await this.runBundle(id, bundle, options);
+      exited = true;
+      return code;
     } finally {
-      await deleteContainer(this.runtime, id);
+      // `runc run` deletes the container when its process exits; anything else may leave it.
+      if (!exited) await deleteContainer(this.runtime, id);
       this.store.release(containerLease);
       await rm(bundle, { recursive: true, force: true });
       this.store.release(bundleLease);

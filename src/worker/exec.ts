@@ -1,10 +1,13 @@
-import { lstat, mkdir, readdir, rmdir, unlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, mkdir, readdir, rmdir, unlink, utimes } from 'node:fs/promises';
+import { getAttributeSync } from '@napi-rs/xattr';
 import { posix } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { LayerRow } from '../../cache/db.js';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { commitWorkspace } from '../../cache/layers.js';
+import { traced } from '../../cache/trace.js';
 import { unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
 import type { ExecOp } from '../../solver/graph.js';
@@ -19,9 +22,9 @@ import { mountLayers } from './mount.js';
 export async function runExec(store: Store, executor: Executor, op: ExecOp, root: Snapshot, ctx: StepContext): Promise<LayerRow | null> {
   const ws = await store.createWorkspace();
   try {
-    await mountLayers(store, root.layers, ws.mnt, ws, ctx.signal);
+    await traced('mount', () => mountLayers(store, root.layers, ws.mnt, ws, ctx.signal));
     let code: number;
-    let stubs: string[];
+    let stubs: Stubs;
     try {
       stubs = await missingPaths(ws.mnt, MOUNT_POINTS);
       const cwd = await secureJoin(ws.mnt, op.cwd);
@@ -29,7 +32,7 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, root
       const user = await resolveUser(ws.mnt, op.user);
       const out = new StringDecoder('utf8');
       const err = new StringDecoder('utf8');
-      code = await executor.run(
+      code = await traced('runtime', () => executor.run(
         { args: op.args, env: op.env, cwd: op.cwd, user, network: op.network, hostname: op.hostname },
         {
           rootfs: ws.mnt,
@@ -37,26 +40,34 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, root
           onStdout: (c) => ctx.log(1, out.write(c)),
           onStderr: (c) => ctx.log(2, err.write(c)),
         },
-      );
+      ));
     } finally {
-      await unmount(ws.mnt);
+      await traced('unmount', () => unmount(ws.mnt));
     }
     await removeStubs(ws.upper, stubs);
     if (code !== 0) {
       throw new KilnError('STEP_FAILED', `Process "${op.args.join(' ')}" did not complete successfully: exit code ${code}`);
     }
-    return await commitWorkspace(store, ws, { signal: ctx.signal });
+    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal }));
   } finally {
     await store.disposeWorkspace(ws);
   }
+}
+
+interface Stubs {
+  /** Paths the runtime will create, deepest first. */
+  missing: string[];
+  /** Existing directories that will hold them, with their metadata before the run. */
+  parents: Map<string, Stats>;
 }
 
 /**
  * The paths (and their missing parents) that do not exist in the root: the runtime will create
  * them as mount points, and they must not end up in the layer.
  */
-async function missingPaths(rootfs: string, paths: readonly string[]): Promise<string[]> {
+async function missingPaths(rootfs: string, paths: readonly string[]): Promise<Stubs> {
   const missing = new Set<string>();
+  const parents = new Map<string, Stats>();
   for (const p of paths) {
     let cur = p;
     while (cur !== '/') {
@@ -69,14 +80,19 @@ async function missingPaths(rootfs: string, paths: readonly string[]): Promise<s
       }
       cur = posix.dirname(cur);
     }
+    if (cur !== p && cur !== '/' && !parents.has(cur)) parents.set(cur, await lstat(posix.join(rootfs, cur)));
   }
   // Deepest first, so that a parent is empty by the time it is considered.
-  return [...missing].sort((a, b) => b.length - a.length);
+  return { missing: [...missing].sort((a, b) => b.length - a.length), parents };
 }
 
-/** Removes mount-point stubs from the upper directory, but only while they are still empty. */
-async function removeStubs(upper: string, stubs: readonly string[]): Promise<void> {
-  for (const stub of stubs) {
+/**
+ * Removes mount-point stubs from the upper directory, but only while they are still empty. An
+ * existing directory that was copied up only to hold a stub goes too; one that the step changed
+ * gets its times back.
+ */
+async function removeStubs(upper: string, stubs: Stubs): Promise<void> {
+  for (const stub of stubs.missing) {
     const p = posix.join(upper, stub);
     try {
       const st = await lstat(p);
@@ -89,5 +105,28 @@ async function removeStubs(upper: string, stubs: readonly string[]): Promise<voi
       // The step may have removed or replaced the stub itself; then there is nothing to undo.
       if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
     }
+  }
+  for (const [dir, before] of stubs.parents) {
+    const p = posix.join(upper, dir);
+    let st: Stats;
+    try {
+      st = await lstat(p);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) continue;
+      throw err;
+    }
+    if (!st.isDirectory()) continue;
+    await utimes(p, before.atime, before.mtime);
+    const untouched = st.mode === before.mode && st.uid === before.uid && st.gid === before.gid;
+    if (untouched && (await readdir(p)).length === 0 && !isOpaque(p)) await rmdir(p);
+  }
+}
+
+function isOpaque(dir: string): boolean {
+  try {
+    return getAttributeSync(dir, 'trusted.overlay.opaque')?.toString() === 'y';
+  } catch {
+    // The attribute is absent (the binding reports ENODATA as a generic failure).
+    return false;
   }
 }

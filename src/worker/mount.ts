@@ -13,10 +13,16 @@ import type { Store } from '../../cache/store.js';
  */
 export async function mountLayers(store: Store, layers: readonly LayerRow[], target: string, rw?: { upper: string; work: string }, signal?: AbortSignal): Promise<void> {
   for (const l of layers) await ensureLayerFs(store, l.diffId, signal);
-  const lower = [...layers].reverse().map((l) => store.layerFsRelative(l.diffId));
+  // overlayfs refuses a directory twice. A lower repeat of a layer changes nothing in the merged
+  // view (its copy above shows or hides every path it has), so only the topmost is kept.
+  const lower: string[] = [];
+  for (const l of [...layers].reverse()) {
+    const link = await store.shortLink(l.diffId);
+    if (!lower.includes(link)) lower.push(link);
+  }
   lower.push(await store.emptyLayer());
   if (!rw && lower.length === 1) lower.push(await store.emptyLayer(1));
-  await mountOverlay(target, { lower, upper: rw?.upper, work: rw?.work, cwd: store.layersDir });
+  await mountOverlay(target, { lower, upper: rw?.upper, work: rw?.work });
 }
 
 /** Runs `fn` with a read-only view of `layers` mounted, under a lease; unmounts after. */

@@ -1,0 +1,39 @@
+/**
+ * mount(2) and umount2(2) called in-process through libc: a mount costs ~0.5 ms this way against
+ * ~4 ms for spawning mount(8), and every RUN step mounts and unmounts once. When the FFI cannot
+ * load, the callers fall back to the mount and umount programs.
+ */
+import { createRequire } from 'node:module';
+
+interface Libc {
+  mount(source: string, target: string, fstype: string, flags: number, data: string | null): number;
+  umount2(target: string, flags: number): number;
+  errno(): number;
+}
+
+let libc: Libc | null | undefined;
+
+export function nativeLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+    const lib = koffi.load('libc.so.6');
+    libc = {
+      mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
+      umount2: lib.func('int umount2(const char *target, int flags)'),
+      errno: () => koffi.errno(),
+    };
+  } catch {
+    // No FFI on this machine: the mount programs do the same job, only slower.
+    libc = null;
+  }
+  return libc;
+}
+
+const ERRNO_NAMES: Record<number, string> = {
+  1: 'EPERM', 2: 'ENOENT', 16: 'EBUSY', 20: 'ENOTDIR', 22: 'EINVAL', 28: 'ENOSPC', 40: 'ELOOP', 13: 'EACCES', 19: 'ENODEV',
+};
+
+export function errnoName(n: number): string {
+  return ERRNO_NAMES[n] ?? `errno ${n}`;
+}

@@ -1,0 +1,27 @@
+/**
+ * Phase timings for benchmarks: with KILN_TRACE set to a file path, the process appends one JSON
+ * line of accumulated milliseconds per phase when it exits. Costs nothing when unset.
+ */
+import { appendFileSync } from 'node:fs';
+
+const target = process.env.KILN_TRACE;
+const totals = new Map<string, { ms: number; count: number }>();
+
+if (target) {
+  process.on('exit', () => {
+    appendFileSync(target, `${JSON.stringify(Object.fromEntries(totals))}\n`);
+  });
+}
+
+export async function traced<T>(phase: string, fn: () => Promise<T>): Promise<T> {
+  if (!target) return fn();
+  const start = performance.now();
+  try {
+    return await fn();
+  } finally {
+    const t = totals.get(phase) ?? { ms: 0, count: 0 };
+    t.ms += performance.now() - start;
+    t.count++;
+    totals.set(phase, t);
+  }
+}

@@ -1,0 +1,140 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StoreDb } from '../../cache/db.js';
+import { digestOf } from '../../cache/digest.js';
+import { KilnError, VertexError } from '../../cache/errors.js';
+import { vertex, type ExecOp, type Vertex } from '../../solver/graph.js';
+import type { ProgressEvent } from '../../solver/progress.js';
+import { Solver } from '../../solver/solver.js';
+import type { SolvedVertex, StepContext, Worker } from '../../solver/worker.js';
+import { tempDir } from '../helpers/kiln.js';
+
+/** A worker whose steps are promises the test controls. */
+class FakeWorker implements Worker {
+  runs: string[] = [];
+  gates = new Map<string, { promise: Promise<void>; open: () => void }>();
+  failing = new Set<string>();
+
+  gate(name: string) {
+    let open!: () => void;
+    const promise = new Promise<void>((r) => (open = r));
+    this.gates.set(name, { promise, open });
+    return open;
+  }
+
+  async resolveImage() {
+    return { snapshot: { layers: [] }, created: '2020-01-01T00:00:00.000Z' };
+  }
+
+  async contentKey() {
+    return undefined;
+  }
+
+  async run(v: Vertex, _inputs: readonly SolvedVertex[], ctx: StepContext) {
+    const name = (v.op as ExecOp).args.join(' ');
+    this.runs.push(name);
+    ctx.log(1, `running ${name}\n`);
+    const g = this.gates.get(name);
+    if (g) {
+      await Promise.race([
+        g.promise,
+        new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new KilnError('CANCELLED', 'cancelled')), { once: true })),
+      ]);
+    }
+    if (this.failing.has(name)) throw new KilnError('STEP_FAILED', `${name} failed`);
+    const diffId = digestOf(name);
+    return { diffId, blob: diffId, blobSize: 1, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' };
+  }
+}
+
+function exec(args: string, root?: Vertex): Vertex {
+  const op: ExecOp = { kind: 'exec', root: root ? 0 : -1, args: args.split(' '), env: [], cwd: '/', user: 'root', network: 'default' };
+  return vertex(op, root ? [root] : [], { name: `RUN ${args}`, location: { file: 'Dockerfile', line: 1 } });
+}
+
+describe('the solver', () => {
+  let t: ReturnType<typeof tempDir>;
+  let db: StoreDb;
+  let worker: FakeWorker;
+  beforeEach(() => {
+    t = tempDir();
+    db = new StoreDb(`${t.path}/kiln.db`);
+    worker = new FakeWorker();
+  });
+  afterEach(async () => {
+    db.close();
+    await t.cleanup();
+  });
+
+  // Layer rows must exist for a cache record to count as a hit.
+  const recordLayers = (...names: string[]) => {
+    for (const n of names) db.putLayer({ diffId: digestOf(n), blob: digestOf(n), blobSize: 1, mediaType: 'x' });
+  };
+
+  it('runs a shared input once and independent branches concurrently', async () => {
+    const base = exec('base');
+    const a = exec('a', base);
+    const b = exec('b', base);
+    const openA = worker.gate('a');
+    const openB = worker.gate('b');
+    const solver = new Solver(db, worker, { maxParallelism: 2 });
+    const done = solver.solve([a, b]);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(worker.runs.sort()).toEqual(['a', 'b', 'base']);
+    openA();
+    openB();
+    const results = await done;
+    expect(results.get(a.digest)!.snapshot.layers.map((l) => l.diffId)).toEqual([digestOf('base'), digestOf('a')]);
+  });
+
+  it('shares one execution between two solves of equal keys at the same time', async () => {
+    const v = exec('slow');
+    const open = worker.gate('slow');
+    const solver = new Solver(db, worker);
+    const first = solver.solve([v]);
+    const second = solver.solve([exec('slow')]);
+    await new Promise((r) => setTimeout(r, 20));
+    open();
+    await Promise.all([first, second]);
+    expect(worker.runs).toEqual(['slow']);
+  });
+
+  it('reuses recorded results and reports them as cached, keeping their creation time', async () => {
+    const solver = new Solver(db, worker);
+    const v = exec('x', exec('base'));
+    const first = await solver.solve([v]);
+    recordLayers('x', 'base');
+    const events: ProgressEvent[] = [];
+    const second = await solver.solve([v], { progress: (e) => events.push(e) });
+    expect(worker.runs).toEqual(['base', 'x']);
+    expect(second.get(v.digest)!.cached).toBe(true);
+    expect(second.get(v.digest)!.created).toBe(first.get(v.digest)!.created);
+    expect(events.filter((e) => e.type === 'vertex.cached')).toHaveLength(2);
+    await solver.solve([v], { noCache: true });
+    expect(worker.runs).toEqual(['base', 'x', 'base', 'x']);
+  });
+
+  it('a failing step cancels its running sibling and fails with the step and its output', async () => {
+    const base = exec('base');
+    const slow = exec('slow', base);
+    const bad = exec('bad', base);
+    worker.gate('slow');
+    worker.failing.add('bad');
+    const solver = new Solver(db, worker);
+    const err = await solver.solve([slow, bad]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VertexError);
+    expect((err as VertexError).vertex).toBe('RUN bad');
+    expect((err as VertexError).tail).toEqual(['running bad']);
+    expect(db.getCache('anything')).toBeUndefined();
+  });
+
+  it('cancellation by the caller rejects with the caller\'s reason', async () => {
+    const v = exec('forever');
+    worker.gate('forever');
+    const controller = new AbortController();
+    const solver = new Solver(db, worker);
+    const p = solver.solve([v], { signal: controller.signal });
+    await new Promise((r) => setTimeout(r, 10));
+    controller.abort(new KilnError('CANCELLED', 'Interrupted', { exitCode: 130 }));
+    await expect(p).rejects.toMatchObject({ code: 'CANCELLED', exitCode: 130 });
+  });
+});
