@@ -40,6 +40,26 @@ export interface UserSpec {
   group?: string;
 }
 
+/** A mount of a RUN step (`RUN --mount=…`). Inputs are indexes into the vertex's inputs. */
+export type ExecMount =
+  | { type: 'bind'; target: string; input: number; source: string; readwrite: boolean }
+  | {
+      type: 'cache';
+      target: string;
+      id: string;
+      sharing: 'shared' | 'private' | 'locked';
+      mode: number;
+      uid: number;
+      gid: number;
+      /** Seed the cache from this input's `source` path when it is first created. */
+      input?: number;
+      source?: string;
+      readonly?: boolean;
+    }
+  | { type: 'tmpfs'; target: string; size?: number }
+  | { type: 'secret'; id: string; target?: string; env?: string; required: boolean; mode: number; uid: number; gid: number }
+  | { type: 'ssh'; id: string; target?: string; required: boolean; mode: number; uid: number; gid: number };
+
 export interface ExecOp {
   kind: 'exec';
   /** Input index of the root filesystem, or -1 for an empty root (FROM scratch). */
@@ -50,6 +70,26 @@ export interface ExecOp {
   user: string;
   network: 'default' | 'none' | 'host';
   hostname?: string;
+  mounts?: ExecMount[];
+  security?: 'sandbox' | 'insecure';
+}
+
+/** A file fetched over http(s) for ADD; `checksum` pins its content. */
+export interface HttpOp {
+  kind: 'http';
+  url: string;
+  checksum?: string;
+  filename?: string;
+}
+
+/** A git repository checked out for ADD. */
+export interface GitOp {
+  kind: 'git';
+  url: string;
+  ref?: string;
+  subdir?: string;
+  keepGitDir: boolean;
+  checksum?: string;
 }
 
 export interface CopyAction {
@@ -90,7 +130,7 @@ export interface FileOp {
   actions: FileAction[];
 }
 
-export type Op = ImageOp | ContextOp | ExecOp | FileOp;
+export type Op = ImageOp | ContextOp | ExecOp | FileOp | HttpOp | GitOp;
 
 /** How a vertex shows in progress output and errors; not part of its digest. */
 export interface VertexMeta {

@@ -94,7 +94,7 @@ export class Solver {
       throw new VertexError(v.meta.name, err, { location: v.meta.location });
     }
     const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content ?? null }));
-    const parent = op.kind === 'exec' ? inputs[op.root] : inputs[op.base];
+    const parent = op.kind === 'exec' ? inputs[op.root] : op.kind === 'file' ? inputs[op.base] : undefined;
     const parentLayers = parent?.snapshot.layers ?? [];
     const finish = (layer: LayerRow | null, created: string, cached: boolean): SolvedVertex => ({
       vertex: v,

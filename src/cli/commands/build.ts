@@ -1,12 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import { KilnError } from '../../../cache/errors.js';
 import { build } from '../../build/build.js';
 import { Engine } from '../../engine.js';
-import type { Exporter } from '../../export/exporter.js';
-import { LocalDirExporter } from '../../export/local.js';
-import { OciArchiveExporter } from '../../export/oci.js';
+import { parseOutput } from '../../export/outputs.js';
 import { parseReference } from '../../image/reference.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
@@ -31,29 +28,6 @@ const spec: CommandSpec = {
   ],
 };
 
-/** Parses `type=oci,dest=F` (BuildKit's -o syntax); a bare path means type=local. */
-export function parseOutput(value: string): Exporter {
-  const fields = new Map<string, string>();
-  if (!value.includes('=')) {
-    fields.set('type', 'local');
-    fields.set('dest', value);
-  } else {
-    for (const part of value.split(',')) {
-      const eq = part.indexOf('=');
-      if (eq < 0) throw usageError(`Invalid --output "${value}": "${part}" is not KEY=VALUE`, spec);
-      fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
-    }
-  }
-  const type = fields.get('type');
-  const dest = fields.get('dest');
-  if (type === 'oci' || type === 'local') {
-    if (!dest) throw usageError(`Invalid --output "${value}": type=${type} needs dest=`, spec);
-    const names = fields.get('name')?.split(',') ?? [];
-    return type === 'oci' ? new OciArchiveExporter(resolve(dest), names) : new LocalDirExporter(resolve(dest));
-  }
-  throw usageError(`Invalid --output "${value}": type must be oci or local${type ? `, not "${type}"` : ''}`, spec);
-}
-
 function parseBuildArgs(values: readonly string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const v of values) {
@@ -77,7 +51,13 @@ export const buildCommand: Command = {
     if (!['auto', 'plain', 'quiet', 'tty'].includes(mode)) throw usageError(`Invalid --progress "${mode}": expected auto, plain, tty or quiet`, spec);
     const tags = (options.tag as string[] | undefined) ?? [];
     for (const t of tags) parseReference(t);
-    const exporters = ((options.output as string[] | undefined) ?? []).map(parseOutput);
+    let exporters;
+    try {
+      exporters = ((options.output as string[] | undefined) ?? []).map(parseOutput);
+    } catch (err) {
+      if (err instanceof KilnError && err.code === 'INVALID_OUTPUT') throw usageError(err.message, spec);
+      throw err;
+    }
     const file = options.file as string | undefined;
     let dockerfileText: string | undefined;
     if (file === '-') {
