@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { type Digest, digestHex, Hasher } from './digest.js';
 import { KilnError } from './errors.js';
 import { fsyncDir, isErrno, randomId } from './fsutil.js';
-import { traced } from './trace.js';
+import { crashPoint, traced } from './trace.js';
 
 /** Blobs small enough to verify on every read (configs, manifests). */
 const VERIFY_ON_READ_LIMIT = 1 << 20;
@@ -85,6 +85,7 @@ export class BlobStore {
         options.signal?.throwIfAborted();
         hasher.update(chunk);
         await fh.write(chunk);
+        crashPoint('blob-write');
       }
       await traced('fsync', () => fh.sync());
       ok = true;

@@ -1,7 +1,8 @@
 import Database from 'better-sqlite3';
+import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -18,6 +19,10 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE TABLE IF NOT EXISTS checksums (
   path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
   mtime_ns TEXT NOT NULL, ctime_ns TEXT NOT NULL, sum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS steps (
+  identity TEXT PRIMARY KEY, key TEXT NOT NULL, ingredients TEXT NOT NULL, updated INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cache_mounts (
+  dir TEXT PRIMARY KEY, id TEXT NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
   id TEXT PRIMARY KEY, pid INTEGER NOT NULL, pid_start TEXT NOT NULL, kind TEXT NOT NULL,
   target TEXT NOT NULL, created INTEGER NOT NULL);
@@ -54,6 +59,32 @@ export interface LeaseRow {
   pidStart: string;
   kind: string;
   target: string;
+  /** When the lease was taken (ms); absent when adding one. */
+  created?: number;
+}
+
+export interface StepRow {
+  identity: string;
+  key: string;
+  /** JSON of the key's ingredients (solver/explain.ts). */
+  ingredients: string;
+}
+
+export interface CacheMountRow {
+  /** Directory name under `cache-mounts/`. */
+  dir: string;
+  /** The mount's id as written in `--mount=type=cache,id=…`. */
+  id: string;
+  created: number;
+  lastUsed: number;
+}
+
+export interface CacheRecordRow {
+  key: string;
+  diffId: Digest | null;
+  created: string;
+  lastUsed: number;
+  description: string;
 }
 
 export interface ChecksumMemo {
@@ -163,6 +194,86 @@ export class StoreDb {
       .run(row.key, row.diffId, row.created, Date.now(), row.description);
   }
 
+  allCache(): CacheRecordRow[] {
+    return this.db
+      .prepare('SELECT key, diff_id AS diffId, created, last_used AS lastUsed, description FROM cache ORDER BY last_used')
+      .all() as CacheRecordRow[];
+  }
+
+  deleteCache(keys: readonly string[]): void {
+    const stmt = this.db.prepare('DELETE FROM cache WHERE key = ?');
+    this.transaction(() => {
+      for (const k of keys) stmt.run(k);
+    });
+  }
+
+  deleteLayer(diffId: Digest): void {
+    this.db.prepare('DELETE FROM layers WHERE diff_id = ?').run(diffId);
+  }
+
+  deleteBlob(digest: Digest): void {
+    this.db.prepare('DELETE FROM blobs WHERE digest = ?').run(digest);
+  }
+
+  deleteManifest(digest: Digest): void {
+    this.db.prepare('DELETE FROM manifests WHERE digest = ?').run(digest);
+  }
+
+  layerCreated(diffId: Digest): number | undefined {
+    return (this.db.prepare('SELECT created FROM layers WHERE diff_id = ?').get(diffId) as { created: number } | undefined)?.created;
+  }
+
+  blobCreated(digest: Digest): number | undefined {
+    return (this.db.prepare('SELECT created FROM blobs WHERE digest = ?').get(digest) as { created: number } | undefined)?.created;
+  }
+
+  /** Total size of recorded blobs: a cheap upper bound for the automatic collection's check. */
+  blobBytes(): number {
+    return (this.db.prepare('SELECT COALESCE(SUM(size), 0) AS n FROM blobs').get() as { n: number }).n;
+  }
+
+  /** Forgets memoised checksums of files that no longer exist. */
+  pruneChecksums(): void {
+    const paths = this.db.prepare('SELECT path FROM checksums').all() as { path: string }[];
+    const del = this.db.prepare('DELETE FROM checksums WHERE path = ?');
+    this.transaction(() => {
+      for (const { path } of paths) if (!existsSync(path)) del.run(path);
+    });
+  }
+
+  getStep(identity: string): StepRow | undefined {
+    return this.db.prepare('SELECT identity, key, ingredients FROM steps WHERE identity = ?').get(identity) as StepRow | undefined;
+  }
+
+  putStep(row: StepRow): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO steps (identity, key, ingredients, updated) VALUES (?, ?, ?, ?)')
+      .run(row.identity, row.key, row.ingredients, Date.now());
+  }
+
+  /** Explanation records not updated since `before` (ms): they only explain, so they age out. */
+  deleteStepsBefore(before: number): void {
+    this.db.prepare('DELETE FROM steps WHERE updated < ?').run(before);
+  }
+
+  getCacheMount(dir: string): CacheMountRow | undefined {
+    return this.db.prepare('SELECT dir, id, created, last_used AS lastUsed FROM cache_mounts WHERE dir = ?').get(dir) as CacheMountRow | undefined;
+  }
+
+  putCacheMount(dir: string, id: string): void {
+    this.db
+      .prepare('INSERT INTO cache_mounts (dir, id, created, last_used) VALUES (?, ?, ?, ?) ON CONFLICT(dir) DO UPDATE SET last_used = excluded.last_used')
+      .run(dir, id, Date.now(), Date.now());
+  }
+
+  allCacheMounts(): CacheMountRow[] {
+    return this.db.prepare('SELECT dir, id, created, last_used AS lastUsed FROM cache_mounts ORDER BY last_used').all() as CacheMountRow[];
+  }
+
+  deleteCacheMount(dir: string): void {
+    this.db.prepare('DELETE FROM cache_mounts WHERE dir = ?').run(dir);
+  }
+
   getChecksum(path: string): ChecksumMemo | undefined {
     return this.db
       .prepare('SELECT dev, ino, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, sum FROM checksums WHERE path = ?')
@@ -189,7 +300,7 @@ export class StoreDb {
     this.db.prepare('DELETE FROM leases WHERE id = ?').run(id);
   }
 
-  allLeases(): LeaseRow[] {
-    return this.db.prepare('SELECT id, pid, pid_start AS pidStart, kind, target FROM leases').all() as LeaseRow[];
+  allLeases(): (LeaseRow & { created: number })[] {
+    return this.db.prepare('SELECT id, pid, pid_start AS pidStart, kind, target, created FROM leases').all() as (LeaseRow & { created: number })[];
   }
 }

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,7 +9,7 @@ import { diffTar } from './diff.js';
 import { KilnError } from './errors.js';
 import type { Store, Workspace } from './store.js';
 import { unpackLayer } from './unpack.js';
-import { traced } from './trace.js';
+import { crashPoint, traced } from './trace.js';
 
 export const MEDIA_TYPE_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 export const MEDIA_TYPE_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
@@ -35,6 +36,7 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
   const layer: LayerRow = { diffId: diffHasher.digest(), blob: blob.digest, blobSize: blob.size, mediaType: MEDIA_TYPE_LAYER_GZIP };
   store.db.transaction(() => {
     store.db.putBlob(blob.digest, blob.size, MEDIA_TYPE_LAYER_GZIP);
+    crashPoint('index-commit');
     store.db.putLayer(layer);
   });
   return layer;
@@ -47,6 +49,7 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
 export async function commitWorkspace(store: Store, ws: Workspace, options: { signal?: AbortSignal; sourceDateEpoch?: number } = {}): Promise<LayerRow | null> {
   if ((await readdir(ws.upper)).length === 0) return null;
   const layer = await storeLayerTar(store, diffTar(ws.upper, options), options.signal);
+  crashPoint('snapshot');
   await store.commitLayerDir(ws, layer.diffId);
   return layer;
 }
@@ -103,8 +106,7 @@ export async function ensureLayerFs(store: Store, diffId: Digest, signal?: Abort
   const ws = await store.createWorkspace();
   try {
     const input = store.blobs.open(row.blob);
-    const tar = row.mediaType.endsWith('gzip') ? input.pipe(createGunzip()) : input;
-    input.on('error', (err) => tar.destroy(err));
+    const tar = decompressed(input, row.mediaType);
     const check = new Hasher();
     const hashed = tar.pipe(hashing(check));
     tar.on('error', (err) => hashed.destroy(err));
@@ -116,6 +118,42 @@ export async function ensureLayerFs(store: Store, diffId: Digest, signal?: Abort
   } finally {
     await store.disposeWorkspace(ws);
   }
+}
+
+/**
+ * A stream through Debian's `zstd` tool: Node 20's zlib has no zstd, and the tool (already on
+ * every machine that runs Kiln) avoids shipping a native module; a pipe costs little next to the
+ * compression itself. `args` are `-dc` to decompress or `-c -LEVEL` to compress.
+ */
+export function zstdStream(input: Readable, args: readonly string[]): Readable {
+  const child = spawn('zstd', ['-q', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const out = child.stdout;
+  const errs: Buffer[] = [];
+  child.stderr.on('data', (c: Buffer) => errs.push(c));
+  child.on('error', (err) => out.destroy(new KilnError('ZSTD_MISSING', `Cannot run "zstd": ${err.message}`, { hint: 'Install it with "apt-get install zstd"' })));
+  child.on('close', (code) => {
+    if (code !== 0 && code !== null) out.destroy(new KilnError('ZSTD_FAILED', `"zstd ${args.join(' ')}" failed: ${Buffer.concat(errs).toString().trim() || `exit code ${code}`}`));
+  });
+  input.on('error', (err) => {
+    child.kill();
+    out.destroy(err);
+  });
+  // The consumer stopping early (EPIPE on zstd's input) is not an error of the data.
+  child.stdin.on('error', () => {});
+  out.on('close', () => {
+    if (child.exitCode === null) child.kill();
+  });
+  input.pipe(child.stdin);
+  return out;
+}
+
+/** The uncompressed tar of a layer blob, by the compression its media type names. */
+export function decompressed(input: Readable, mediaType: string): Readable {
+  if (mediaType.endsWith('zstd')) return zstdStream(input, ['-dc']);
+  if (!mediaType.endsWith('gzip')) return input;
+  const tar = input.pipe(createGunzip());
+  input.on('error', (err) => tar.destroy(err));
+  return tar;
 }
 
 export function readableFrom(data: Uint8Array): Readable {

@@ -32,6 +32,18 @@ export async function mountOverlay(target: string, o: OverlayOptions): Promise<v
   await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target]);
 }
 
+/** A memory-only filesystem, for what must never reach a disk (secrets). */
+export async function mountTmpfs(target: string, options: string): Promise<void> {
+  const libc = nativeLibc();
+  if (libc) {
+    if (libc.mount('tmpfs', target, 'tmpfs', 0, options) !== 0) {
+      throw new KilnError('MOUNT_FAILED', `Cannot mount a tmpfs on "${target}": ${errnoName(libc.errno())}`);
+    }
+    return;
+  }
+  await run('mount', ['-t', 'tmpfs', '-o', options, 'tmpfs', target]);
+}
+
 export async function unmount(target: string): Promise<void> {
   const libc = nativeLibc();
   for (let attempt = 0; ; attempt++) {

@@ -25,3 +25,13 @@ export async function traced<T>(phase: string, fn: () => Promise<T>): Promise<T>
     totals.set(phase, t);
   }
 }
+
+const crashAt = process.env.KILN_CRASH_AT;
+
+/**
+ * Fault injection for the crash tests: with KILN_CRASH_AT naming this point, the process kills
+ * itself here exactly as `kill -9` would. Costs one comparison when unset.
+ */
+export function crashPoint(point: string): void {
+  if (crashAt === point) process.kill(process.pid, 'SIGKILL');
+}

@@ -22,6 +22,8 @@ export interface FrontendRequest {
   platform: Platform;
   resolver: ImageResolver;
   signal?: AbortSignal;
+  /** Compile every stage for its warnings; the caller builds nothing (`kiln build --check`). */
+  check?: boolean;
 }
 
 /** A frontend turns a request into a graph. */

@@ -101,9 +101,18 @@ export interface CopyAction {
   dest: string;
   /** Owner of created files; absent keeps the source owner (or root for context files). */
   chown?: UserSpec;
+  /** Octal (`755`) or symbolic (`u+x,go=r`) mode applied to what is copied. */
   chmod?: string;
   /** The instruction's working directory, for relative destinations. */
   cwd: string;
+  /** COPY --parents: keep each source's path (below a `/./` pivot, if any) under `dest`. */
+  parents?: boolean;
+  /** COPY/ADD --exclude: .dockerignore-style patterns, relative to the source root, left out. */
+  exclude?: string[];
+  /** COPY/ADD --link: the copy does not depend on the files below it. */
+  link?: boolean;
+  /** ADD of local files: a tar archive (plain, gzip, bzip2, xz) is unpacked into `dest`. */
+  extract?: boolean;
 }
 
 export interface MkdirAction {
@@ -239,4 +248,6 @@ export interface BuildDefinition {
   history: PendingHistory[];
   /** Every root the build must solve (the target; other stages only when it depends on them). */
   warnings: { rule?: string; message: string; location?: SourceLocation }[];
+  /** The Dockerfile asks (`# check=error=true`) that check warnings fail the build. */
+  checkError?: boolean;
 }

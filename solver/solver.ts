@@ -3,16 +3,30 @@ import { availableParallelism } from 'node:os';
 import type { CacheRow, LayerRow, StoreDb } from '../cache/db.js';
 import { canonicalJson, type Digest, digestOf } from '../cache/digest.js';
 import { KilnError, VertexError } from '../cache/errors.js';
-import { type Vertex } from './graph.js';
+import { explainMiss, type Ingredients, stepIdentities, summarizeReasons } from './explain.js';
+import { topoSort, type Vertex } from './graph.js';
 import { ProgressNumbers, type ProgressSink } from './progress.js';
-import type { SolvedVertex, Worker } from './worker.js';
+import { EMPTY_SESSION, type Session, type SolvedVertex, type Worker } from './worker.js';
 
 export interface SolveOptions {
   noCache?: boolean;
+  /** Stages whose steps run again whatever the cache holds (`--no-cache-filter`). */
+  noCacheFilter?: readonly string[];
   signal?: AbortSignal;
   progress?: ProgressSink;
   numbers?: ProgressNumbers;
+  /**
+   * Names this build's steps apart from other builds' for cache-miss explanations: the
+   * Dockerfile and context, say. Steps are compared with the last build of the same scope.
+   */
+  scope?: string;
+  /** Names given as build args, so that explanations call them that. */
+  buildArgs?: readonly string[];
+  session?: Session;
 }
+
+type SolveState = Required<Pick<SolveOptions, 'progress' | 'numbers' | 'session'>> &
+  SolveOptions & { signal: AbortSignal; identities: Map<Digest, string>; buildArgSet: ReadonlySet<string> };
 
 /**
  * Solves graphs: computes each vertex's cache key, reuses a recorded result when there is one,
@@ -38,13 +52,18 @@ export class Solver {
     if (options.signal?.aborted) onAbort();
     const numbers = options.numbers ?? new ProgressNumbers();
     const progress = options.progress ?? (() => {});
+    const session = options.session ?? EMPTY_SESSION;
+    checkEntitlements(roots, session);
+    const identities = stepIdentities(roots, options.scope ?? '');
+    const buildArgSet = new Set(options.buildArgs ?? []);
     const memo = new Map<Digest, Promise<SolvedVertex>>();
     const results = new Map<Digest, SolvedVertex>();
 
     const solveVertex = (v: Vertex): Promise<SolvedVertex> => {
       let p = memo.get(v.digest);
       if (!p) {
-        p = this.solveOne(v, solveVertex, { ...options, signal: controller.signal, numbers, progress }).then((r) => {
+        const state: SolveState = { ...options, signal: controller.signal, numbers, progress, session, identities, buildArgSet };
+        p = this.solveOne(v, solveVertex, state).then((r) => {
           results.set(v.digest, r);
           return r;
         });
@@ -65,7 +84,7 @@ export class Solver {
   private async solveOne(
     v: Vertex,
     solveInput: (v: Vertex) => Promise<SolvedVertex>,
-    o: Required<Pick<SolveOptions, 'progress' | 'numbers'>> & SolveOptions & { signal: AbortSignal },
+    o: SolveState,
   ): Promise<SolvedVertex> {
     const inputs = await Promise.all(v.inputs.map(solveInput));
     o.signal.throwIfAborted();
@@ -77,23 +96,37 @@ export class Solver {
     const id = v.meta.hidden ? 0 : o.numbers.id(v.digest);
     if (op.kind === 'image') {
       const start = Date.now();
-      if (!v.meta.hidden) o.progress({ type: 'vertex.start', id, name: v.meta.name, time: start });
+      if (!v.meta.hidden) o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: start });
       const base = await this.worker.resolveImage(op, o.signal);
       if (!v.meta.hidden) o.progress({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start });
       return { vertex: v, key: op.manifest, snapshot: base.snapshot, layer: null, created: base.created, cached: true };
     }
-    let content: unknown;
+    let content: Awaited<ReturnType<Worker['contentKey']>>;
     try {
       content = await this.worker.contentKey(v, o.signal);
     } catch (err) {
       // A source that cannot be checksummed (missing, outside the context) fails this step.
       if (!(err instanceof KilnError) || err.code === 'CANCELLED') throw err;
       const now = Date.now();
-      o.progress({ type: 'vertex.start', id, name: v.meta.name, time: now });
+      o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: now });
       o.progress({ type: 'vertex.error', id, time: now, duration: 0, message: err.message });
       throw new VertexError(v.meta.name, err, { location: v.meta.location });
     }
-    const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content ?? null }));
+    const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content?.key ?? null }));
+    const ingredients: Ingredients = {
+      op,
+      inputs: inputs.map((i) => ({ key: i.key, kind: i.vertex.op.kind, manifest: i.vertex.op.kind === 'image' ? i.vertex.op.manifest : undefined })),
+      content: content?.key ?? null,
+      files: content?.files,
+    };
+    const identity = o.identities.get(v.digest);
+    const previous = identity === undefined ? undefined : this.db.getStep(identity);
+    const remember = () => {
+      if (identity !== undefined && previous?.key !== key) {
+        this.db.putStep({ identity, key, ingredients: canonicalJson(ingredients) });
+      }
+    };
+    const noCache = o.noCache === true || (v.meta.stage !== undefined && (o.noCacheFilter ?? []).includes(v.meta.stage));
     const parent = op.kind === 'exec' ? inputs[op.root] : op.kind === 'file' ? inputs[op.base] : undefined;
     const parentLayers = parent?.snapshot.layers ?? [];
     const finish = (layer: LayerRow | null, created: string, cached: boolean): SolvedVertex => ({
@@ -105,26 +138,43 @@ export class Solver {
       cached,
     });
 
-    if (!o.noCache) {
+    if (!noCache) {
       const hit = this.lookup(key);
       if (hit) {
-        o.progress({ type: 'vertex.start', id, name: v.meta.name, time: Date.now() });
+        o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: Date.now() });
         o.progress({ type: 'vertex.cached', id, name: v.meta.name, time: Date.now() });
+        remember();
         return finish(hit.layer, hit.created, true);
       }
     }
 
+    let reasons: string[] | undefined;
+    if (!noCache && previous) {
+      reasons =
+        previous.key === key
+          ? ['the cached result was pruned']
+          : explainMiss(JSON.parse(previous.ingredients) as Ingredients, ingredients, v, {
+              stepNumber: (input) => o.numbers.id(input.digest),
+              buildArgs: o.buildArgSet,
+            });
+    }
+    const explain = () => {
+      if (reasons) o.progress({ type: 'vertex.miss', id, reason: summarizeReasons(reasons), reasons, time: Date.now() });
+    };
+
     let shared = this.inflight.get(key);
     if (!shared) {
-      shared = this.execute(v, inputs, key, id, o);
+      shared = this.execute(v, inputs, key, id, { ...o, explain });
       this.inflight.set(key, shared);
       shared.finally(() => this.inflight.delete(key)).catch(() => {
         // The failure is reported through the awaited promise below.
       });
     } else {
-      o.progress({ type: 'vertex.start', id, name: v.meta.name, time: Date.now() });
+      o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: Date.now() });
+      explain();
     }
     const r = await shared;
+    remember();
     return finish(r.layer, r.created, false);
   }
 
@@ -142,12 +192,13 @@ export class Solver {
     inputs: readonly SolvedVertex[],
     key: string,
     id: number,
-    o: Required<Pick<SolveOptions, 'progress' | 'numbers'>> & { signal: AbortSignal },
+    o: SolveState & { explain: () => void },
   ): Promise<{ layer: LayerRow | null; created: string }> {
     return this.limit(async () => {
       o.signal.throwIfAborted();
       const start = Date.now();
-      o.progress({ type: 'vertex.start', id, name: v.meta.name, time: start });
+      o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: start });
+      o.explain();
       const tail: string[] = [];
       let partial = '';
       const log = (stream: 1 | 2, data: string) => {
@@ -158,7 +209,7 @@ export class Solver {
         if (tail.length > 20) tail.splice(0, tail.length - 20);
       };
       try {
-        const layer = await this.worker.run(v, inputs, { id, signal: o.signal, log });
+        const layer = await this.worker.run(v, inputs, { id, signal: o.signal, log, session: o.session });
         const created = new Date().toISOString();
         this.db.putCache({ key, diffId: layer?.diffId ?? null, created, description: v.meta.name });
         o.progress({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start });
@@ -175,6 +226,18 @@ export class Solver {
         throw new VertexError(v.meta.name, cause, { location: v.meta.location, tail });
       }
     });
+  }
+}
+
+/** Fails before any work when a step needs an entitlement the build was not granted. */
+function checkEntitlements(roots: readonly Vertex[], session: Session): void {
+  for (const v of topoSort(roots)) {
+    if (v.op.kind === 'exec' && v.op.security === 'insecure' && !session.allow.has('security.insecure')) {
+      throw new KilnError('ENTITLEMENT_MISSING', `Step ${v.meta.name} needs the "security.insecure" entitlement`, {
+        location: v.meta.location,
+        hint: 'Grant it with "kiln build --allow security.insecure"',
+      });
+    }
   }
 }
 

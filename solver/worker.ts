@@ -1,5 +1,8 @@
 import type { LayerRow } from '../cache/db.js';
+import type { ContentKey } from './explain.js';
 import type { ImageOp, Vertex } from './graph.js';
+
+export type { ContentKey } from './explain.js';
 
 /** A filesystem state: a chain of layers, bottom first. */
 export interface Snapshot {
@@ -18,10 +21,30 @@ export interface SolvedVertex {
   cached: boolean;
 }
 
+/**
+ * What one build brings besides its graph: secrets, agent sockets and entitlements. Never part
+ * of a key; secret values are read only when a step mounts them.
+ */
+export interface Session {
+  /** A secret's value, or undefined when the build was given no secret of that id. */
+  secret(id: string): Promise<Buffer | undefined>;
+  /** The agent socket forwarded for an ssh id, if any. */
+  ssh(id: string): string | undefined;
+  /** Entitlements granted with `--allow` (e.g. `security.insecure`). */
+  allow: ReadonlySet<string>;
+}
+
+export const EMPTY_SESSION: Session = {
+  secret: async () => undefined,
+  ssh: () => undefined,
+  allow: new Set(),
+};
+
 export interface StepContext {
   id: number;
   signal: AbortSignal;
   log(stream: 1 | 2, data: string): void;
+  session?: Session;
 }
 
 /**
@@ -32,7 +55,7 @@ export interface Worker {
   /** A base image's layers and creation time. */
   resolveImage(op: ImageOp, signal: AbortSignal): Promise<{ snapshot: Snapshot; created: string }>;
   /** The content checksums a vertex's key depends on (context selections), or undefined. */
-  contentKey(vertex: Vertex, signal: AbortSignal): Promise<unknown>;
+  contentKey(vertex: Vertex, signal: AbortSignal): Promise<ContentKey | undefined>;
   /** Runs an exec or file vertex over its solved inputs; returns the new layer, if any. */
   run(vertex: Vertex, inputs: readonly SolvedVertex[], ctx: StepContext): Promise<LayerRow | null>;
 }

@@ -1,6 +1,7 @@
-import type { ImageConfig, PendingHistory, Platform, Vertex } from '../../solver/graph.js';
+import type { ImageConfig, PendingHistory, Platform, SourceLocation, Vertex } from '../../solver/graph.js';
 import type { InstructionNode } from '../parser/index.js';
 import type { Where } from './errors.js';
+import type { RuleName } from './lint.js';
 
 /** One stage while it compiles. Instructions return a new state; none is changed in place. */
 export interface StageState {
@@ -20,7 +21,23 @@ export interface StageState {
   steps: number;
   /** CMD was set in this stage (ENTRYPOINT then keeps it). */
   cmdSet: boolean;
+  /** An absolute WORKDIR was set in this stage (a relative one after it is predictable). */
+  workdirSet?: boolean;
   platform: Platform;
+}
+
+/** Values every instruction of a build may read; shared, never changed by an instruction. */
+export interface BuildValues {
+  buildArgs: Readonly<Record<string, string>>;
+  /** Global ARGs (before the first FROM) with their values. */
+  globals: ReadonlyMap<string, string | undefined>;
+  /** TARGETPLATFORM and friends, filled in when a stage declares them. */
+  automatic: ReadonlyMap<string, string>;
+  stageNames: readonly string[];
+  /** .dockerignore patterns of the context, for the CopyIgnoredFile check. */
+  contextExclude: readonly string[];
+  /** Build args some ARG consumed; the rest are reported as unused. */
+  consumed: Set<string>;
 }
 
 /** What every instruction handler gets besides the state. */
@@ -28,12 +45,13 @@ export interface InstructionContext {
   node: InstructionNode;
   where: Where;
   escape: '\\' | '`';
+  values: BuildValues;
   /** The shared build context vertex. */
   context(): Vertex;
   /** A stage's final state by name or index, compiling it if needed; or undefined. */
   stage(ref: string): Promise<StageState | undefined>;
   resolveImage(ref: string): Promise<{ vertex: Vertex | undefined; config: ImageConfig; ref: string }>;
-  warn(message: string, rule?: string): void;
+  warn(message: string, rule?: RuleName): void;
 }
 
 /** The value a variable has for expansion in this stage: ENV wins over ARG. */
@@ -51,6 +69,11 @@ export function lookupVar(state: StageState, name: string): string | undefined {
 export function stepName(state: StageState, original: string): string {
   const prefix = state.display === '' ? '' : `${state.display} `;
   return `[${prefix}${state.step}/${state.steps}] ${original}`;
+}
+
+/** The location of an instruction, for vertex metadata. */
+export function stepLocation(where: Where): SourceLocation {
+  return { file: where.file, line: where.line, column: 1, text: where.lines[where.line - 1] };
 }
 
 export function withEnv(env: readonly string[] | undefined, key: string, value: string): string[] {

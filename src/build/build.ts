@@ -1,11 +1,13 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
+import { autoGc } from '../../cache/gc.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { dockerfileFrontend } from '../../frontend/index.js';
 import { parseIgnoreFile } from '../../frontend/ignore/index.js';
 import type { BuildDefinition, Platform } from '../../solver/graph.js';
 import { ProgressNumbers, type ProgressSink } from '../../solver/progress.js';
+import type { Session } from '../../solver/worker.js';
 import type { Engine } from '../engine.js';
 import type { Exporter } from '../export/exporter.js';
 import { tagImage, writeImage, type LocalImage } from '../image/local.js';
@@ -22,7 +24,13 @@ export interface BuildRequest {
   tags?: string[];
   target?: string;
   noCache?: boolean;
+  /** Stages whose steps run again whatever the cache holds. */
+  noCacheFilter?: string[];
+  /** Secrets, agent sockets and entitlements (src/build/session.ts). */
+  session?: Session;
   exporters?: Exporter[];
+  /** Registries that may be reached over plain HTTP (`--insecure-registry`). */
+  insecureRegistries?: string[];
   progress?: ProgressSink;
   signal?: AbortSignal;
 }
@@ -48,7 +56,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
   progress({ type: 'vertex.done', id: defId, time: Date.now(), duration: 0 });
   const ignoreId = numbers.id('internal:dockerignore');
   progress({ type: 'vertex.start', id: ignoreId, name: '[internal] load .dockerignore', time: Date.now() });
-  const exclude = await readDockerignore(contextDir);
+  const exclude = await readDockerignore(contextDir, req);
   progress({ type: 'vertex.done', id: ignoreId, time: Date.now(), duration: 0 });
 
   const def = await dockerfileFrontend.compile({
@@ -58,25 +66,56 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     target: req.target,
     context: { name: 'context', source: contextDir, exclude },
     platform: LINUX_AMD64,
-    resolver: storeResolver(engine.store),
+    resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries }),
     signal: req.signal,
   });
   for (const w of def.warnings) progress({ type: 'warning', message: w.message, rule: w.rule, location: w.location });
+  const failing = def.checkError ? def.warnings.filter((w) => w.rule !== undefined) : [];
+  if (failing.length > 0) {
+    throw new KilnError('CHECK_FAILED', `The Dockerfile's checks found ${failing.length} problem${failing.length === 1 ? '' : 's'} and "# check=error=true" makes them fatal`, {
+      location: failing[0]!.location,
+      hint: `${failing[0]!.rule}: ${failing[0]!.message}`,
+    });
+  }
 
   const results = def.root
-    ? await engine.solver.solve([def.root], { noCache: req.noCache, signal: req.signal, progress, numbers })
+    ? await engine.solver.solve([def.root], {
+        noCache: req.noCache,
+        noCacheFilter: req.noCacheFilter,
+        signal: req.signal,
+        progress,
+        numbers,
+        // Explanations compare with the last build of the same Dockerfile in the same context.
+        scope: `${contextDir}\0${req.dockerfile === undefined ? file : resolve(req.dockerfile)}`,
+        buildArgs: Object.keys(req.buildArgs ?? {}),
+        session: req.session,
+      })
     : new Map();
   req.signal?.throwIfAborted();
   const config = assembleConfig(def, results);
   const exportId = numbers.id('internal:export');
   const start = Date.now();
   progress({ type: 'vertex.start', id: exportId, name: 'exporting to image', time: start });
-  const layers = def.root ? results.get(def.root.digest)!.snapshot.layers : [];
-  const image = await writeImage(engine.store, config, layers);
-  for (const exporter of req.exporters ?? []) await exporter.export(engine.store, image, req.signal);
+  let layers = def.root ? results.get(def.root.digest)!.snapshot.layers : [];
+  let finalConfig = config;
+  if ((req.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH) !== undefined) {
+    // Loaded only for reproducible builds: the tar rewriting is off the everyday path.
+    const { clampImage, sourceDateEpoch } = await import('../image/reproducible.js');
+    const epoch = sourceDateEpoch(req.buildArgs ?? {});
+    if (epoch !== undefined) {
+      ({ config: finalConfig, layers } = await clampImage(engine.store, config, layers, { epoch, from: def.image.rootfs.diff_ids.length, signal: req.signal }));
+    }
+  }
+  const image = await writeImage(engine.store, finalConfig, layers);
+  for (const exporter of req.exporters ?? []) await exporter.export(engine.store, image, { signal: req.signal, tags });
   req.signal?.throwIfAborted();
   if (tags.length > 0) tagImage(engine.store, image, tags);
   progress({ type: 'vertex.done', id: exportId, time: Date.now(), duration: Date.now() - start });
+  // The image is tagged and safe: now keep the build cache within its limit (cache/gc.ts).
+  const gc = await autoGc(engine.store);
+  if (gc && gc.records + gc.cacheMounts > 0) {
+    progress({ type: 'info', message: `Removed ${gc.records} cache records and ${gc.cacheMounts} cache mounts to keep the build cache within its limit` });
+  }
   return { image, warnings: def.warnings };
 }
 
@@ -104,11 +143,39 @@ async function readDockerfile(req: BuildRequest, contextDir: string): Promise<{ 
   }
 }
 
-async function readDockerignore(contextDir: string): Promise<string[]> {
-  try {
-    return parseIgnoreFile(await readFile(`${contextDir}/.dockerignore`, 'utf8'));
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return [];
-    throw err;
+/**
+ * The ignore file beside the Dockerfile (`NAME.dockerignore`, e.g. `app.Dockerfile.dockerignore`)
+ * wins over `.dockerignore` at the context root.
+ */
+async function readDockerignore(contextDir: string, req: Pick<BuildRequest, 'dockerfile' | 'dockerfileText'>): Promise<string[]> {
+  const candidates = [`${contextDir}/.dockerignore`];
+  if (req.dockerfileText === undefined) candidates.unshift(`${resolve(req.dockerfile ?? `${contextDir}/Dockerfile`)}.dockerignore`);
+  for (const path of candidates) {
+    try {
+      return parseIgnoreFile(await readFile(path, 'utf8'));
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
   }
+  return [];
+}
+
+/** `kiln build --check`: compiles every stage for its warnings and builds nothing. */
+export async function checkBuild(engine: Engine, req: BuildRequest): Promise<{ warnings: BuildDefinition['warnings']; error: boolean }> {
+  const contextDir = resolve(req.contextDir);
+  await checkContext(contextDir);
+  const { text, file } = await readDockerfile(req, contextDir);
+  const exclude = await readDockerignore(contextDir, req);
+  const def = await dockerfileFrontend.compile({
+    dockerfile: text,
+    file,
+    buildArgs: req.buildArgs ?? {},
+    target: req.target,
+    context: { name: 'context', source: contextDir, exclude },
+    platform: LINUX_AMD64,
+    resolver: storeResolver(engine.store),
+    signal: req.signal,
+    check: true,
+  });
+  return { warnings: def.warnings, error: def.checkError === true && def.warnings.some((w) => w.rule !== undefined) };
 }

@@ -1,20 +1,68 @@
 import type { Store } from '../../cache/store.js';
+import { KilnError } from '../../cache/errors.js';
 import type { ImageResolver } from '../../frontend/index.js';
-import { getImage } from '../image/local.js';
-import { familiarName } from '../image/reference.js';
+import { findImage } from '../image/local.js';
+import { familiarName, parseReference } from '../image/reference.js';
+import type { PullEvent } from '../registry/pull.js';
 
-/** Resolves base images from the local store (registries come with their own issue). */
-export function storeResolver(store: Store): ImageResolver {
+export interface ResolverOptions {
+  /** Registries named with --insecure-registry. */
+  insecureRegistries?: readonly string[];
+  /** Told about each image pulled, for progress. */
+  onPull?: (ref: string, event: PullEvent) => void;
+}
+
+/**
+ * Resolves base images: from the local store when it has the reference (by name or ID), else by
+ * pulling it from its registry. Concurrent requests for one reference share one pull.
+ */
+export function storeResolver(store: Store, options: ResolverOptions = {}): ImageResolver {
+  const pulls = new Map<string, ReturnType<typeof pull>>();
+  const pull = async (ref: string, platform: Parameters<ImageResolver['resolve']>[1]['platform'], signal?: AbortSignal) => {
+    // The registry client loads only when a build needs an image the store lacks.
+    const { pullImage } = await import('../registry/pull.js');
+    return pullImage(store, ref, { platform, signal, insecureRegistries: options.insecureRegistries, onEvent: (e) => options.onPull?.(ref, e) });
+  };
   return {
-    async resolve(ref) {
-      const img = await getImage(store, ref);
+    async resolve(ref, { platform, signal }) {
+      let img = await findImage(store, ref);
+      if (!img) {
+        if (!isRegistryReference(ref)) {
+          throw new KilnError('IMAGE_UNKNOWN', `No such image "${ref}" in the store`, { hint: 'List images with "kiln images"' });
+        }
+        let pending = pulls.get(ref);
+        if (!pending) {
+          pending = pull(ref, platform, signal);
+          pulls.set(ref, pending);
+        }
+        try {
+          img = (await pending).image;
+        } catch (err) {
+          // The reference may be a local name that was never there: say so first, and why pulling did not help.
+          if (!(err instanceof KilnError) || err.code === 'CANCELLED' || signal?.aborted) throw err;
+          throw new KilnError(err.code, `No such image "${ref}" in the store`, { hint: `Pulling it failed: ${err.message}`, cause: err });
+        }
+      }
       let display = ref;
       try {
         display = familiarName(ref);
-      } catch {
+      } catch (err) {
         // An image ID is shown as given.
+        if (!(err instanceof KilnError)) throw err;
       }
       return { ref: display, manifest: img.manifestDigest, config: img.config };
     },
   };
+}
+
+/** A name a registry could serve, rather than an image ID or an ID prefix. */
+function isRegistryReference(ref: string): boolean {
+  if (/^(sha256:)?[a-f0-9]{12,64}$/.test(ref)) return false;
+  try {
+    parseReference(ref);
+    return true;
+  } catch (err) {
+    if (err instanceof KilnError) return false;
+    throw err;
+  }
 }

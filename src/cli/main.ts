@@ -21,6 +21,16 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   run: () => import('./commands/run.js').then((m) => m.runCommand),
   debug: () => import('./commands/debug.js').then((m) => m.debugCommand),
   version: () => import('./commands/version.js').then((m) => m.versionCommand),
+  pull: () => import('./commands/pull.js').then((m) => m.pullCommand),
+  push: () => import('./commands/push.js').then((m) => m.pushCommand),
+  tag: () => import('./commands/tag.js').then((m) => m.tagCommand),
+  save: () => import('./commands/save.js').then((m) => m.saveCommand),
+  load: () => import('./commands/load.js').then((m) => m.loadCommand),
+  login: () => import('./commands/login.js').then((m) => m.loginCommand),
+  logout: () => import('./commands/logout.js').then((m) => m.logoutCommand),
+  du: () => import('./commands/du.js').then((m) => m.duCommand),
+  prune: () => import('./commands/prune.js').then((m) => m.pruneCommand),
+  store: () => import('./commands/store.js').then((m) => m.storeCommand),
 };
 const ALIASES: Record<string, string> = { ls: 'images' };
 
@@ -34,11 +44,22 @@ Commands:
   images    List images in the store (alias: ls)
   run       Run a command in a new container from an image
   debug     Inspect how a Dockerfile parses and compiles (parse, graph)
+  pull      Pull an image from a registry
+  push      Push an image to a registry
+  tag       Give an image another name
+  save      Write images to a docker/OCI archive
+  load      Load images from a docker or OCI archive
+  login     Store credentials for a registry in the docker config
+  logout    Remove the credentials of a registry
+  du        Show build cache disk usage
+  prune     Remove build cache (never what a stored image needs)
+  store     Check the store (store verify)
   version   Show version information
 
 Environment:
   KILN_ROOT     Store location (default /var/lib/kiln as root)
   KILN_RUNTIME  OCI runtime binary (default runc)
+  KILN_GC_KEEP_STORAGE  Build cache kept after each build (default 10% of the disk, at most 10GB; 0 turns collection off)
 
 Run "kiln COMMAND --help" for more on a command.`;
 

@@ -5,6 +5,14 @@ export interface ProcessUser {
   additionalGids: number[];
 }
 
+/** An extra mount in the container, in OCI runtime spec terms. */
+export interface SpecMount {
+  destination: string;
+  type: 'bind' | 'tmpfs';
+  source: string;
+  options: string[];
+}
+
 export interface ProcessSpec {
   args: string[];
   env: string[];
@@ -12,6 +20,10 @@ export interface ProcessSpec {
   user: ProcessUser;
   hostname?: string;
   network: 'default' | 'none' | 'host';
+  /** Mounts over the root filesystem (RUN --mount), after the standard ones. */
+  mounts?: SpecMount[];
+  /** `insecure` runs with every capability and without masked paths (`--security=insecure`). */
+  security?: 'sandbox' | 'insecure';
 }
 
 export interface RunOptions {
@@ -23,6 +35,8 @@ export interface RunOptions {
   onStderr?: (chunk: Buffer) => void;
   /** Inherit this process's stdin (kiln run). */
   stdin?: boolean;
+  /** Keep the bundle (whose config holds the environment) in memory: it carries a secret. */
+  sensitive?: boolean;
 }
 
 export interface Executor {

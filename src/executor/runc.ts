@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { run } from '../../cache/exec.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
+import { mountTmpfs, unmount } from '../../cache/overlay.js';
+import { crashPoint } from '../../cache/trace.js';
 import type { Store } from '../../cache/store.js';
 import type { Executor, ProcessSpec, RunOptions } from './executor.js';
 import { runtimeSpec } from './spec.js';
@@ -30,6 +32,7 @@ export class RuncExecutor implements Executor {
     let exited = false;
     try {
       await mkdir(bundle, { recursive: true, mode: 0o700 });
+      if (options.sensitive) await mountTmpfs(bundle, 'mode=700,size=1m');
       const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
       const hostname = spec.hostname ?? 'kiln';
       await writeFile(files.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
@@ -42,6 +45,7 @@ export class RuncExecutor implements Executor {
       // `runc run` deletes the container when its process exits; anything else may leave it.
       if (!exited) await deleteContainer(this.runtime, id);
       this.store.release(containerLease);
+      if (options.sensitive) await unmount(bundle);
       await rm(bundle, { recursive: true, force: true });
       this.store.release(bundleLease);
     }
@@ -52,7 +56,10 @@ export class RuncExecutor implements Executor {
       const child = spawn(this.runtime, ['run', '--bundle', bundle, id], {
         stdio: [options.stdin ? 'inherit' : 'ignore', options.onStdout ? 'pipe' : 'inherit', options.onStderr ? 'pipe' : 'inherit'],
       });
-      if (options.onStdout) child.stdout!.on('data', options.onStdout);
+      if (options.onStdout) {
+        child.stdout!.once('data', () => crashPoint('run'));
+        child.stdout!.on('data', options.onStdout);
+      }
       if (options.onStderr) child.stderr!.on('data', options.onStderr);
       const onAbort = () => {
         void run(this.runtime, ['kill', id, 'KILL'], { allowFail: true });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { ProcessSpec } from './executor.js';
 
 /** Docker's default capability set. */
@@ -5,6 +6,35 @@ export const DEFAULT_CAPABILITIES = [
   'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_FSETID', 'CAP_FOWNER', 'CAP_MKNOD', 'CAP_NET_RAW', 'CAP_SETGID',
   'CAP_SETUID', 'CAP_SETFCAP', 'CAP_SETPCAP', 'CAP_NET_BIND_SERVICE', 'CAP_SYS_CHROOT', 'CAP_KILL', 'CAP_AUDIT_WRITE',
 ];
+
+/** Capability names by number (linux/capability.h, as of 6.x). */
+const CAPABILITY_NAMES = [
+  'CAP_CHOWN', 'CAP_DAC_OVERRIDE', 'CAP_DAC_READ_SEARCH', 'CAP_FOWNER', 'CAP_FSETID', 'CAP_KILL', 'CAP_SETGID', 'CAP_SETUID',
+  'CAP_SETPCAP', 'CAP_LINUX_IMMUTABLE', 'CAP_NET_BIND_SERVICE', 'CAP_NET_BROADCAST', 'CAP_NET_ADMIN', 'CAP_NET_RAW',
+  'CAP_IPC_LOCK', 'CAP_IPC_OWNER', 'CAP_SYS_MODULE', 'CAP_SYS_RAWIO', 'CAP_SYS_CHROOT', 'CAP_SYS_PTRACE', 'CAP_SYS_PACCT',
+  'CAP_SYS_ADMIN', 'CAP_SYS_BOOT', 'CAP_SYS_NICE', 'CAP_SYS_RESOURCE', 'CAP_SYS_TIME', 'CAP_SYS_TTY_CONFIG', 'CAP_MKNOD',
+  'CAP_LEASE', 'CAP_AUDIT_WRITE', 'CAP_AUDIT_CONTROL', 'CAP_SETFCAP', 'CAP_MAC_OVERRIDE', 'CAP_MAC_ADMIN', 'CAP_SYSLOG',
+  'CAP_WAKE_ALARM', 'CAP_BLOCK_SUSPEND', 'CAP_AUDIT_READ', 'CAP_PERFMON', 'CAP_BPF', 'CAP_CHECKPOINT_RESTORE',
+];
+
+let capabilityCache: string[] | undefined;
+
+/**
+ * Every capability this process may hand on, for `--security=insecure`: a capability outside
+ * our own bounding set (this machine drops CAP_SYS_RESOURCE) would make the runtime fail.
+ */
+export function allCapabilities(): string[] {
+  if (capabilityCache !== undefined) return capabilityCache;
+  let bounding = (1n << BigInt(CAPABILITY_NAMES.length)) - 1n;
+  try {
+    const m = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (m) bounding = BigInt(`0x${m[1]}`);
+  } catch {
+    // Without /proc the full list is the best guess; the runtime reports what it cannot grant.
+  }
+  capabilityCache = CAPABILITY_NAMES.filter((_, i) => (bounding >> BigInt(i)) & 1n);
+  return capabilityCache;
+}
 
 /** Docker's default PATH, for images that set none. */
 export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -27,7 +57,10 @@ export const MOUNT_POINTS = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv
 export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): object {
   const env = p.env.some((e) => e.startsWith('PATH=')) ? p.env : [`PATH=${DEFAULT_PATH}`, ...p.env];
   const namespaces: { type: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'cgroup' }];
+  // runc brings up loopback in a network namespace it creates, and nothing else.
   if (p.network === 'none') namespaces.push({ type: 'network' });
+  const insecure = p.security === 'insecure';
+  const caps = insecure ? allCapabilities() : DEFAULT_CAPABILITIES;
   return {
     ociVersion: '1.0.2',
     process: {
@@ -36,12 +69,8 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       args: p.args,
       env,
       cwd: p.cwd,
-      capabilities: {
-        bounding: DEFAULT_CAPABILITIES,
-        effective: DEFAULT_CAPABILITIES,
-        permitted: DEFAULT_CAPABILITIES,
-      },
-      noNewPrivileges: true,
+      capabilities: { bounding: caps, effective: caps, permitted: caps },
+      noNewPrivileges: !insecure,
     },
     root: { path: rootfs, readonly: false },
     hostname: p.hostname ?? 'kiln',
@@ -51,15 +80,16 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
-      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: ['nosuid', 'noexec', 'nodev', 'ro'] },
+      { destination: '/sys', type: 'sysfs', source: 'sysfs', options: insecure ? ['nosuid', 'noexec', 'nodev'] : ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/etc/resolv.conf', type: 'bind', source: files.resolvConf, options: ['rbind', 'ro'] },
       { destination: '/etc/hosts', type: 'bind', source: files.hosts, options: ['rbind', 'ro'] },
+      ...(p.mounts ?? []),
     ],
     linux: {
       namespaces,
-      maskedPaths: MASKED_PATHS,
-      readonlyPaths: READONLY_PATHS,
-      resources: { devices: [{ allow: false, access: 'rwm' }] },
+      maskedPaths: insecure ? [] : MASKED_PATHS,
+      readonlyPaths: insecure ? [] : READONLY_PATHS,
+      resources: { devices: [{ allow: insecure, access: 'rwm' }] },
     },
   };
 }

@@ -1,7 +1,13 @@
 import type { Store } from '../../cache/store.js';
 import type { LocalImage } from '../image/local.js';
 
-/** An exporter takes a build result somewhere: the store, a file, a directory. */
+export interface ExportOptions {
+  signal?: AbortSignal;
+  /** The build's `-t` names, for outputs given no `name=` of their own. */
+  tags?: readonly string[];
+}
+
+/** An exporter takes a build result somewhere: the store, a file, a directory, a registry. */
 export interface Exporter {
-  export(store: Store, image: LocalImage, signal?: AbortSignal): Promise<void>;
+  export(store: Store, image: LocalImage, options?: ExportOptions): Promise<void>;
 }

@@ -1,32 +1,111 @@
 import { resolve } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
+import { type ConvertOptions, parseCompression } from '../image/convert.js';
+import { parseReference } from '../image/reference.js';
+import { DockerExporter } from './docker.js';
 import type { Exporter } from './exporter.js';
+import { ImageExporter } from './image.js';
 import { LocalDirExporter } from './local.js';
-import { OciArchiveExporter } from './oci.js';
+import { OciExporter } from './oci.js';
+import { TarExporter } from './tar.js';
 
 function invalid(value: string, why: string): KilnError {
   return new KilnError('INVALID_OUTPUT', `Invalid --output "${value}": ${why}`, { exitCode: 2 });
 }
 
-/** Parses BuildKit's `-o` syntax (`type=oci,dest=F`); a bare path means type=local. */
-export function parseOutput(value: string): Exporter {
+const TYPES = ['image', 'registry', 'oci', 'docker', 'tar', 'local'];
+
+export interface OutputContext {
+  insecureRegistries?: readonly string[];
+}
+
+/** BuildKit's `-o` syntax: `type=oci,dest=F,compression=zstd`; a bare path means type=local, `-` type=tar. */
+export function parseOutput(value: string, context: OutputContext = {}): Exporter {
   const fields = new Map<string, string>();
-  if (!value.includes('=')) {
-    fields.set('type', 'local');
-    fields.set('dest', value);
+  if (value === '-') {
+    fields.set('type', 'tar').set('dest', '-');
+  } else if (!value.includes('=')) {
+    fields.set('type', 'local').set('dest', value);
   } else {
-    for (const part of value.split(',')) {
+    for (const part of splitFields(value)) {
       const eq = part.indexOf('=');
       if (eq < 0) throw invalid(value, `"${part}" is not KEY=VALUE`);
       fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
     }
   }
   const type = fields.get('type');
-  const dest = fields.get('dest');
-  if (type === 'oci' || type === 'local') {
-    if (!dest) throw invalid(value, `type=${type} needs dest=`);
-    const names = fields.get('name')?.split(';') ?? [];
-    return type === 'oci' ? new OciArchiveExporter(resolve(dest), names) : new LocalDirExporter(resolve(dest));
+  if (!type || !TYPES.includes(type)) throw invalid(value, `type must be one of ${TYPES.join(', ')}${type ? `, not "${type}"` : ''}`);
+  const bool = (key: string, dflt: boolean): boolean => {
+    const v = fields.get(key);
+    if (v === undefined || v === '') return v === '' ? true : dflt;
+    if (v !== 'true' && v !== 'false') throw invalid(value, `${key} takes true or false, not "${v}"`);
+    return v === 'true';
+  };
+  const convert: ConvertOptions = {};
+  const compression = fields.get('compression');
+  if (compression !== undefined) {
+    try {
+      convert.compression = parseCompression(compression);
+    } catch {
+      throw invalid(value, `compression must be gzip, zstd or uncompressed, not "${compression}"`);
+    }
   }
-  throw invalid(value, `type must be oci or local${type ? `, not "${type}"` : ''}`);
+  const level = fields.get('compression-level');
+  if (level !== undefined) {
+    const n = Number(level);
+    const max = convert.compression === 'zstd' ? 22 : 9;
+    if (!Number.isInteger(n) || n < 0 || n > max) throw invalid(value, `compression-level must be a whole number from 0 to ${max}, not "${level}"`);
+    convert.level = n;
+  }
+  if (fields.has('force-compression')) convert.force = bool('force-compression', false);
+  if (fields.has('oci-mediatypes')) convert.ociMediaTypes = bool('oci-mediatypes', true);
+  if (convert.compression === 'zstd' && convert.ociMediaTypes === false) throw invalid(value, 'zstd layers need oci-mediatypes=true: Docker media types have no zstd');
+  const names = (fields.get('name') ?? '').split(/[;,]/).map((n) => n.trim()).filter(Boolean);
+  for (const n of names) {
+    try {
+      parseReference(n);
+    } catch (err) {
+      throw invalid(value, (err as Error).message);
+    }
+  }
+  const dest = fields.get('dest');
+  const needDest = () => {
+    if (!dest) throw invalid(value, `type=${type} needs dest=`);
+    return dest === '-' ? '-' : resolve(dest);
+  };
+  switch (type) {
+    case 'local':
+      return new LocalDirExporter(needDest());
+    case 'tar':
+      return new TarExporter(needDest());
+    case 'oci':
+      return new OciExporter(needDest(), { names, tar: bool('tar', true), convert });
+    case 'docker':
+      return new DockerExporter(needDest(), { names, convert });
+    case 'image':
+      return new ImageExporter({ names, push: bool('push', false), tag: true, convert, insecureRegistries: context.insecureRegistries });
+    default:
+      return new ImageExporter({ names, push: true, tag: false, convert, insecureRegistries: context.insecureRegistries });
+  }
+}
+
+/** Splits on commas, except inside double quotes (`name="a,b"`), as BuildKit's CSV reading does. */
+function splitFields(value: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const ch of value) {
+    if (ch === '"') {
+      quoted = !quoted;
+      continue;
+    }
+    if (ch === ',' && !quoted) {
+      out.push(cur);
+      cur = '';
+      continue;
+    }
+    cur += ch;
+  }
+  out.push(cur);
+  return out;
 }

@@ -3,7 +3,7 @@ import { type Digest, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
 import type { ImageConfig } from '../../solver/graph.js';
-import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, type Manifest } from './oci.js';
+import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, documentMediaType, isManifestType, type Manifest } from './oci.js';
 import { normalizeName } from './reference.js';
 
 /** An image in the local store. */
@@ -86,6 +86,49 @@ export async function writeImage(store: Store, config: ImageConfig, layers: read
     });
   });
   return { manifestDigest: manifestBlob.digest, manifest, configDigest: configBlob.digest, config, layers: [...layers] };
+}
+
+/**
+ * Records an image whose config and layer blobs are in the store already, keeping the manifest
+ * byte for byte (so its digest is the one a registry or an archive gave). Layer records map each
+ * diff id of the config to the manifest's blob, unless the store knows that layer already.
+ */
+export async function recordImage(store: Store, manifestBytes: Buffer, options: { expected?: Digest } = {}): Promise<LocalImage> {
+  let manifest: Manifest;
+  try {
+    manifest = JSON.parse(manifestBytes.toString('utf8')) as Manifest;
+  } catch (err) {
+    throw new KilnError('MANIFEST_INVALID', `The image manifest is not valid JSON: ${(err as Error).message}`);
+  }
+  const mediaType = documentMediaType(manifest) ?? MEDIA_TYPE_MANIFEST;
+  if (manifest.schemaVersion !== 2 || !isManifestType(mediaType) || !manifest.config || !Array.isArray(manifest.layers)) {
+    throw new KilnError('MANIFEST_INVALID', `Unsupported manifest (media type "${mediaType}", schema version ${String(manifest.schemaVersion)})`);
+  }
+  const configDigest = parseDigest(manifest.config.digest);
+  const config = await store.blobs.readJson<ImageConfig>(configDigest);
+  const diffIds = config.rootfs?.diff_ids ?? [];
+  if (diffIds.length !== manifest.layers.length) {
+    throw new KilnError('MANIFEST_INVALID', `The manifest lists ${manifest.layers.length} layers but its config ${diffIds.length} diff ids`);
+  }
+  for (const l of manifest.layers) {
+    if (!(await store.blobs.has(parseDigest(l.digest)))) throw new KilnError('BLOB_UNKNOWN', `Layer blob "${l.digest}" is not in the store`);
+  }
+  const manifestBlob = await store.blobs.writeBuffer(manifestBytes, options.expected);
+  store.db.transaction(() => {
+    store.db.putBlob(configDigest, manifest.config.size, manifest.config.mediaType);
+    manifest.layers.forEach((l, i) => {
+      store.db.putBlob(l.digest, l.size, l.mediaType);
+      store.db.putLayer({ diffId: parseDigest(diffIds[i]!), blob: l.digest, blobSize: l.size, mediaType: l.mediaType });
+    });
+    store.db.putBlob(manifestBlob.digest, manifestBlob.size, mediaType);
+    store.db.putManifest({
+      digest: manifestBlob.digest,
+      config: configDigest,
+      size: manifest.layers.reduce((n, l) => n + l.size, manifest.config.size),
+      created: config.created ? Date.parse(config.created) || Date.now() : Date.now(),
+    });
+  });
+  return loadImage(store, manifestBlob.digest);
 }
 
 /** Points each name at the image, in one transaction: either every tag moves or none. */

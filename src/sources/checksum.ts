@@ -12,7 +12,14 @@ type Entry = [rel: string, type: string, mode: number, uid: number, gid: number,
  * and link target of each — never mtime, so touching a file keeps the cache. Content hashes are
  * memoised by (dev, inode, size, mtime, ctime) in the index: an unchanged file costs one stat.
  */
-export async function checksumSelections(db: StoreDb, selections: readonly Selection[], exclusion: Exclusion, root: string): Promise<string> {
+export async function checksumSelections(
+  db: StoreDb,
+  selections: readonly Selection[],
+  exclusion: Exclusion,
+  root: string,
+  /** When given, receives each entry's path and what its checksum covers, to explain cache misses. */
+  files?: Record<string, string>,
+): Promise<string> {
   const entries: Entry[] = [];
   const memoWrites: Parameters<StoreDb['putChecksums']>[0] = [];
   const visit = async (host: string, rel: string, top: boolean): Promise<void> => {
@@ -47,6 +54,11 @@ export async function checksumSelections(db: StoreDb, selections: readonly Selec
     for (const m of sel.matches) await visit(m.host, m.rel, true);
   }
   db.putChecksums(memoWrites);
+  if (files) {
+    for (const [rel, type, mode, uid, gid, size, content] of entries) {
+      if (type !== 'pattern') files[rel] = `${type} ${mode.toString(8)} ${uid}:${gid} ${size} ${content}`;
+    }
+  }
   return digestOf(canonicalJson(entries));
 }
 

@@ -5,23 +5,63 @@ import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import type { CopyAction } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
-import type { Exclusion, Selection } from '../sources/select.js';
+import { detectArchive, extractArchive } from '../sources/archive.js';
+import { cleanSource, type Exclusion, type Selection } from '../sources/select.js';
 
 export interface CopyOptions {
   /** Owner for everything created; absent: root for context files, the source owner otherwise. */
   owner?: { uid: number; gid: number };
   fromContext: boolean;
+  /** Paths left out, relative to the source root: .dockerignore for the context. */
   exclusion: Exclusion;
+  /** COPY/ADD --exclude: paths left out, relative to each matched source (a file: its name). */
+  excludes?: Exclusion;
+  signal?: AbortSignal;
   /** The source root, to compute context-relative paths for exclusion. */
   srcRoot: string;
 }
 
-/** Parses `--chmod` in octal (symbolic modes arrive with the frontend issue). */
-export function parseChmod(value: string): number {
-  if (!/^[0-7]{3,4}$/.test(value)) {
-    throw new KilnError('INVALID_CHMOD', `Invalid --chmod "${value}": expected an octal mode such as 755 or 0644`);
+/** A `--chmod` value as a function of a file's mode: octal sets it, symbolic edits it. */
+export type ModeChange = (mode: number, isDir: boolean) => number;
+
+const WHO: Record<string, number> = { u: 0o4700, g: 0o2070, o: 0o1007, a: 0o7777 };
+
+export function parseChmod(value: string): ModeChange {
+  if (/^[0-7]{3,4}$/.test(value)) {
+    const fixed = parseInt(value, 8);
+    return () => fixed;
   }
-  return parseInt(value, 8);
+  const clauses = value.split(',').map((c) => /^([ugoa]*)([-+=])([rwxXst]*)$/.exec(c));
+  if (clauses.some((c) => c === null)) {
+    throw new KilnError('INVALID_CHMOD', `Invalid --chmod "${value}": expected an octal mode such as 755 or a symbolic one such as u+x,go-w`);
+  }
+  return (start, isDir) => {
+    let mode = start & 0o7777;
+    for (const c of clauses as RegExpExecArray[]) {
+      const who = (c[1] || 'a').split('').reduce((m, w) => m | WHO[w]!, 0);
+      let bits = 0;
+      for (const p of c[3]!) {
+        if (p === 'r') bits |= 0o444;
+        else if (p === 'w') bits |= 0o222;
+        else if (p === 'x' || (p === 'X' && (isDir || (start & 0o111) !== 0))) bits |= 0o111;
+        else if (p === 's') bits |= 0o6000;
+        else if (p === 't') bits |= 0o1000;
+      }
+      bits &= who;
+      if (c[2] === '+') mode |= bits;
+      else if (c[2] === '-') mode &= ~bits;
+      else mode = (mode & ~who) | bits;
+    }
+    return mode;
+  };
+}
+
+/** With --parents: a match's path below the pattern's `/./` pivot, or its whole path. */
+function parentsPath(pattern: string, rel: string): string {
+  const pivot = pattern.indexOf('/./');
+  if (pivot < 0) return rel;
+  const base = cleanSource(pattern.slice(0, pivot));
+  return base === '.' ? rel : posix.relative(base, rel);
 }
 
 /**
@@ -31,7 +71,7 @@ export function parseChmod(value: string): number {
  */
 export async function copyIntoRoot(destRoot: string, action: CopyAction, selections: readonly Selection[], o: CopyOptions): Promise<void> {
   const dest = posix.isAbsolute(action.dest) ? action.dest : posix.join(action.cwd || '/', action.dest);
-  const matches = selections.flatMap((s) => s.matches);
+  const matches = selections.flatMap((s) => s.matches.map((m) => ({ ...m, pattern: s.pattern })));
   const endsWithSlash = action.dest.endsWith('/') || action.dest.endsWith('/.') || action.dest === '.';
   if (matches.length > 1 && !endsWithSlash) {
     throw new KilnError('COPY_DEST_NOT_DIR', `When copying more than one source, the destination "${action.dest}" must be a directory and end with "/"`);
@@ -42,6 +82,21 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
   const ctx: EntryCtx = { ...o, mode, destRoot };
   for (const m of matches) {
     const st = await lstat(m.host);
+    if (o.excludes?.excluded(posix.basename(m.rel))) continue;
+    ctx.matchRoot = st.isDirectory() ? m.host : posix.dirname(m.host);
+    if (action.parents) {
+      const target = posix.join(dest, parentsPath(m.pattern, m.rel));
+      await mkdirOwned(destRoot, posix.dirname(target), ctx);
+      await copyEntry(m.host, await secureJoin(destRoot, target), ctx, true);
+      continue;
+    }
+    const archive = action.extract && !st.isDirectory() ? await detectArchive(m.host, o.signal) : undefined;
+    if (archive !== undefined) {
+      // ADD unpacks a local archive into the destination, which is then a directory.
+      await mkdirOwned(destRoot, dest, ctx);
+      await extractArchive(m.host, archive, destRoot, dest, { owner: o.owner, signal: o.signal });
+      continue;
+    }
     if (st.isDirectory()) {
       await mkdirOwned(destRoot, dest, ctx);
       await copyChildren(m.host, destHost, ctx);
@@ -54,8 +109,10 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
 }
 
 interface EntryCtx extends CopyOptions {
-  mode: number | undefined;
+  mode: ModeChange | undefined;
   destRoot: string;
+  /** The matched source being copied, which --exclude patterns are relative to. */
+  matchRoot?: string;
 }
 
 async function isDir(p: string): Promise<boolean> {
@@ -94,6 +151,7 @@ async function copyChildren(srcDir: string, destDir: string, ctx: EntryCtx): Pro
   for (const name of names) {
     const src = `${srcDir}/${name}`;
     if (ctx.fromContext && ctx.exclusion.excluded(posix.relative(ctx.srcRoot, src))) continue;
+    if (ctx.excludes && ctx.matchRoot && ctx.excludes.excluded(posix.relative(ctx.matchRoot, src))) continue;
     let dest = `${destDir}/${name}`;
     const existing = await lstatOrNull(dest);
     if (existing?.isSymbolicLink() && (await lstat(src)).isDirectory()) {
@@ -118,7 +176,7 @@ async function copyEntry(src: string, dest: string, ctx: EntryCtx, top: boolean)
   // The top source was resolved through symlinks; inside a directory, links are copied as links.
   const st = top ? await stat(src) : await lstat(src);
   const owner = ctx.owner ?? (ctx.fromContext ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
-  const mode = ctx.mode ?? st.mode & 0o7777;
+  const mode = ctx.mode ? ctx.mode(st.mode & 0o7777, st.isDirectory()) : st.mode & 0o7777;
   const existing = await lstatOrNull(dest);
   if (st.isDirectory()) {
     if (existing && !existing.isDirectory()) await rm(dest, { force: true });

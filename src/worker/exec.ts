@@ -10,37 +10,61 @@ import { commitWorkspace } from '../../cache/layers.js';
 import { traced } from '../../cache/trace.js';
 import { unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
-import type { ExecOp } from '../../solver/graph.js';
-import type { Snapshot, StepContext } from '../../solver/worker.js';
+import type { ExecOp, Vertex } from '../../solver/graph.js';
+import type { ContentKey, Snapshot, SolvedVertex, StepContext } from '../../solver/worker.js';
 import type { Executor } from '../executor/executor.js';
 import { MOUNT_POINTS } from '../executor/spec.js';
 import { resolveUser } from '../executor/user.js';
 import { secureJoin } from '../fsutil/securejoin.js';
-import { mountLayers } from './mount.js';
+import { checksumSelections } from '../sources/checksum.js';
+import { exclusionFor } from '../sources/exclusion.js';
+import { selectSources } from '../sources/select.js';
+import { mountLayers, prepareRunMounts } from './mount.js';
 
 /** Runs a RUN step: overlay over the root snapshot, the process in a container, the upper as a layer. */
-export async function runExec(store: Store, executor: Executor, op: ExecOp, root: Snapshot, ctx: StepContext): Promise<LayerRow | null> {
+export async function runExec(store: Store, executor: Executor, op: ExecOp, inputs: readonly SolvedVertex[], ctx: StepContext): Promise<LayerRow | null> {
+  if (op.security === 'insecure' && !(ctx.session?.allow.has('security.insecure') ?? false)) {
+    throw new KilnError('ENTITLEMENT_MISSING', 'RUN --security=insecure needs the "security.insecure" entitlement', {
+      hint: 'Grant it with "kiln build --allow security.insecure"',
+    });
+  }
+  const root: Snapshot = op.root >= 0 ? inputs[op.root]!.snapshot : { layers: [] };
   const ws = await store.createWorkspace();
   try {
     await traced('mount', () => mountLayers(store, root.layers, ws.mnt, ws, ctx.signal));
     let code: number;
     let stubs: Stubs;
     try {
-      stubs = await missingPaths(ws.mnt, MOUNT_POINTS);
-      const cwd = await secureJoin(ws.mnt, op.cwd);
-      await mkdir(cwd, { recursive: true, mode: 0o755 });
-      const user = await resolveUser(ws.mnt, op.user);
-      const out = new StringDecoder('utf8');
-      const err = new StringDecoder('utf8');
-      code = await traced('runtime', () => executor.run(
-        { args: op.args, env: op.env, cwd: op.cwd, user, network: op.network, hostname: op.hostname },
-        {
-          rootfs: ws.mnt,
-          signal: ctx.signal,
-          onStdout: (c) => ctx.log(1, out.write(c)),
-          onStderr: (c) => ctx.log(2, err.write(c)),
-        },
-      ));
+      const extra = await prepareRunMounts(store, op, inputs, ctx);
+      try {
+        stubs = await missingPaths(ws.mnt, [...MOUNT_POINTS, ...extra.targets]);
+        const cwd = await secureJoin(ws.mnt, op.cwd);
+        await mkdir(cwd, { recursive: true, mode: 0o755 });
+        const user = await resolveUser(ws.mnt, op.user);
+        const out = new StringDecoder('utf8');
+        const err = new StringDecoder('utf8');
+        code = await traced('runtime', () => executor.run(
+          {
+            args: op.args,
+            env: [...op.env, ...extra.env],
+            cwd: op.cwd,
+            user,
+            network: op.network,
+            hostname: op.hostname,
+            mounts: extra.mounts,
+            security: op.security,
+          },
+          {
+            rootfs: ws.mnt,
+            signal: ctx.signal,
+            sensitive: extra.sensitive,
+            onStdout: (c) => ctx.log(1, out.write(c)),
+            onStderr: (c) => ctx.log(2, err.write(c)),
+          },
+        ));
+      } finally {
+        await extra.dispose();
+      }
     } finally {
       await traced('unmount', () => unmount(ws.mnt));
     }
@@ -52,6 +76,31 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, root
   } finally {
     await store.disposeWorkspace(ws);
   }
+}
+
+/**
+ * The content part of a RUN step's key: files it reads from the build context through bind or
+ * cache-seed mounts. Inputs from stages and images are covered by their keys already.
+ */
+export async function execContentKey(store: Store, v: Vertex): Promise<ContentKey | undefined> {
+  if (v.op.kind !== 'exec' || !v.op.mounts) return undefined;
+  const sums: (string | null)[] = [];
+  const files: Record<string, string> = {};
+  let any = false;
+  for (const m of v.op.mounts) {
+    const index = m.type === 'bind' ? m.input : m.type === 'cache' ? m.input : undefined;
+    const src = index === undefined ? undefined : v.inputs[index]?.op;
+    if (src?.kind !== 'context') {
+      sums.push(null);
+      continue;
+    }
+    any = true;
+    const source = m.type === 'bind' ? m.source : m.type === 'cache' ? (m.source ?? '/') : '/';
+    const exclusion = exclusionFor(src.exclude);
+    const selections = await selectSources(src.source, [source], exclusion, 'the build context');
+    sums.push(await checksumSelections(store.db, selections, exclusion, src.source, files));
+  }
+  return any ? { key: sums, files } : undefined;
 }
 
 interface Stubs {

@@ -46,17 +46,45 @@ export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedV
 
 async function copyFrom(store: Store, destRoot: string, action: CopyAction, source: SolvedVertex, owner: { uid: number; gid: number } | undefined, signal: AbortSignal): Promise<void> {
   const op = source.vertex.op;
+  const excludes = exclusionFor(action.exclude ?? []);
   if (op.kind === 'context') {
     const exclusion = exclusionFor(op.exclude);
     const selections = await selectSources(op.source, action.src, exclusion, 'the build context');
-    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: true, exclusion, srcRoot: op.source });
+    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: true, exclusion, excludes, srcRoot: op.source, signal });
     return;
   }
-  const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : 'the source image';
+  const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : describeSource(source);
   await withReadOnlyView(store, source.snapshot.layers, async (srcRoot) => {
     const selections = await selectSources(srcRoot, action.src, NO_EXCLUSION, what);
-    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: false, exclusion: NO_EXCLUSION, srcRoot });
+    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: false, exclusion: NO_EXCLUSION, excludes, srcRoot, signal });
   }, signal);
+}
+
+function describeSource(source: SolvedVertex): string {
+  const op = source.vertex.op;
+  if (op.kind === 'http') return `the download of ${op.url}`;
+  if (op.kind === 'git') return `the git repository ${op.url}`;
+  if (op.kind === 'file') return 'the heredoc';
+  return 'the source image';
+}
+
+/**
+ * Makes a layer from nothing: `fill` writes into an empty root (a download, a git checkout).
+ * Null when it wrote nothing.
+ */
+export async function writeLayer(store: Store, ctx: StepContext, fill: (root: string) => Promise<void>): Promise<LayerRow | null> {
+  const ws = await store.createWorkspace();
+  try {
+    await mountLayers(store, [], ws.mnt, ws, ctx.signal);
+    try {
+      await fill(ws.mnt);
+    } finally {
+      await unmount(ws.mnt);
+    }
+    return await commitWorkspace(store, ws, { signal: ctx.signal });
+  } finally {
+    await store.disposeWorkspace(ws);
+  }
 }
 
 /** mkdir -p inside the root; only directories it creates get the mode and owner. */

@@ -1,10 +1,17 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { acquireCacheMount } from '../../cache/cachemounts.js';
 import type { LayerRow } from '../../cache/db.js';
+import { KilnError } from '../../cache/errors.js';
+import { run } from '../../cache/exec.js';
+import { isErrno, randomId } from '../../cache/fsutil.js';
 import { ensureLayerFs } from '../../cache/layers.js';
-import { mountOverlay, unmount } from '../../cache/overlay.js';
-import { randomId } from '../../cache/fsutil.js';
+import { mountOverlay, mountsUnder, mountTmpfs, unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
+import type { ExecOp } from '../../solver/graph.js';
+import { EMPTY_SESSION, type SolvedVertex, type StepContext } from '../../solver/worker.js';
+import type { SpecMount } from '../executor/executor.js';
+import { secureJoin } from '../fsutil/securejoin.js';
 
 /**
  * Mounts a chain of layers on `target`: with `upper`, a writable view whose changes land there;
@@ -41,4 +48,173 @@ export async function withReadOnlyView<T>(store: Store, layers: readonly LayerRo
       await rm(mnt, { recursive: true, force: true });
     }
   });
+}
+
+/** What a RUN step's `--mount`s become: runtime mounts, environment, and how to undo them. */
+export interface PreparedMounts {
+  mounts: SpecMount[];
+  /** Environment entries to add (secrets with `env=`, SSH_AUTH_SOCK). */
+  env: string[];
+  /** Container paths mounted over: created for the run only, never part of the layer. */
+  targets: string[];
+  /** True when the process spec carries a secret and must stay in memory. */
+  sensitive: boolean;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Sets up the mounts of a RUN step on the host: views of other inputs for binds, persistent
+ * cache directories, secrets on a tmpfs. Everything is leased, so a crash leaves nothing that
+ * recovery cannot find.
+ */
+export async function prepareRunMounts(store: Store, op: ExecOp, inputs: readonly SolvedVertex[], ctx: StepContext): Promise<PreparedMounts> {
+  const undo: (() => Promise<void> | void)[] = [];
+  const out: PreparedMounts = {
+    mounts: [],
+    env: [],
+    targets: [],
+    sensitive: false,
+    dispose: async () => {
+      let first: unknown;
+      for (const fn of undo.reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          // Keep undoing the rest: one stuck mount must not leave the others behind.
+          first ??= err;
+        }
+      }
+      undo.length = 0;
+      if (first) throw first;
+    },
+  };
+  const scratch = async (prefix: string) => {
+    const dir = join(store.mntDir, `${prefix}-${randomId()}`);
+    const lease = store.lease('dir', dir);
+    undo.push(async () => {
+      for (const m of await mountsUnder(dir)) await unmount(m);
+      await rm(dir, { recursive: true, force: true });
+      store.release(lease);
+    });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return dir;
+  };
+  let secretsDir: string | undefined;
+  let sshCount = 0;
+  try {
+    for (const [index, m] of (op.mounts ?? []).entries()) {
+      ctx.signal.throwIfAborted();
+      const target = 'target' in m && m.target !== undefined ? posix.resolve(op.cwd, m.target) : undefined;
+      if (m.type === 'bind') {
+        const source = await inputPath(store, inputs, m.input, m.source, m.readwrite, scratch, ctx.signal);
+        out.mounts.push({ destination: target!, type: 'bind', source, options: ['rbind', m.readwrite ? 'rw' : 'ro'] });
+        out.targets.push(target!);
+      } else if (m.type === 'cache') {
+        const seed =
+          m.input === undefined
+            ? undefined
+            : async (dir: string) => {
+                const from = await inputPath(store, inputs, m.input!, m.source ?? '/', false, scratch, ctx.signal);
+                await run('cp', ['-a', '--', `${from}/.`, dir]);
+              };
+        const cache = await acquireCacheMount(store, { id: m.id, sharing: m.sharing, mode: m.mode, uid: m.uid, gid: m.gid, seed, signal: ctx.signal });
+        undo.push(() => cache.release());
+        out.mounts.push({ destination: target!, type: 'bind', source: cache.dir, options: ['rbind', m.readonly ? 'ro' : 'rw'] });
+        out.targets.push(target!);
+      } else if (m.type === 'tmpfs') {
+        const options = ['nosuid', 'nodev', 'mode=1777', ...(m.size !== undefined ? [`size=${m.size}`] : [])];
+        out.mounts.push({ destination: target!, type: 'tmpfs', source: 'tmpfs', options });
+        out.targets.push(target!);
+      } else if (m.type === 'secret') {
+        const value = await (ctx.session ?? EMPTY_SESSION).secret(m.id);
+        if (value === undefined) {
+          if (!m.required) continue;
+          throw new KilnError('SECRET_MISSING', `Secret "${m.id}" was not given to the build`, {
+            hint: `Pass it with "kiln build --secret id=${m.id},src=FILE" or "id=${m.id},env=VARIABLE"`,
+          });
+        }
+        if (m.env !== undefined) {
+          out.env.push(`${m.env}=${value.toString('utf8')}`);
+          out.sensitive = true;
+        }
+        if (m.env === undefined || target !== undefined) {
+          if (secretsDir === undefined) {
+            secretsDir = await scratch('secrets');
+            await mountTmpfs(secretsDir, 'mode=700,size=4m');
+          }
+          const file = join(secretsDir, String(index));
+          await writeFile(file, value, { mode: m.mode });
+          await chmod(file, m.mode);
+          await chown(file, m.uid, m.gid);
+          const dest = target ?? `/run/secrets/${m.id}`;
+          out.mounts.push({ destination: dest, type: 'bind', source: file, options: ['rbind', 'ro'] });
+          out.targets.push(dest);
+        }
+      } else if (m.type === 'ssh') {
+        const socket = (ctx.session ?? EMPTY_SESSION).ssh(m.id);
+        if (socket === undefined) {
+          if (!m.required) continue;
+          throw new KilnError('SSH_MISSING', `No SSH agent was given to the build for id "${m.id}"`, {
+            hint: `Pass one with "kiln build --ssh ${m.id}=$SSH_AUTH_SOCK"`,
+          });
+        }
+        const dest = target ?? `/run/buildkit/ssh_agent.${sshCount}`;
+        if (sshCount === 0) out.env.push(`SSH_AUTH_SOCK=${dest}`);
+        sshCount++;
+        out.mounts.push({ destination: dest, type: 'bind', source: socket, options: ['rbind'] });
+        out.targets.push(dest);
+      }
+    }
+  } catch (err) {
+    await out.dispose();
+    throw err;
+  }
+  return out;
+}
+
+/**
+ * A host path showing `source` of input `index`: the context directory itself, or a view of a
+ * stage or image mounted for the step. `writable` gives a throwaway upper layer: writes made
+ * through it are discarded with it.
+ */
+async function inputPath(
+  store: Store,
+  inputs: readonly SolvedVertex[],
+  index: number,
+  source: string,
+  writable: boolean,
+  scratch: (prefix: string) => Promise<string>,
+  signal: AbortSignal,
+): Promise<string> {
+  const input = inputs[index];
+  if (!input) throw new KilnError('INTERNAL', `A mount refers to input ${index}, which the step does not have`);
+  const op = input.vertex.op;
+  let root: string;
+  if (op.kind === 'context' && !writable) {
+    root = op.source;
+  } else {
+    const dir = await scratch('bind');
+    const mnt = join(dir, 'mnt');
+    await mkdir(mnt);
+    if (op.kind === 'context') {
+      await mkdir(join(dir, 'upper'));
+      await mkdir(join(dir, 'work'));
+      await mountOverlay(mnt, { lower: [op.source], upper: join(dir, 'upper'), work: join(dir, 'work') });
+    } else if (writable) {
+      await mkdir(join(dir, 'upper'));
+      await mkdir(join(dir, 'work'));
+      await mountLayers(store, input.snapshot.layers, mnt, { upper: join(dir, 'upper'), work: join(dir, 'work') }, signal);
+    } else {
+      await mountLayers(store, input.snapshot.layers, mnt, undefined, signal);
+    }
+    root = mnt;
+  }
+  const path = await secureJoin(root, source);
+  try {
+    await lstat(path);
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
+    throw new KilnError('MOUNT_SOURCE_MISSING', `Mount source "${source}" not found in ${input.vertex.meta.name || op.kind}`);
+  }
+  return path;
 }

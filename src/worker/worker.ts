@@ -1,14 +1,16 @@
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
 import type { ImageOp, Vertex } from '../../solver/graph.js';
-import type { SolvedVertex, StepContext, Worker } from '../../solver/worker.js';
+import type { ContentKey, SolvedVertex, StepContext, Worker } from '../../solver/worker.js';
 import type { Executor } from '../executor/executor.js';
 import { loadImage } from '../image/local.js';
 import { checksumSelections } from '../sources/checksum.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import { selectSources } from '../sources/select.js';
-import { runExec } from './exec.js';
-import { runFile } from './file.js';
+import { execContentKey, runExec } from './exec.js';
+import { runFile, writeLayer } from './file.js';
+import { checkoutInto, gitContentKey } from '../sources/git.js';
+import { downloadInto, httpContentKey } from '../sources/http.js';
 
 /** The worker on this machine: images from the local store, RUN through the executor. */
 export class LocalWorker implements Worker {
@@ -22,9 +24,13 @@ export class LocalWorker implements Worker {
     return { snapshot: { layers: img.layers }, created: img.config.created ?? new Date(0).toISOString() };
   }
 
-  async contentKey(v: Vertex): Promise<unknown> {
+  async contentKey(v: Vertex, signal: AbortSignal): Promise<ContentKey | undefined> {
+    if (v.op.kind === 'exec') return execContentKey(this.store, v);
+    if (v.op.kind === 'http') return httpContentKey(v.op, signal);
+    if (v.op.kind === 'git') return gitContentKey(v.op, signal);
     if (v.op.kind !== 'file') return undefined;
     const sums: (string | null)[] = [];
+    const files: Record<string, string> = {};
     for (const action of v.op.actions) {
       if (action.action !== 'copy') continue;
       const src = v.inputs[action.from]?.op;
@@ -34,18 +40,17 @@ export class LocalWorker implements Worker {
       }
       const exclusion = exclusionFor(src.exclude);
       const selections = await selectSources(src.source, action.src, exclusion, 'the build context');
-      sums.push(await checksumSelections(this.store.db, selections, exclusion, src.source));
+      sums.push(await checksumSelections(this.store.db, selections, exclusion, src.source, files));
     }
-    return sums;
+    return { key: sums, files };
   }
 
   async run(v: Vertex, inputs: readonly SolvedVertex[], ctx: StepContext) {
     const op = v.op;
-    if (op.kind === 'exec') {
-      const root = op.root >= 0 ? inputs[op.root]!.snapshot : { layers: [] };
-      return runExec(this.store, this.executor, op, root, ctx);
-    }
+    if (op.kind === 'exec') return runExec(this.store, this.executor, op, inputs, ctx);
     if (op.kind === 'file') return runFile(this.store, op, inputs, ctx);
+    if (op.kind === 'http') return writeLayer(this.store, ctx, (root) => downloadInto(root, op, ctx.signal));
+    if (op.kind === 'git') return writeLayer(this.store, ctx, (root) => checkoutInto(root, op, ctx.signal));
     throw new KilnError('INTERNAL', `A "${op.kind}" vertex has nothing to run`);
   }
 }

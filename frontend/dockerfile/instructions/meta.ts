@@ -1,6 +1,7 @@
 import type { ContainerConfig } from '../../../solver/graph.js';
 import { locatedError } from '../errors.js';
 import { expand } from '../expand.js';
+import { looksSecret } from '../lint.js';
 import { commandArgs } from './run.js';
 import { addHistory, withEnv, type InstructionContext, type StageState } from '../state.js';
 
@@ -23,6 +24,10 @@ function pairs(state: StageState, ictx: InstructionContext): [string, string][] 
     const key = expand(args[i]!, state, ictx);
     if (key === '') throw locatedError('MISSING_KEY', `${node.name.toUpperCase()} names an empty key`, where);
     out.push([key, expand(args[i + 1]!, state, ictx)]);
+    if (args[i + 2] === '') {
+      const kw = node.name.toUpperCase();
+      ictx.warn(`"${kw} ${key}=value" should be used instead of the legacy "${kw} ${key} value" form`, 'LegacyKeyValueFormat');
+    }
   }
   return out;
 }
@@ -35,6 +40,7 @@ export function compileEnv(state: StageState, ictx: InstructionContext): StageSt
     const [[key, value]] = pairs(cur, { ...ictx, node: { ...ictx.node, args: ictx.node.args.slice(i, i + 3) } });
     cur = { ...cur, image: { ...cur.image, config: { ...cur.image.config, Env: withEnv(cur.image.config.Env, key, value) } } };
     parts.push(`${key}=${value}`);
+    if (looksSecret(key)) ictx.warn(`Do not pass sensitive data in ENV (ENV "${key}")`, 'SecretsUsedInArgOrEnv');
   }
   if (parts.length === 0) pairs(state, ictx);
   return addHistory(cur, { created_by: `ENV ${parts.join(' ')}` });
@@ -57,13 +63,21 @@ function goQuoteList(args: readonly string[]): string {
   return `[${args.map((a) => JSON.stringify(a)).join(' ')}]`;
 }
 
+function recommendJson(ictx: InstructionContext): void {
+  if (ictx.node.json) return;
+  const kw = ictx.node.name.toUpperCase();
+  ictx.warn(`JSON arguments recommended for ${kw} to prevent unintended behavior related to OS signals`, 'JSONArgsRecommended');
+}
+
 export function compileCmd(state: StageState, ictx: InstructionContext): StageState {
+  recommendJson(ictx);
   const args = commandArgs(state, ictx);
   const next = setConfig(state, { Cmd: args }, `CMD ${goQuoteList(args)}`);
   return { ...next, cmdSet: true };
 }
 
 export function compileEntrypoint(state: StageState, ictx: InstructionContext): StageState {
+  recommendJson(ictx);
   const args = commandArgs(state, ictx);
   // A new ENTRYPOINT drops a CMD inherited from the base image, as Docker does.
   const patch: Partial<ContainerConfig> = { Entrypoint: args };
@@ -75,7 +89,7 @@ export function compileShell(state: StageState, ictx: InstructionContext): Stage
   if (!ictx.node.json || ictx.node.args.length === 0) {
     throw locatedError('SHELL_FORM', 'SHELL needs a JSON array, such as ["/bin/bash", "-c"]', ictx.where);
   }
-  return setConfig(state, { Shell: [...ictx.node.args] }, `SHELL ${goQuoteList(ictx.node.args)}`);
+  return setConfig(state, { Shell: [...ictx.node.args] }, `SHELL [${ictx.node.args.join(' ')}]`);
 }
 
 export function compileExpose(state: StageState, ictx: InstructionContext): StageState {
@@ -102,7 +116,7 @@ export function compileVolume(state: StageState, ictx: InstructionContext): Stag
   const added = ictx.node.args.map((a) => (ictx.node.json ? a : expand(a, state, ictx))).filter((v) => v !== '');
   if (added.length === 0) throw locatedError('VOLUME_EMPTY', 'VOLUME needs at least one path', ictx.where);
   for (const v of added) volumes[v] = {};
-  return setConfig(state, { Volumes: volumes }, `VOLUME ${goQuoteList(added)}`);
+  return setConfig(state, { Volumes: volumes }, `VOLUME [${added.join(' ')}]`);
 }
 
 export function compileStopSignal(state: StageState, ictx: InstructionContext): StageState {
@@ -119,15 +133,23 @@ export function compileMaintainer(state: StageState, ictx: InstructionContext): 
 }
 
 /** ARG inside a stage: declares names visible to later instructions and to RUN's environment. */
-export function compileArg(state: StageState, ictx: InstructionContext, values: { buildArgs: Readonly<Record<string, string>>; globals: ReadonlyMap<string, string | undefined> }): StageState {
+export function compileArg(state: StageState, ictx: InstructionContext): StageState {
+  const { buildArgs, globals, automatic, consumed } = ictx.values;
   const args = new Map(state.args);
   const parts: string[] = [];
+  if (ictx.node.args.length === 0) throw locatedError('INVALID_ARG', 'ARG needs a name, as in ARG VERSION=1', ictx.where);
   for (const raw of ictx.node.args) {
     const eq = raw.indexOf('=');
     const name = eq < 0 ? raw : raw.slice(0, eq);
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw locatedError('INVALID_ARG', `Invalid ARG name "${name}"`, ictx.where);
-    const def = eq < 0 ? values.globals.get(name) : expand(raw.slice(eq + 1), { ...state, args }, ictx);
-    const value = Object.hasOwn(values.buildArgs, name) ? values.buildArgs[name] : def;
+    if (looksSecret(name)) ictx.warn(`Do not pass sensitive data in ARG (ARG "${name}")`, 'SecretsUsedInArgOrEnv');
+    let def: string | undefined;
+    if (eq >= 0) def = expand(raw.slice(eq + 1), { ...state, args }, ictx);
+    else if (globals.has(name)) def = globals.get(name);
+    else def = automatic.get(name);
+    const given = Object.hasOwn(buildArgs, name);
+    if (given) consumed.add(name);
+    const value = given && !automatic.has(name) ? buildArgs[name] : def;
     args.set(name, value);
     parts.push(value === undefined ? name : `${name}=${value}`);
   }

@@ -1,37 +1,78 @@
-import { vertex, type ExecOp } from '../../../solver/graph.js';
+import { vertex, type ExecMount, type ExecOp, type Vertex } from '../../../solver/graph.js';
+import { PROXY_ARGS } from '../args.js';
 import { locatedError } from '../errors.js';
 import { parseFlags } from '../flags.js';
-import { addHistory, stepName, type InstructionContext, type StageState } from '../state.js';
+import { fileVertex, runHeredoc, SCRIPT_DIR } from '../heredoc.js';
+import { addHistory, stepLocation, stepName, type InstructionContext, type StageState } from '../state.js';
+import { parseMount } from './mounts.js';
 
 export const DEFAULT_SHELL = ['/bin/sh', '-c'];
 
 /** Exec form as is; shell form through the stage's SHELL. */
-export function commandArgs(state: StageState, ictx: InstructionContext): string[] {
+export function commandArgs(state: StageState, ictx: Pick<InstructionContext, 'node'>): string[] {
   const { node } = ictx;
   if (node.json) return [...node.args];
   return [...(state.image.config.Shell ?? DEFAULT_SHELL), node.args.join(' ')];
 }
 
-/** Build args visible to RUN: declared in the stage with a value; they stay out of the config. */
-function argEnv(state: StageState): string[] {
-  const out: string[] = [];
-  for (const [k, v] of state.args) if (v !== undefined) out.push(`${k}=${v}`);
-  return out;
+/**
+ * Build args visible to RUN: those declared in the stage with a value, and proxy settings given
+ * with --build-arg even undeclared. They reach the process, never the image config.
+ */
+function argEnv(state: StageState, buildArgs: Readonly<Record<string, string>>): string[] {
+  const out = new Map<string, string>();
+  for (const [k, v] of state.args) if (v !== undefined) out.set(k, v);
+  for (const k of PROXY_ARGS) if (Object.hasOwn(buildArgs, k) && !out.has(k)) out.set(k, buildArgs[k]!);
+  return [...out].map(([k, v]) => `${k}=${v}`);
 }
 
-export function compileRun(state: StageState, ictx: InstructionContext): StageState {
+export async function compileRun(state: StageState, ictx: InstructionContext): Promise<StageState> {
   const { node, where } = ictx;
   const flags = parseFlags(node, { network: 'string', mount: 'list', security: 'string' }, where);
-  if (flags.has('mount')) throw locatedError('UNSUPPORTED', 'RUN --mount is not supported yet', where);
-  if (node.heredocs.length > 0) throw locatedError('UNSUPPORTED', 'Heredocs in RUN are not supported yet', where);
   const network = (flags.get('network') as string | undefined) ?? 'default';
   if (network !== 'default' && network !== 'none' && network !== 'host') {
     throw locatedError('INVALID_FLAG', `Invalid --network "${network}": expected default, none or host`, where);
   }
-  const args = commandArgs(state, ictx);
+  const security = (flags.get('security') as string | undefined) ?? 'sandbox';
+  if (security !== 'sandbox' && security !== 'insecure') {
+    throw locatedError('INVALID_FLAG', `Invalid --security "${security}": expected sandbox or insecure`, where);
+  }
+
+  const inputs: Vertex[] = state.root ? [state.root] : [];
+  const inputIndex = (v: Vertex): number => {
+    const at = inputs.findIndex((i) => i.digest === v.digest);
+    if (at >= 0) return at;
+    inputs.push(v);
+    return inputs.length - 1;
+  };
+  const mounts: ExecMount[] = [];
+  for (const value of (flags.get('mount') as string[] | undefined) ?? []) {
+    const parsed = await parseMount(value, state, ictx);
+    const m = parsed.mount;
+    if (parsed.source && (m.type === 'bind' || m.type === 'cache')) mounts.push({ ...m, input: inputIndex(parsed.source) });
+    else mounts.push(m);
+  }
+
+  let args: string[];
+  let shown: string;
+  if (node.heredocs.length > 0) {
+    const shell = state.image.config.Shell ?? DEFAULT_SHELL;
+    const h = runHeredoc(node);
+    if (h.kind === 'file') {
+      const script = fileVertex(h.name, h.data, 0o755, { name: `[internal] heredoc ${h.name}`, location: stepLocation(where) });
+      mounts.push({ type: 'bind', target: SCRIPT_DIR, input: inputIndex(script), source: '/', readwrite: false });
+      args = [`${SCRIPT_DIR}/${h.name}`];
+    } else {
+      args = [...shell, h.script];
+    }
+    shown = args.join(' ');
+  } else {
+    args = commandArgs(state, ictx);
+    shown = args.join(' ');
+  }
   if (args.length === 0) throw locatedError('EMPTY_COMMAND', 'RUN needs a command', where);
   const next = { ...state, step: state.step + 1 };
-  const buildArgs = argEnv(state);
+  const buildArgs = argEnv(state, ictx.values.buildArgs);
   // Later ENV wins over an ARG of the same name, as in the shell the step runs in.
   const envNames = new Set((state.image.config.Env ?? []).map((e) => e.split('=', 1)[0]));
   const env = [...buildArgs.filter((a) => !envNames.has(a.split('=', 1)[0])), ...(state.image.config.Env ?? [])];
@@ -43,12 +84,11 @@ export function compileRun(state: StageState, ictx: InstructionContext): StageSt
     cwd: state.image.config.WorkingDir || '/',
     user: state.image.config.User || 'root',
     network,
+    ...(mounts.length > 0 ? { mounts } : {}),
+    ...(security === 'insecure' ? { security } : {}),
   };
-  const v = vertex(op, state.root ? [state.root] : [], {
-    name: stepName(next, node.original),
-    location: { file: where.file, line: where.line, column: 1, text: where.lines[where.line - 1] },
-    stage: state.name,
-  });
-  const argsPrefix = buildArgs.length > 0 ? `|${buildArgs.length} ${buildArgs.join(' ')} ` : '';
-  return addHistory({ ...next, root: v }, { created_by: `RUN ${argsPrefix}${args.join(' ')} # buildkit`, vertex: v.digest });
+  const v = vertex(op, inputs, { name: stepName(next, node.original), location: stepLocation(where), stage: state.name });
+  const recorded = buildArgs.filter((a) => !PROXY_ARGS.has(a.split('=', 1)[0]!));
+  const argsPrefix = recorded.length > 0 ? `|${recorded.length} ${recorded.join(' ')} ` : '';
+  return addHistory({ ...next, root: v }, { created_by: `RUN ${argsPrefix}${shown} # buildkit`, vertex: v.digest });
 }

@@ -3,11 +3,15 @@ import { writeFile } from 'node:fs/promises';
 import { KilnError } from '../../../cache/errors.js';
 import { build } from '../../build/build.js';
 import { Engine } from '../../engine.js';
+import { ImageExporter } from '../../export/image.js';
 import { parseOutput } from '../../export/outputs.js';
 import { parseReference } from '../../image/reference.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
 import { PlainPrinter } from '../plain.js';
+import { runCheck } from '../check.js';
+import { createSession, parseEntitlement, parseSecretSpec, parseSshSpec } from '../../build/session.js';
+import { ExplainCollector } from '../../../solver/explain.js';
 
 const spec: CommandSpec = {
   name: 'build',
@@ -23,8 +27,17 @@ const spec: CommandSpec = {
     { name: 'no-cache', type: 'bool', description: 'Run every step, reusing nothing' },
     { name: 'progress', type: 'string', placeholder: 'MODE', description: 'Progress output: plain, auto or quiet' },
     { name: 'quiet', short: 'q', type: 'bool', description: 'Print only the image ID' },
-    { name: 'output', short: 'o', type: 'list', placeholder: 'SPEC', description: 'Export: type=oci,dest=FILE.tar | type=local,dest=DIR' },
+    { name: 'output', short: 'o', type: 'list', placeholder: 'SPEC', description: 'Export (repeatable): type=image|registry|oci|docker|tar|local[,dest=…][,name=…][,push=true][,compression=gzip|zstd|uncompressed]' },
+    { name: 'push', type: 'bool', description: 'Push the image to the registries of its -t names (and tag it locally)' },
+    { name: 'insecure-registry', type: 'list', placeholder: 'HOST[:PORT]', description: 'Reach this registry over plain HTTP or unverified TLS (repeatable)' },
     { name: 'iidfile', type: 'string', placeholder: 'FILE', description: 'Write the image ID to FILE' },
+    { name: 'check', type: 'bool', description: 'Run the Dockerfile checks and print their warnings; build nothing' },
+    { name: 'secret', type: 'list', placeholder: 'SPEC', description: 'Secret for RUN --mount=type=secret: id=ID,src=FILE | id=ID,env=VARIABLE (repeatable)' },
+    { name: 'ssh', type: 'list', placeholder: 'SPEC', description: 'SSH agent for RUN --mount=type=ssh: default | ID=SOCKET (repeatable)' },
+    { name: 'allow', type: 'list', placeholder: 'ENTITLEMENT', description: 'Allow security.insecure (RUN --security=insecure)' },
+    { name: 'no-cache-filter', type: 'list', placeholder: 'STAGE', description: 'Run the steps of this stage again, reusing nothing (repeatable)' },
+    { name: 'max-parallelism', type: 'string', placeholder: 'N', description: 'Run at most N steps at once (default: the number of cores)' },
+    { name: 'explain', type: 'bool', description: 'After the build, print why each step ran or was cached' },
   ],
 };
 
@@ -43,6 +56,19 @@ function parseBuildArgs(values: readonly string[]): Record<string, string> {
   return out;
 }
 
+async function buildSession(options: Record<string, unknown>) {
+  try {
+    return await createSession({
+      secrets: ((options.secret as string[] | undefined) ?? []).map(parseSecretSpec),
+      ssh: ((options.ssh as string[] | undefined) ?? []).map((s) => parseSshSpec(s)),
+      allow: ((options.allow as string[] | undefined) ?? []).map(parseEntitlement),
+    });
+  } catch (err) {
+    if (err instanceof KilnError && err.exitCode === 2) throw usageError(err.message, spec);
+    throw err;
+  }
+}
+
 export const buildCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
@@ -53,7 +79,12 @@ export const buildCommand: Command = {
     for (const t of tags) parseReference(t);
     let exporters;
     try {
-      exporters = ((options.output as string[] | undefined) ?? []).map(parseOutput);
+      const insecureRegistries = (options['insecure-registry'] as string[] | undefined) ?? [];
+      exporters = ((options.output as string[] | undefined) ?? []).map((o) => parseOutput(o, { insecureRegistries }));
+      if (options.push === true) {
+        if (tags.length === 0) throw usageError('"--push" needs at least one -t REF to push to', spec);
+        exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
+      }
     } catch (err) {
       if (err instanceof KilnError && err.code === 'INVALID_OUTPUT') throw usageError(err.message, spec);
       throw err;
@@ -67,8 +98,17 @@ export const buildCommand: Command = {
         throw new KilnError('DOCKERFILE_MISSING', `Cannot read the Dockerfile from standard input: ${(err as Error).message}`);
       }
     }
+    if (options.check === true) {
+      return runCheck({ contextDir: positionals[0]!, dockerfile: file === '-' ? undefined : file, dockerfileText, target: options.target as string | undefined, buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? []) }, io.stderr);
+    }
+    const session = await buildSession(options);
+    const parallelism = options['max-parallelism'] as string | undefined;
+    if (parallelism !== undefined && !/^[1-9]\d*$/.test(parallelism)) {
+      throw usageError(`Invalid --max-parallelism "${parallelism}": expected a positive number`, spec);
+    }
     const printer = quiet ? undefined : new PlainPrinter(io.stderr);
-    const engine = await Engine.open();
+    const report = options.explain === true ? new ExplainCollector() : undefined;
+    const engine = await Engine.open({ maxParallelism: parallelism === undefined ? undefined : Number(parallelism) });
     try {
       const result = await build(engine, {
         contextDir: positionals[0]!,
@@ -78,11 +118,21 @@ export const buildCommand: Command = {
         tags,
         target: options.target as string | undefined,
         noCache: options['no-cache'] === true,
+        noCacheFilter: (options['no-cache-filter'] as string[] | undefined) ?? [],
+        session,
         exporters,
-        progress: printer ? (e) => printer.handle(e) : undefined,
+        insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+        progress:
+          printer || report
+            ? (e) => {
+                printer?.handle(e);
+                report?.handle(e);
+              }
+            : undefined,
         signal: io.signal,
       });
       printer?.finish();
+      if (report) io.stderr(`\n${report.format()}`);
       const id = result.image.configDigest;
       if (options.iidfile) await writeFile(options.iidfile as string, id);
       if (quiet) io.stdout(`${id}\n`);
@@ -90,6 +140,7 @@ export const buildCommand: Command = {
       return 0;
     } catch (err) {
       printer?.finish();
+      if (report) io.stderr(`\n${report.format()}`);
       throw err;
     } finally {
       engine.close();

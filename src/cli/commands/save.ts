@@ -1,0 +1,46 @@
+import { resolve } from 'node:path';
+import { Engine } from '../../engine.js';
+import { writeDockerArchive } from '../../export/docker.js';
+import { writeTarFile } from '../../export/layout.js';
+import { type ExportImage, prepareExport } from '../../image/convert.js';
+import { getImage } from '../../image/local.js';
+import { normalizeName } from '../../image/reference.js';
+import { usageError, type CommandSpec } from '../args.js';
+import type { Command } from '../main.js';
+
+const spec: CommandSpec = {
+  name: 'save',
+  usage: 'kiln save [OPTIONS] IMAGE...',
+  description: 'Write images to an archive that both "docker load" and OCI tools read (docker 25\'s format).',
+  minPositionals: 1,
+  maxPositionals: Infinity,
+  options: [{ name: 'output', short: 'o', type: 'string', placeholder: 'FILE', description: 'Write to FILE instead of standard output' }],
+};
+
+export const saveCommand: Command = {
+  spec,
+  async run({ options, positionals }, io) {
+    const dest = (options.output as string | undefined) ?? '-';
+    if (dest === '-' && process.stdout.isTTY) throw usageError('Refusing to write an archive to a terminal: give -o FILE or redirect standard output', spec);
+    const engine = await Engine.open();
+    const prepared: { image: ExportImage; names: string[] }[] = [];
+    try {
+      const byManifest = new Map<string, { image: Awaited<ReturnType<typeof getImage>>; names: string[] }>();
+      for (const ref of positionals) {
+        const image = await getImage(engine.store, ref);
+        const entry = byManifest.get(image.manifestDigest) ?? { image, names: [] };
+        // An image named by ID is saved without a name, as docker does.
+        if (!/^(sha256:)?[a-f0-9]{12,64}$/.test(ref)) entry.names.push(normalizeName(ref));
+        byManifest.set(image.manifestDigest, entry);
+      }
+      for (const { image, names } of byManifest.values()) {
+        prepared.push({ image: await prepareExport(engine.store, image, { compression: 'uncompressed', ociMediaTypes: false, signal: io.signal }), names });
+      }
+      await writeTarFile(dest === '-' ? '-' : resolve(dest), (pack) => writeDockerArchive(pack, prepared, io.signal), io.signal);
+      return 0;
+    } finally {
+      for (const p of prepared) await p.image.dispose();
+      engine.close();
+    }
+  },
+};

@@ -1,0 +1,168 @@
+import { spawn } from 'node:child_process';
+import { createReadStream } from 'node:fs';
+import { chmod, lchown, link, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
+import { createWriteStream } from 'node:fs';
+import { posix } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import tar from 'tar-stream';
+import { KilnError } from '../../cache/errors.js';
+import { isErrno } from '../../cache/fsutil.js';
+import { secureJoin } from '../fsutil/securejoin.js';
+
+type Compression = 'none' | 'gzip' | 'bzip2' | 'xz';
+
+function compressionOf(head: Buffer): Compression {
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head.subarray(0, 3).toString('latin1') === 'BZh') return 'bzip2';
+  if (head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
+  return 'none';
+}
+
+/** A tar header block: the `ustar` magic, or (old tars) a checksum that adds up. */
+function isTarHeader(block: Buffer): boolean {
+  if (block.length < 512) return false;
+  if (block.subarray(257, 262).toString('latin1') === 'ustar') return true;
+  const stored = parseInt(block.subarray(148, 156).toString('latin1').replace(/\0.*$/, '').trim(), 8);
+  if (Number.isNaN(stored)) return false;
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i]!;
+  return sum === stored;
+}
+
+/** The file's content, decompressed; bzip2 and xz go through Debian's tools over a pipe. */
+function decompressed(path: string, compression: Compression, signal?: AbortSignal): Readable {
+  const raw = createReadStream(path, { signal });
+  if (compression === 'none') return raw;
+  if (compression === 'gzip') {
+    const gunzip = createGunzip();
+    raw.on('error', (e) => gunzip.destroy(e));
+    return raw.pipe(gunzip);
+  }
+  const tool = compression === 'bzip2' ? 'bzip2' : 'xz';
+  const child = spawn(tool, ['-dc'], { stdio: ['pipe', 'pipe', 'pipe'], signal });
+  const out = new PassThrough();
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  child.on('error', (e) => out.destroy(new KilnError('ARCHIVE_INVALID', `Cannot run ${tool} to unpack "${posix.basename(path)}": ${e.message}`)));
+  child.on('close', (code) => {
+    if (code !== 0) out.destroy(new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${tool} failed: ${stderr.trim() || `exit code ${code}`}`));
+  });
+  raw.pipe(child.stdin);
+  child.stdin.on('error', () => {
+    // The tool may exit before reading everything (a corrupt file); its exit code reports that.
+  });
+  child.stdout.pipe(out);
+  return out;
+}
+
+/** The archive's compression when the file is a tar (plain or compressed), else undefined. */
+export async function detectArchive(path: string, signal?: AbortSignal): Promise<Compression | undefined> {
+  const fh = await open(path, 'r');
+  let head: Buffer;
+  try {
+    head = Buffer.alloc(512);
+    const { bytesRead } = await fh.read(head, 0, 512, 0);
+    head = head.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+  const compression = compressionOf(head);
+  if (compression === 'none') return isTarHeader(head) ? 'none' : undefined;
+  const stream = decompressed(path, compression, signal);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of stream) {
+      chunks.push(chunk as Buffer);
+      size += (chunk as Buffer).length;
+      if (size >= 512) break;
+    }
+  } catch (err) {
+    // A file that only looks compressed is copied as it is, as Docker does.
+    if (err instanceof KilnError || (err as NodeJS.ErrnoException).code === 'Z_DATA_ERROR') return undefined;
+    throw err;
+  } finally {
+    stream.destroy();
+  }
+  return isTarHeader(Buffer.concat(chunks)) ? compression : undefined;
+}
+
+export interface ExtractOptions {
+  /** Owner of everything extracted; absent keeps the archive's numeric owners. */
+  owner?: { uid: number; gid: number };
+  signal?: AbortSignal;
+}
+
+/** Unpacks a tar archive into `dest` (a path inside `root`); entries cannot escape the root. */
+export async function extractArchive(path: string, compression: Compression, root: string, dest: string, o: ExtractOptions = {}): Promise<void> {
+  const extract = tar.extract();
+  const dirs: { host: string; mtime: Date }[] = [];
+  const ensureParent = async (rel: string) => {
+    let cur = '/';
+    for (const part of posix.dirname(rel).split('/').filter(Boolean)) {
+      cur = posix.join(cur, part);
+      const host = await secureJoin(root, cur);
+      try {
+        await mkdir(host, { mode: 0o755 });
+      } catch (err) {
+        if (!isErrno(err, 'EEXIST')) throw err;
+      }
+    }
+  };
+  extract.on('entry', (header, stream, next) => {
+    const handle = async () => {
+      const rel = posix.join(dest, posix.normalize(`/${header.name}`));
+      await ensureParent(rel);
+      const host = await secureJoin(root, rel);
+      const uid = o.owner?.uid ?? header.uid ?? 0;
+      const gid = o.owner?.gid ?? header.gid ?? 0;
+      const mode = (header.mode ?? 0o644) & 0o7777;
+      const mtime = header.mtime ?? new Date(0);
+      if (header.type === 'directory') {
+        try {
+          await mkdir(host, { mode });
+        } catch (err) {
+          if (!isErrno(err, 'EEXIST')) throw err;
+        }
+        await lchown(host, uid, gid);
+        await chmod(host, mode);
+        dirs.push({ host, mtime });
+        stream.resume();
+        return;
+      }
+      await rm(host, { force: true, recursive: false }).catch((err: unknown) => {
+        // A directory of the same name stays: an archive does not replace directories with files.
+        if (!isErrno(err, 'EISDIR') && !isErrno(err, 'ERR_FS_EISDIR')) throw err;
+      });
+      if (header.type === 'file' || header.type === 'contiguous-file') {
+        await pipeline(stream, createWriteStream(host, { mode }));
+        await lchown(host, uid, gid);
+        await chmod(host, mode);
+        await utimes(host, mtime, mtime);
+        return;
+      }
+      stream.resume();
+      if (header.type === 'symlink') {
+        await symlink(header.linkname ?? '', host);
+        await lchown(host, uid, gid);
+        await lutimes(host, mtime, mtime);
+      } else if (header.type === 'link') {
+        const target = await secureJoin(root, posix.join(dest, posix.normalize(`/${header.linkname ?? ''}`)));
+        await link(target, host);
+      } else {
+        throw new KilnError('ARCHIVE_UNSUPPORTED', `Cannot unpack "${header.name}" of "${posix.basename(path)}": ${header.type} entries are not supported`);
+      }
+    };
+    handle().then(() => next(), (err: unknown) => next(err as Error));
+  });
+  try {
+    await pipeline(decompressed(path, compression, o.signal), extract);
+  } catch (err) {
+    if (err instanceof KilnError) throw err;
+    throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${(err as Error).message}`, { cause: err });
+  }
+  // Directory times last: writing their entries changed them.
+  for (const d of dirs.reverse()) await utimes(d.host, d.mtime, d.mtime);
+}

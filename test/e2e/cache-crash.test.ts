@@ -1,0 +1,83 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kiln, mountsUnder, stepCached, storeWithBase, tempDir } from '../helpers/kiln.js';
+
+/**
+ * kill -9 at chosen instants (KILN_CRASH_AT makes the process kill itself there), then the next
+ * command: the store verifies, nothing of the dead build is left, and everything committed
+ * before the kill is whole and still a cache hit.
+ */
+describe('crash safety and concurrent builds', () => {
+  let root: string;
+  let cleanup: () => Promise<void>;
+  let work: ReturnType<typeof tempDir>;
+  let ctx: string;
+
+  beforeAll(async () => {
+    ({ root, cleanup } = await storeWithBase());
+    work = tempDir('kiln-crash-');
+    ctx = join(work.path, 'ctx');
+    mkdirSync(ctx);
+    writeFileSync(join(ctx, 'data.txt'), 'data\n');
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM test/base:1\nCOPY data.txt /data.txt\nRUN echo committed > /c\n');
+    const ok = await kiln(root, ['build', '-q', '-t', 'test/committed:1', ctx]);
+    expect(ok.code, ok.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await work?.cleanup();
+    await cleanup();
+  });
+
+  const crashFile = (n: string) => {
+    const f = join(work.path, `Dockerfile.${n}`);
+    writeFileSync(f, `FROM test/base:1\nCOPY data.txt /data.txt\nRUN echo started; echo ${n} > /crash-${n}\n`);
+    return f;
+  };
+
+  for (const point of ['run', 'blob-write', 'snapshot', 'index-commit']) {
+    it(`a build killed at "${point}" leaves a store that verifies, with committed work intact`, async () => {
+      const dead = await kiln(root, ['build', '--progress', 'plain', '-f', crashFile(point), ctx], { env: { KILN_CRASH_AT: point } });
+      expect(dead.code, dead.stderr).toBe(128);
+      const verify = await kiln(root, ['store', 'verify']);
+      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+      expect(verify.stdout).toContain('no problems');
+      expect(mountsUnder(root)).toEqual([]);
+      expect(ourContainers(root)).toEqual([]);
+      expect(readdirSync(join(root, 'layers')).filter((n) => n.startsWith('.work-'))).toEqual([]);
+      expect(readdirSync(join(root, 'tmp'))).toEqual([]);
+      const run = await kiln(root, ['run', '--rm', 'test/committed:1', 'cat', '/c', '/data.txt']);
+      expect(run.stdout).toBe('committed\ndata\n');
+      const again = await kiln(root, ['build', '--progress', 'plain', ctx]);
+      expect(again.code).toBe(0);
+      expect(stepCached(again.stderr, 'RUN echo committed')).toBe(true);
+      // And the step that was killed simply runs again.
+      const redo = await kiln(root, ['build', '--progress', 'plain', '-f', crashFile(point), ctx]);
+      expect(redo.code, redo.stderr).toBe(0);
+    });
+  }
+
+  it('two builds on one store at once both succeed, and a third reuses what they made', async () => {
+    const df = join(work.path, 'Dockerfile.both');
+    writeFileSync(df, 'FROM test/base:1\nCOPY data.txt /d\nRUN sleep 0.5; echo both > /both\nRUN --mount=type=cache,target=/cache,sharing=locked echo x >> /cache/log\n');
+    const [a, b] = await Promise.all([
+      kiln(root, ['build', '--progress', 'plain', '-t', 'test/both:a', '-f', df, ctx]),
+      kiln(root, ['build', '--progress', 'plain', '-t', 'test/both:b', '-f', df, ctx]),
+    ]);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const third = await kiln(root, ['build', '--progress', 'plain', '-f', df, ctx]);
+    expect(stepCached(third.stderr, 'RUN sleep 0.5')).toBe(true);
+    for (const tag of ['test/both:a', 'test/both:b']) {
+      expect((await kiln(root, ['run', '--rm', tag, 'cat', '/both'])).stdout).toBe('both\n');
+    }
+    expect((await kiln(root, ['store', 'verify'])).code).toBe(0);
+  });
+});
+
+function ourContainers(root: string): string[] {
+  const list = JSON.parse(execFileSync('runc', ['list', '-f', 'json'], { encoding: 'utf8' }) || '[]') as { id: string; bundle: string }[] | null;
+  return (list ?? []).filter((c) => c.bundle.startsWith(root)).map((c) => c.id);
+}

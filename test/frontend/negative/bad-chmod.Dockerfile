@@ -1,0 +1,2 @@
+FROM base:1
+COPY --chmod=999 a /a

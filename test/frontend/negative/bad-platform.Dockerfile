@@ -1,0 +1,1 @@
+FROM --platform=linux base:1

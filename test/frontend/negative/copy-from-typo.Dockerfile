@@ -1,0 +1,3 @@
+FROM base:1 AS builder
+FROM base:1
+COPY --from=biulder /a /a

@@ -1,0 +1,2 @@
+FROM base:1 AS app
+FROM base:1 AS app

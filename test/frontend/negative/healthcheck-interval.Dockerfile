@@ -1,0 +1,2 @@
+FROM base:1
+HEALTHCHECK --interval=5 CMD true

@@ -1,0 +1,3 @@
+FROM base:1
+RUN cat <<EOF
+never closed

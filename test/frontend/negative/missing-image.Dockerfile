@@ -1,0 +1,1 @@
+FROM nothere:1

@@ -1,0 +1,2 @@
+FROM base:1
+COPY --chmodd=644 a /a
