@@ -1,28 +1,26 @@
 #!/usr/bin/env bash
-# Start-up cost of the cached path: a no-op rebuild through bin/kiln (dist/ as tsc emits it) and
-# through one esbuild bundle of the same code, plus `node -e 0` for the floor. Prints figures.
-# Usage: bench/startup.sh [RUNS]     (after npm run build; esbuild is a devDependency)
+# Start-up cost of the cached path: a no-op rebuild and `kiln version` through bin/kiln (the
+# bundle `npm run build` writes to dist/bundle/) and through tsc's output in dist/src/ loaded
+# module by module, with `node -e 0` for the floor. Runs interleave; medians of wall time, and of
+# CPU time (user + sys, which other work on the machine disturbs less). Prints figures.
+# Usage: bench/startup.sh [RUNS]     (after npm run build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-15}
+if [[ ! -f dist/bundle/kiln.js || dist/bundle/kiln.js -ot dist/src/cli/main.js ]]; then
+  echo "startup.sh: dist/bundle/ is missing or older than dist/src/: run npm run build" >&2
+  exit 2
+fi
 W=$(mktemp -d /tmp/kiln-startup-XXXXXX)
 trap 'rm -rf "$W"' EXIT
 export KILN_ROOT=$W/root
-ms() { date +%s%N | cut -b1-13; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# Native modules stay outside the bundle; everything else becomes one file.
-node_modules/.bin/esbuild dist/src/cli/main.js --bundle --platform=node --format=esm --target=node20 \
-  --external:better-sqlite3 --external:koffi --external:@napi-rs/xattr \
-  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
-  --outfile="$PWD/dist/.bench-bundle.mjs" --log-level=warning
-trap 'rm -rf "$W" dist/.bench-bundle.mjs' EXIT
-cat >"$W/kiln-bundled" <<JS
+cat >"$W/kiln-tsc" <<JS
 #!/usr/bin/env node
-import { main } from '$PWD/dist/.bench-bundle.mjs';
+import { main } from '$PWD/dist/src/cli/main.js';
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
 JS
-chmod +x "$W/kiln-bundled"
+chmod +x "$W/kiln-tsc"
 
 bash scripts/base-rootfs.sh "$W/base.tar"
 bin/kiln import "$W/base.tar" bench/base:1 >/dev/null
@@ -30,13 +28,24 @@ mkdir -p "$W/ctx"; echo hi >"$W/ctx/f"
 { echo 'FROM bench/base:1'; echo 'COPY f /f'; for i in $(seq 10); do echo "RUN echo $i > /s$i"; done; } >"$W/ctx/Dockerfile"
 bin/kiln build -q "$W/ctx" >/dev/null
 
-time_it() { local t=(); for _ in $(seq "$R"); do local t0; t0=$(ms); "$@" >/dev/null 2>&1; t+=($(( $(ms) - t0 ))); done; printf '%s\n' "${t[@]}" | median; }
-floor=$(time_it node -e 0)
-tsc_out=$(time_it bin/kiln build -q "$W/ctx")
-bundled=$(time_it "$W/kiln-bundled" build -q "$W/ctx")
-version=$(time_it bin/kiln version)
-echo "machine: $(nproc) cores; median of $R runs; no-op rebuild of 12 cached steps"
-echo "node -e 0:                        ${floor} ms"
-echo "kiln version (dist/ from tsc):    ${version} ms"
-echo "no-op rebuild, dist/ from tsc:    ${tsc_out} ms"
-echo "no-op rebuild, one esbuild file:  ${bundled} ms"
+echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg); median of $R interleaved runs; no-op rebuild of 12 cached steps"
+python3 - "$R" \
+  "node -e 0" "node -e 0" \
+  "kiln version, bundle" "bin/kiln version" \
+  "kiln version, dist/src" "$W/kiln-tsc version" \
+  "no-op rebuild, bundle" "bin/kiln build -q $W/ctx" \
+  "no-op rebuild, dist/src" "$W/kiln-tsc build -q $W/ctx" <<'PY'
+import resource, statistics, subprocess, sys, time
+runs = int(sys.argv[1]); pairs = list(zip(sys.argv[2::2], sys.argv[3::2]))
+wall = {l: [] for l, _ in pairs}; cpu = {l: [] for l, _ in pairs}
+for _ in range(runs):
+    for label, cmd in pairs:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN); t0 = time.perf_counter()
+        subprocess.run(cmd.split(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        t1 = time.perf_counter(); r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall[label].append((t1 - t0) * 1000)
+        cpu[label].append((r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime) * 1000)
+for label, _ in pairs:
+    print(f"{label:26s} wall {statistics.median(wall[label]):6.1f} ms (min {min(wall[label]):6.1f})   cpu {statistics.median(cpu[label]):6.1f} ms")
+PY
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

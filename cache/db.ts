@@ -174,6 +174,10 @@ export class StoreDb {
       .run(name, manifest, Date.now());
   }
 
+  deleteTag(name: string): void {
+    this.db.prepare('DELETE FROM tags WHERE name = ?').run(name);
+  }
+
   getTag(name: string): TagRow | undefined {
     return this.db.prepare('SELECT name, manifest FROM tags WHERE name = ?').get(name) as TagRow | undefined;
   }

@@ -55,10 +55,13 @@ export class Store {
     const db = new StoreDb(join(root, 'kiln.db'));
     const store = new Store(root, db);
     for (const [kind, fn] of Object.entries(options.cleaners ?? {})) store.cleaners.set(kind, fn);
-    await store.blobs.init();
-    await mkdir(store.layersDir, { recursive: true });
-    await mkdir(store.mntDir, { recursive: true });
-    await mkdir(join(root, 'l'), { recursive: true });
+    // Every open pays for these (they exist after the first): issued together, not one by one.
+    await Promise.all([
+      store.blobs.init(),
+      mkdir(store.layersDir, { recursive: true }),
+      mkdir(store.mntDir, { recursive: true }),
+      mkdir(join(root, 'l'), { recursive: true }),
+    ]);
     await store.recover();
     return store;
   }

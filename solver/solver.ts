@@ -5,7 +5,7 @@ import { canonicalJson, type Digest, digestOf } from '../cache/digest.js';
 import { KilnError, VertexError } from '../cache/errors.js';
 import { explainMiss, type Ingredients, stepIdentities, summarizeReasons } from './explain.js';
 import { topoSort, type Vertex } from './graph.js';
-import { ProgressNumbers, type ProgressSink } from './progress.js';
+import { ProgressNumbers, type ProgressEvent, type ProgressSink } from './progress.js';
 import { EMPTY_SESSION, type Session, type SolvedVertex, type Worker } from './worker.js';
 
 export interface SolveOptions {
@@ -35,7 +35,7 @@ type SolveState = Required<Pick<SolveOptions, 'progress' | 'numbers' | 'session'
  */
 export class Solver {
   private readonly limit: LimitFunction;
-  private readonly inflight = new Map<string, Promise<{ layer: LayerRow | null; created: string }>>();
+  private readonly inflight = new Map<string, SharedRun>();
 
   constructor(
     private readonly db: StoreDb,
@@ -163,19 +163,55 @@ export class Solver {
     };
 
     let shared = this.inflight.get(key);
+    const listener = { id, progress: o.progress };
     if (!shared) {
-      shared = this.execute(v, inputs, key, id, { ...o, explain });
-      this.inflight.set(key, shared);
-      shared.finally(() => this.inflight.delete(key)).catch(() => {
-        // The failure is reported through the awaited promise below.
+      const run: SharedRun = { controller: new AbortController(), waiters: 0, listeners: new Set(), promise: undefined! };
+      run.listeners.add(listener);
+      run.promise = this.execute(v, inputs, key, run, { ...o, explain });
+      this.inflight.set(key, run);
+      run.promise.finally(() => this.inflight.delete(key)).catch(() => {
+        // The failure is reported to every waiter through its own await below.
       });
+      shared = run;
     } else {
       o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: Date.now() });
       explain();
+      shared.listeners.add(listener);
     }
-    const r = await shared;
+    const r = await this.join(shared, listener, o.signal);
     remember();
     return finish(r.layer, r.created, false);
+  }
+
+  /**
+   * Waits for a shared run on behalf of one solve. A solve that is cancelled stops waiting at
+   * once; the run itself is cancelled only when no solve waits for it any more, so one client
+   * going away never fails another client's build.
+   */
+  private async join(run: SharedRun, listener: Listener, signal: AbortSignal): Promise<RunResult> {
+    run.waiters++;
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        run.listeners.delete(listener);
+        listener.progress({ type: 'vertex.error', id: listener.id, time: Date.now(), duration: 0, message: 'cancelled' });
+        if (--run.waiters === 0) run.controller.abort(signal.reason);
+        reject(cancelled(signal));
+      };
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([run.promise, aborted]);
+    } finally {
+      if (!signal.aborted) {
+        signal.removeEventListener('abort', onAbort!);
+        run.waiters--;
+      }
+      aborted.catch(() => {
+        // Only raced above; a cancellation after the run settled has nobody to tell.
+      });
+    }
   }
 
   private lookup(key: string): { layer: LayerRow | null; created: string } | undefined {
@@ -191,42 +227,65 @@ export class Solver {
     v: Vertex,
     inputs: readonly SolvedVertex[],
     key: string,
-    id: number,
+    run: SharedRun,
     o: SolveState & { explain: () => void },
-  ): Promise<{ layer: LayerRow | null; created: string }> {
+  ): Promise<RunResult> {
+    // Every solve waiting on this run sees its progress under its own vertex number.
+    const emit = (make: (id: number) => ProgressEvent) => {
+      for (const l of run.listeners) l.progress(make(l.id));
+    };
+    const signal = run.controller.signal;
     return this.limit(async () => {
-      o.signal.throwIfAborted();
+      signal.throwIfAborted();
       const start = Date.now();
-      o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: start });
+      const first = [...run.listeners][0];
+      if (first) first.progress({ type: 'vertex.start', id: first.id, name: v.meta.name, kind: v.op.kind, time: start });
       o.explain();
       const tail: string[] = [];
       let partial = '';
       const log = (stream: 1 | 2, data: string) => {
-        o.progress({ type: 'vertex.log', id, stream, data, time: Date.now() });
+        emit((id) => ({ type: 'vertex.log', id, stream, data, time: Date.now() }));
         const lines = (partial + data).split('\n');
         partial = lines.pop() ?? '';
         tail.push(...lines);
         if (tail.length > 20) tail.splice(0, tail.length - 20);
       };
       try {
-        const layer = await this.worker.run(v, inputs, { id, signal: o.signal, log, session: o.session });
+        const layer = await this.worker.run(v, inputs, { id: first?.id ?? 0, signal, log, session: o.session });
         const created = new Date().toISOString();
         this.db.putCache({ key, diffId: layer?.diffId ?? null, created, description: v.meta.name });
-        o.progress({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start });
+        emit((id) => ({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start }));
         return { layer, created };
       } catch (err) {
         if (partial) tail.push(partial);
-        if (o.signal.aborted) {
-          // Cancelled by the caller or by a failing sibling: the reason is the build's error.
-          o.progress({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: 'cancelled' });
-          throw cancelled(o.signal);
+        if (signal.aborted) {
+          // Every waiter has gone (each reported its own cancellation): the reason is theirs.
+          throw cancelled(signal);
         }
         const cause = err instanceof KilnError ? err : internal(err);
-        o.progress({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: cause.message });
+        emit((id) => ({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: cause.message }));
         throw new VertexError(v.meta.name, cause, { location: v.meta.location, tail });
       }
     });
   }
+}
+
+interface RunResult {
+  layer: LayerRow | null;
+  created: string;
+}
+
+interface Listener {
+  id: number;
+  progress: ProgressSink;
+}
+
+/** One execution of a cache key, shared by every solve that needs it while it runs. */
+interface SharedRun {
+  promise: Promise<RunResult>;
+  controller: AbortController;
+  waiters: number;
+  listeners: Set<Listener>;
 }
 
 /** Fails before any work when a step needs an entitlement the build was not granted. */

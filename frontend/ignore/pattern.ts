@@ -33,12 +33,14 @@ export function compilePattern(pattern: string): PathTest {
             kind = 'regexp';
           }
         } else {
-          source += '(.*/)?';
+          // A run of stars gives the same language once: repeating the group only adds ways
+          // for the backtracking engine to fail, exponentially many on a long run.
+          if (!source.endsWith('(.*/)?')) source += '(.*/)?';
           kind = 'regexp';
         }
         if (i === 0) kind = 'suffix';
       } else {
-        source += '[^/]*';
+        if (!source.endsWith('[^/]*')) source += '[^/]*';
         kind = 'regexp';
       }
     } else if (ch === '?') {
@@ -76,6 +78,9 @@ export function compilePattern(pattern: string): PathTest {
     }
     case 'regexp': {
       const re = goRegExp(`${source}$`);
+      // V8 compiles an expression on first use: a pattern too large to compile must fail here,
+      // where the caller reports it as an invalid pattern, not later inside a match.
+      re.test('');
       return (path) => re.test(path);
     }
   }

@@ -39,6 +39,11 @@ export function buildInstruction(line: string, escape: string): InstructionResul
     endLine: 0,
   };
   if (parsed.nested !== undefined) {
+    // Only one level can be valid; refusing the second keeps `ONBUILD ONBUILD ...` repeated
+    // thousands of times from costing a pass over the rest of the line per level.
+    if (name === 'onbuild' && /^onbuild(\s|$)/i.test(parsed.nested)) {
+      return { ok: false, message: 'ONBUILD cannot hold ONBUILD', token: 'ONBUILD' };
+    }
     const nested = buildInstruction(parsed.nested, escape);
     if (!nested.ok) return nested;
     node.next = nested.node;

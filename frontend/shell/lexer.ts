@@ -36,17 +36,24 @@ const HEREDOC_BLANKS = new Set(['\t', '\r', ' ']);
  * One pass over a word with BuildKit's shell rules: quotes, escapes, `$name`, `${name}` and the
  * `${name<modifier>word}` forms. Produces the single-word and the split-into-words results at once.
  */
+/** The longest word an expansion may produce (1 MiB of text, far beyond any real instruction). */
+export const MAX_EXPANSION = 1 << 20;
+
+const MAX_NESTING = 64;
+
 export function lexWord(source: string, lookup: VariableLookup, options: LexOptions): LexResult {
   const chars = Array.from(source);
   let pos = 0;
   let rawEscapes = options.keepEscapes;
+  let depth = 0;
   const used = new Set<string>();
   const unset = new Set<string>();
 
   const peek = (): string | undefined => chars[pos];
   const next = (): string | undefined => (pos < chars.length ? chars[pos++] : undefined);
   const fail = (detail: string): never => {
-    throw new KilnError('EXPANSION_ERROR', `Cannot expand ${JSON.stringify(source)}: ${detail}`);
+    const shown = source.length > 200 ? `${source.slice(0, 200)}…` : source;
+    throw new KilnError('EXPANSION_ERROR', `Cannot expand ${JSON.stringify(shown)}: ${detail}`);
   };
 
   const getVariable = (name: string): string | undefined => {
@@ -80,6 +87,9 @@ export function lexWord(source: string, lookup: VariableLookup, options: LexOpti
         if (ch === '$') {
           const expanded = processDollar();
           value += expanded;
+          // Each variable can repeat a longer one (ENV B=$A$A, C=$B$B, ...): without a bound a
+          // few lines of a Dockerfile grow a word until the process runs out of memory.
+          if (value.length > MAX_EXPANSION) fail(`the result is longer than ${MAX_EXPANSION} characters`);
           words.addString(expanded);
           continue;
         }
@@ -223,7 +233,11 @@ export function lexWord(source: string, lookup: VariableLookup, options: LexOpti
     const isPattern = op === '#' || op === '%';
     if (nullIsUnset && isPattern) return fail(`unsupported modifier ${JSON.stringify(modifier)}`);
 
+    // Each nested `${a:-${b:-...}}` is one more call: stop at a depth no real word needs,
+    // before the stack does.
+    if (++depth > MAX_NESTING) fail(`variables nested more than ${MAX_NESTING} deep`);
     let word = untilEnd(() => processStopOn('}', isPattern).value, 'missing "}"');
+    depth--;
     const value = getVariable(name);
     if (value === undefined && options.keepUnset) return `\${${name}${modifier}${word}}`;
     const empty = value === undefined || (nullIsUnset && value === '');
@@ -253,8 +267,10 @@ export function lexWord(source: string, lookup: VariableLookup, options: LexOpti
   const processReplace = (name: string): string => {
     const all = peek() === '/';
     if (all) next();
+    if (++depth > MAX_NESTING) fail(`variables nested more than ${MAX_NESTING} deep`);
     const pattern = untilEnd(() => processStopOn('/', true).value, 'missing "/" in substitution');
     const replacement = untilEnd(() => processStopOn('}', true).value, 'missing "}"');
+    depth--;
     const value = getVariable(name);
     if (value === undefined && options.keepUnset) return `\${${name}/${pattern}/${replacement}}`;
     return withPattern(pattern, () => {

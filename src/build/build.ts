@@ -33,6 +33,15 @@ export interface BuildRequest {
   insecureRegistries?: string[];
   progress?: ProgressSink;
   signal?: AbortSignal;
+  /** Ask the registry for every base image even when the store has it (`--pull`). */
+  pull?: boolean;
+  /** Labels set on the final image over the Dockerfile's own (`docker build --label`). */
+  labels?: Record<string, string>;
+  /**
+   * Names this build apart for cache-miss explanations instead of the context directory: a
+   * server unpacks every upload into a new directory, so it passes the client's own context.
+   */
+  scope?: string;
 }
 
 export interface BuildResult {
@@ -66,7 +75,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     target: req.target,
     context: { name: 'context', source: contextDir, exclude },
     platform: LINUX_AMD64,
-    resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries }),
+    resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries, alwaysPull: req.pull }),
     signal: req.signal,
   });
   for (const w of def.warnings) progress({ type: 'warning', message: w.message, rule: w.rule, location: w.location });
@@ -86,13 +95,14 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
         progress,
         numbers,
         // Explanations compare with the last build of the same Dockerfile in the same context.
-        scope: `${contextDir}\0${req.dockerfile === undefined ? file : resolve(req.dockerfile)}`,
+        scope: req.scope ?? `${contextDir}\0${req.dockerfile === undefined ? file : resolve(req.dockerfile)}`,
         buildArgs: Object.keys(req.buildArgs ?? {}),
         session: req.session,
       })
     : new Map();
   req.signal?.throwIfAborted();
-  const config = assembleConfig(def, results);
+  const assembled = assembleConfig(def, results);
+  const config = req.labels && Object.keys(req.labels).length > 0 ? { ...assembled, config: { ...assembled.config, Labels: { ...assembled.config.Labels, ...req.labels } } } : assembled;
   const exportId = numbers.id('internal:export');
   const start = Date.now();
   progress({ type: 'vertex.start', id: exportId, name: 'exporting to image', time: start });

@@ -10,6 +10,8 @@ export interface ResolverOptions {
   insecureRegistries?: readonly string[];
   /** Told about each image pulled, for progress. */
   onPull?: (ref: string, event: PullEvent) => void;
+  /** Pull every registry reference even when the store has it (`kiln build --pull`). */
+  alwaysPull?: boolean;
 }
 
 /**
@@ -25,7 +27,7 @@ export function storeResolver(store: Store, options: ResolverOptions = {}): Imag
   };
   return {
     async resolve(ref, { platform, signal }) {
-      let img = await findImage(store, ref);
+      let img = options.alwaysPull && isRegistryReference(ref) ? undefined : await findImage(store, ref);
       if (!img) {
         if (!isRegistryReference(ref)) {
           throw new KilnError('IMAGE_UNKNOWN', `No such image "${ref}" in the store`, { hint: 'List images with "kiln images"' });
@@ -39,7 +41,7 @@ export function storeResolver(store: Store, options: ResolverOptions = {}): Imag
           img = (await pending).image;
         } catch (err) {
           // The reference may be a local name that was never there: say so first, and why pulling did not help.
-          if (!(err instanceof KilnError) || err.code === 'CANCELLED' || signal?.aborted) throw err;
+          if (!(err instanceof KilnError) || err.code === 'CANCELLED' || signal?.aborted || options.alwaysPull) throw err;
           throw new KilnError(err.code, `No such image "${ref}" in the store`, { hint: `Pulling it failed: ${err.message}`, cause: err });
         }
       }

@@ -8,6 +8,8 @@ export interface OptionSpec {
   type: OptionType;
   description: string;
   placeholder?: string;
+  /** The only values a string option takes; anything else is a usage error. */
+  choices?: readonly string[];
 }
 
 export interface CommandSpec {
@@ -19,6 +21,8 @@ export interface CommandSpec {
   stopAtPositional?: boolean;
   minPositionals: number;
   maxPositionals: number;
+  /** Shown under "Examples:" in the command's help. */
+  examples?: readonly string[];
 }
 
 export interface ParsedArgs {
@@ -40,6 +44,9 @@ export function parseArgs(argv: readonly string[], spec: CommandSpec): ParsedArg
   const byLong = new Map(spec.options.map((o) => [o.name, o]));
   const byShort = new Map(spec.options.flatMap((o) => (o.short ? [[o.short, o] as const] : [])));
   const set = (o: OptionSpec, value: string | boolean) => {
+    if (o.choices && typeof value === 'string' && !o.choices.includes(value)) {
+      throw usageError(`Invalid --${o.name} "${value}": expected ${o.choices.slice(0, -1).join(', ')} or ${o.choices.at(-1)}`, spec);
+    }
     if (o.type === 'list') options[o.name] = [...((options[o.name] as string[] | undefined) ?? []), value as string];
     else options[o.name] = value;
   };
@@ -100,6 +107,10 @@ export function formatHelp(spec: CommandSpec): string {
     const rows = spec.options.map((o) => [`${o.short ? `-${o.short}, ` : '    '}--${o.name}${o.type === 'bool' ? '' : ` ${o.placeholder ?? 'string'}`}`, o.description]);
     const width = Math.max(...rows.map((r) => r[0]!.length));
     for (const [a, b] of rows) lines.push(`  ${a!.padEnd(width)}  ${b}`);
+  }
+  if (spec.examples && spec.examples.length > 0) {
+    lines.push('', 'Examples:');
+    for (const e of spec.examples) lines.push(`  ${e}`);
   }
   return lines.join('\n');
 }

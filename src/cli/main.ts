@@ -1,6 +1,7 @@
 import { KilnError } from '../../cache/errors.js';
 import { formatHelp, parseArgs, usageError, type CommandSpec, type ParsedArgs } from './args.js';
 import { formatError } from './report.js';
+import type { RemoteHost } from '../daemon/client.js';
 
 export interface Command {
   spec: CommandSpec;
@@ -11,10 +12,12 @@ export interface CommandIO {
   stdout: (s: string) => void;
   stderr: (s: string) => void;
   signal: AbortSignal;
+  /** The build service to run against (`--host`, `KILN_HOST`); commands then open no local store. */
+  host?: RemoteHost;
 }
 
 /** Commands load on demand: a cached build must not pay for what it does not use. */
-const COMMANDS: Record<string, () => Promise<Command>> = {
+export const COMMANDS: Record<string, () => Promise<Command>> = {
   build: () => import('./commands/build.js').then((m) => m.buildCommand),
   import: () => import('./commands/import.js').then((m) => m.importCommand),
   images: () => import('./commands/images.js').then((m) => m.imagesCommand),
@@ -31,6 +34,12 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   du: () => import('./commands/du.js').then((m) => m.duCommand),
   prune: () => import('./commands/prune.js').then((m) => m.pruneCommand),
   store: () => import('./commands/store.js').then((m) => m.storeCommand),
+  inspect: () => import('./commands/inspect.js').then((m) => m.inspectCommand),
+  history: () => import('./commands/history.js').then((m) => m.historyCommand),
+  rmi: () => import('./commands/rmi.js').then((m) => m.rmiCommand),
+  info: () => import('./commands/info.js').then((m) => m.infoCommand),
+  completion: () => import('./commands/completion.js').then((m) => m.completionCommand),
+  serve: () => import('./commands/serve.js').then((m) => m.serveCommand),
 };
 const ALIASES: Record<string, string> = { ls: 'images' };
 
@@ -42,6 +51,9 @@ Commands:
   build     Build an image from a Dockerfile and a context
   import    Import a root filesystem tarball as an image
   images    List images in the store (alias: ls)
+  inspect   Show an image's config and manifest as JSON, or fields of it (--format)
+  history   Show the steps that made an image
+  rmi       Remove images from the store
   run       Run a command in a new container from an image
   debug     Inspect how a Dockerfile parses and compiles (parse, graph)
   pull      Pull an image from a registry
@@ -54,19 +66,52 @@ Commands:
   du        Show build cache disk usage
   prune     Remove build cache (never what a stored image needs)
   store     Check the store (store verify)
+  info      Show the store, runtime, storage driver and GC policy
   version   Show version information
+  completion  Print a bash or zsh completion script
 
 Environment:
   KILN_ROOT     Store location (default /var/lib/kiln as root)
   KILN_RUNTIME  OCI runtime binary (default runc)
+  KILN_PROGRESS Progress of builds: auto, tty, plain, rawjson or quiet (default auto)
   KILN_GC_KEEP_STORAGE  Build cache kept after each build (default 10% of the disk, at most 10GB; 0 turns collection off)
 
 Run "kiln COMMAND --help" for more on a command.`;
 
+/** Commands that run against a build service when `--host` or `KILN_HOST` names one. */
+const REMOTE_COMMANDS = new Set(['build', 'images']);
+
+/** Global flags before the command: `kiln --host URL [--token-file F] [--tls-ca F …] build …`. */
+function globalHost(argv: readonly string[]): { host: RemoteHost | undefined; explicit: boolean; rest: string[] } {
+  const env = process.env;
+  const host: Partial<RemoteHost> = { url: env.KILN_HOST || undefined, tlsCa: env.KILN_TLS_CA, tlsCert: env.KILN_TLS_CERT, tlsKey: env.KILN_TLS_KEY, tokenFile: env.KILN_TOKEN_FILE };
+  const keys: Record<string, keyof RemoteHost> = { '--host': 'url', '-H': 'url', '--token-file': 'tokenFile', '--tls-ca': 'tlsCa', '--tls-cert': 'tlsCert', '--tls-key': 'tlsKey' };
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf('=');
+    const key = keys[eq < 0 ? arg : arg.slice(0, eq)];
+    if (!key) break;
+    const value = eq < 0 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined || value === '') throw usageError(`Flag "${eq < 0 ? arg : arg.slice(0, eq)}" needs a value`);
+    host[key] = value;
+  }
+  return { host: host.url ? (host as RemoteHost) : undefined, explicit: i > 0, rest: argv.slice(i) };
+}
+
 export async function main(argv: readonly string[]): Promise<number> {
   const out = (s: string) => process.stdout.write(s);
   const err = (s: string) => process.stderr.write(s);
-  const [name, ...rest] = argv;
+  let remote;
+  try {
+    remote = globalHost(argv);
+  } catch (e) {
+    err(formatError(e));
+    return 2;
+  }
+  const [name, ...rest] = remote.rest;
+  // KILN_HOST alone leaves commands that cannot run remotely (serve, say) local; --host does not.
+  const host = remote.explicit || REMOTE_COMMANDS.has(ALIASES[name ?? ''] ?? name ?? '') ? remote.host : undefined;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     out(`${TOP_HELP}\n`);
     return name === undefined ? 2 : 0;
@@ -84,13 +129,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     if (!load) throw usageError(`Unknown command "${name}"`);
+    if (host && !REMOTE_COMMANDS.has(ALIASES[name] ?? name)) {
+      throw usageError(`"kiln ${name}" does not run against a build service yet`, undefined);
+    }
     const command = await load();
     if (rest.includes('--help') && !(command.spec.stopAtPositional && rest.indexOf('--help') > firstPositional(rest))) {
       out(`${formatHelp(command.spec)}\n`);
       return 0;
     }
     const args = parseArgs(rest, command.spec);
-    return await command.run(args, { stdout: out, stderr: err, signal: controller.signal });
+    return await command.run(args, { stdout: out, stderr: err, signal: controller.signal, host });
   } catch (e) {
     err(formatError(e));
     if (e instanceof KilnError) return e.exitCode;

@@ -138,12 +138,30 @@ async function mkdirOwned(root: string, path: string, ctx: EntryCtx): Promise<vo
       }
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
-      await mkdir(host, { mode: 0o755 });
-      await chmod(host, 0o755);
       const owner = ctx.owner ?? { uid: 0, gid: 0 };
-      await chown(host, owner.uid, owner.gid);
+      for (const dir of await mkdirResolved(root, host)) {
+        await chmod(dir, 0o755);
+        await chown(dir, owner.uid, owner.gid);
+      }
     }
   }
+}
+
+/**
+ * Creates `host` (already resolved inside `root` by secureJoin) and any missing parents, as
+ * Docker does when a link in the image names a directory that does not exist yet. Everything
+ * missing lies below the resolved, existing prefix, so nothing is created outside the root.
+ * Returns the directories it made, outermost first.
+ */
+export async function mkdirResolved(root: string, host: string): Promise<string[]> {
+  if (host !== root && !host.startsWith(`${root}/`)) {
+    throw new KilnError('PATH_ESCAPE', `Refusing to create "${host}" outside the root "${root}"`);
+  }
+  const first = await mkdir(host, { recursive: true, mode: 0o755 });
+  if (first === undefined) return [];
+  const made = [first];
+  for (const part of posix.relative(first, host).split('/').filter(Boolean)) made.push(posix.join(made[made.length - 1]!, part));
+  return made;
 }
 
 async function copyChildren(srcDir: string, destDir: string, ctx: EntryCtx): Promise<void> {

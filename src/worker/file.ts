@@ -1,4 +1,4 @@
-import { chown, mkdir, writeFile, chmod } from 'node:fs/promises';
+import { chown, writeFile, chmod } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { LayerRow } from '../../cache/db.js';
 import { commitWorkspace } from '../../cache/layers.js';
@@ -10,7 +10,7 @@ import { resolveOwner } from '../executor/user.js';
 import { secureJoin } from '../fsutil/securejoin.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import { NO_EXCLUSION, selectSources } from '../sources/select.js';
-import { copyIntoRoot } from './copy.js';
+import { copyIntoRoot, mkdirResolved } from './copy.js';
 import { mountLayers, withReadOnlyView } from './mount.js';
 
 /** Runs a file op (COPY, WORKDIR's mkdir…): actions applied to a writable view of the base. */
@@ -93,14 +93,17 @@ async function mkdirAll(root: string, path: string, mode: number, owner: { uid: 
   for (const part of path.split('/').filter(Boolean)) {
     cur = posix.join(cur, part);
     const host = await secureJoin(root, cur);
+    let made: string[];
     try {
-      await mkdir(host);
+      made = await mkdirResolved(root, host);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
       throw err;
     }
-    await chmod(host, mode);
-    if (owner) await chown(host, owner.uid, owner.gid);
+    for (const dir of made) {
+      await chmod(dir, mode);
+      if (owner) await chown(dir, owner.uid, owner.gid);
+    }
   }
 }
 

@@ -172,6 +172,6 @@ describe('a multi-stage build through runc', () => {
 
   it('leaves nothing mounted or running', () => {
     expect(mountsUnder(root)).toEqual([]);
-    expect(kilnContainers()).toEqual([]);
+    expect(kilnContainers(root)).toEqual([]);
   });
 });

@@ -33,7 +33,7 @@ describe('bad input and failures', () => {
     const images = await kiln(root, ['images']);
     expect(images.stdout).not.toContain('test/fail');
     expect(mountsUnder(root)).toEqual([]);
-    expect(kilnContainers()).toEqual([]);
+    expect(kilnContainers(root)).toEqual([]);
   });
 
   it('an unknown stage in COPY --from suggests the nearest stage', async () => {
@@ -114,7 +114,7 @@ describe('bad input and failures', () => {
     expect(code).toBe(130);
     expect(stderr).toMatch(/cancelled/i);
     expect(mountsUnder(root)).toEqual([]);
-    expect(kilnContainers()).toEqual([]);
+    expect(kilnContainers(root)).toEqual([]);
     const images = await kiln(root, ['images']);
     expect(images.stdout).not.toContain('test/sleep');
     expect(readdirSync(join(root, 'layers')).filter((n) => n.startsWith('.work-'))).toEqual([]);

@@ -33,12 +33,12 @@ describe('kill -9 of a build mid-RUN', () => {
     await exited;
     // The dead build's overlay and container are still there…
     expect(mountsUnder(root).length).toBeGreaterThan(0);
-    expect(kilnContainers().length).toBeGreaterThan(0);
+    expect(kilnContainers(root).length).toBeGreaterThan(0);
     // …until the next command runs recovery.
     const images = await kiln(root, ['images']);
     expect(images.code).toBe(0);
     expect(mountsUnder(root)).toEqual([]);
-    expect(kilnContainers()).toEqual([]);
+    expect(kilnContainers(root)).toEqual([]);
     expect(readdirSync(join(root, 'layers')).filter((n) => n.startsWith('.work-'))).toEqual([]);
     expect(readdirSync(join(root, 'run'))).toEqual([]);
     const run = await kiln(root, ['run', '--rm', 'test/app:1']);

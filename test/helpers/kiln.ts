@@ -54,10 +54,13 @@ export function mountsUnder(prefix: string): string[] {
     .sort((a, b) => b.length - a.length);
 }
 
-/** Containers of ours that runc still knows about. */
-export function kilnContainers(): string[] {
-  const out = execFileSync('runc', ['list', '-q'], { encoding: 'utf8' });
-  return out.split('\n').filter((l) => l.startsWith('kiln-'));
+/**
+ * Containers of ours that runc still knows about; with `root`, only those whose bundle lives in
+ * that store (other test files may run containers at the same time).
+ */
+export function kilnContainers(root?: string): string[] {
+  const list = (JSON.parse(execFileSync('runc', ['list', '--format', 'json'], { encoding: 'utf8' }) || '[]') ?? []) as { id: string; bundle: string }[];
+  return list.filter((c) => c.id.startsWith('kiln-') && (root === undefined || c.bundle.startsWith(`${root}/`))).map((c) => c.id);
 }
 
 let baseTarPath: string | undefined;

@@ -13,6 +13,7 @@ class FakeWorker implements Worker {
   runs: string[] = [];
   gates = new Map<string, { promise: Promise<void>; open: () => void }>();
   failing = new Set<string>();
+  aborted: string[] = [];
 
   gate(name: string) {
     let open!: () => void;
@@ -37,7 +38,12 @@ class FakeWorker implements Worker {
     if (g) {
       await Promise.race([
         g.promise,
-        new Promise((_, reject) => ctx.signal.addEventListener('abort', () => reject(new KilnError('CANCELLED', 'cancelled')), { once: true })),
+        new Promise((_, reject) =>
+          ctx.signal.addEventListener('abort', () => {
+            this.aborted.push(name);
+            reject(new KilnError('CANCELLED', 'cancelled'));
+          }, { once: true }),
+        ),
       ]);
     }
     if (this.failing.has(name)) throw new KilnError('STEP_FAILED', `${name} failed`);
@@ -96,6 +102,42 @@ describe('the solver', () => {
     open();
     await Promise.all([first, second]);
     expect(worker.runs).toEqual(['slow']);
+  });
+
+  it('a shared step survives one of its builds being cancelled, and both see its progress', async () => {
+    const open = worker.gate('shared');
+    const solver = new Solver(db, worker);
+    const first = new AbortController();
+    const eventsA: ProgressEvent[] = [];
+    const eventsB: ProgressEvent[] = [];
+    const a = solver.solve([exec('shared')], { signal: first.signal, progress: (e) => eventsA.push(e) });
+    const b = solver.solve([exec('shared')], { progress: (e) => eventsB.push(e) });
+    await new Promise((r) => setTimeout(r, 20));
+    first.abort(new KilnError('CANCELLED', 'client went away', { exitCode: 130 }));
+    await expect(a).rejects.toMatchObject({ code: 'CANCELLED' });
+    open();
+    const results = await b;
+    expect([...results.values()][0]!.layer?.diffId).toBe(digestOf('shared'));
+    expect(worker.runs).toEqual(['shared']);
+    expect(eventsB.map((e) => e.type)).toEqual(expect.arrayContaining(['vertex.start', 'vertex.done']));
+    expect(eventsA.some((e) => e.type === 'vertex.error')).toBe(true);
+    expect(worker.aborted).toEqual([]);
+  });
+
+  it('a shared step is cancelled once every build waiting for it is', async () => {
+    worker.gate('orphan');
+    const solver = new Solver(db, worker);
+    const c1 = new AbortController();
+    const c2 = new AbortController();
+    const p1 = solver.solve([exec('orphan')], { signal: c1.signal });
+    const p2 = solver.solve([exec('orphan')], { signal: c2.signal });
+    await new Promise((r) => setTimeout(r, 20));
+    c1.abort(new KilnError('CANCELLED', 'one'));
+    c2.abort(new KilnError('CANCELLED', 'two'));
+    await expect(p1).rejects.toMatchObject({ message: 'one' });
+    await expect(p2).rejects.toMatchObject({ message: 'two' });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(worker.aborted).toEqual(['orphan']);
   });
 
   it('reuses recorded results and reports them as cached, keeping their creation time', async () => {

@@ -1,6 +1,6 @@
 import { posix } from 'node:path';
 import { vertex, type CopyAction, type FileAction, type GitOp, type HttpOp, type UserSpec, type Vertex } from '../../../solver/graph.js';
-import { createIgnoreMatcher } from '../../ignore/index.js';
+import { createIgnoreMatcher, type IgnoreMatcher } from '../../ignore/index.js';
 import { locatedError, suggest } from '../errors.js';
 import { expand } from '../expand.js';
 import { parseFlags, type FlagKind } from '../flags.js';
@@ -164,10 +164,17 @@ function remoteSource(word: string, o: { checksum?: string; keepGitDir: boolean 
   return { vertex: vertex(op, [], { name: `[internal] http ${word}`, location: stepLocation(ictx.where) }), src: [filename], fromContext: false, shown: word };
 }
 
+const matchers = new WeakMap<readonly string[], IgnoreMatcher>();
+
 /** CopyIgnoredFile: a plain context path that .dockerignore leaves out. */
 function checkIgnored(paths: readonly string[], ictx: InstructionContext): void {
   if (ictx.values.contextExclude.length === 0) return;
-  const matcher = createIgnoreMatcher([...ictx.values.contextExclude]);
+  // One matcher per build, not per COPY: a large .dockerignore would be compiled again each time.
+  let matcher = matchers.get(ictx.values.contextExclude);
+  if (!matcher) {
+    matcher = createIgnoreMatcher([...ictx.values.contextExclude]);
+    matchers.set(ictx.values.contextExclude, matcher);
+  }
   for (const p of paths) {
     if (/[*?[]/.test(p)) continue;
     const rel = posix.normalize(`/${p}`).slice(1);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import { KilnError } from '../../../cache/errors.js';
 import { build } from '../../build/build.js';
 import { Engine } from '../../engine.js';
@@ -8,7 +9,8 @@ import { parseOutput } from '../../export/outputs.js';
 import { parseReference } from '../../image/reference.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
-import { PlainPrinter } from '../plain.js';
+import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
+import { parseExtraBuildFlags, writeMetadataFile } from '../build-flags.js';
 import { runCheck } from '../check.js';
 import { createSession, parseEntitlement, parseSecretSpec, parseSshSpec } from '../../build/session.js';
 import { ExplainCollector } from '../../../solver/explain.js';
@@ -25,7 +27,7 @@ const spec: CommandSpec = {
     { name: 'build-arg', type: 'list', placeholder: 'K=V', description: 'Set a build-time variable (repeatable)' },
     { name: 'target', type: 'string', placeholder: 'STAGE', description: 'Build this stage instead of the last one' },
     { name: 'no-cache', type: 'bool', description: 'Run every step, reusing nothing' },
-    { name: 'progress', type: 'string', placeholder: 'MODE', description: 'Progress output: plain, auto or quiet' },
+    { name: 'progress', type: 'string', placeholder: 'MODE', choices: PROGRESS_MODES, description: 'Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson (one JSON event a line) or quiet' },
     { name: 'quiet', short: 'q', type: 'bool', description: 'Print only the image ID' },
     { name: 'output', short: 'o', type: 'list', placeholder: 'SPEC', description: 'Export (repeatable): type=image|registry|oci|docker|tar|local[,dest=…][,name=…][,push=true][,compression=gzip|zstd|uncompressed]' },
     { name: 'push', type: 'bool', description: 'Push the image to the registries of its -t names (and tag it locally)' },
@@ -38,6 +40,22 @@ const spec: CommandSpec = {
     { name: 'no-cache-filter', type: 'list', placeholder: 'STAGE', description: 'Run the steps of this stage again, reusing nothing (repeatable)' },
     { name: 'max-parallelism', type: 'string', placeholder: 'N', description: 'Run at most N steps at once (default: the number of cores)' },
     { name: 'explain', type: 'bool', description: 'After the build, print why each step ran or was cached' },
+    { name: 'metadata-file', type: 'string', placeholder: 'FILE', description: 'Write the image digests and names to FILE as JSON (as buildx does)' },
+    { name: 'label', type: 'list', placeholder: 'K=V', description: 'Set a label on the image (repeatable)' },
+    { name: 'platform', type: 'string', placeholder: 'OS/ARCH', description: 'Target platform: linux/amd64 only' },
+    { name: 'pull', type: 'bool', description: 'Pull every base image from its registry even when the store has it' },
+    { name: 'network', type: 'string', placeholder: 'MODE', description: 'Network of RUN steps without --network: default (the host\'s) or host' },
+    { name: 'add-host', type: 'list', placeholder: 'HOST:IP', description: 'Not supported: RUN steps get a fixed /etc/hosts' },
+    { name: 'shm-size', type: 'string', placeholder: 'SIZE', description: 'Size of /dev/shm in RUN steps: 64m only' },
+    { name: 'ulimit', type: 'list', placeholder: 'NAME=SOFT[:HARD]', description: 'Not supported: RUN steps have the limits of the kiln process' },
+  ],
+  examples: [
+    'kiln build -t app:1 .                       Build ./Dockerfile, name the image app:1',
+    'kiln build -f docker/Dockerfile --target test .',
+    'ID=$(kiln build -q .)                       Only the image ID, on stdout',
+    'kiln build --progress plain . 2>build.log   BuildKit\'s plain log, every line of output',
+    'kiln build --progress rawjson . 2>events    One JSON progress event a line, for tools',
+    'kiln build -o type=oci,dest=app.tar .       Also export an OCI archive',
   ],
 };
 
@@ -72,9 +90,10 @@ async function buildSession(options: Record<string, unknown>) {
 export const buildCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
-    const quiet = options.quiet === true || options.progress === 'quiet';
-    const mode = (options.progress as string | undefined) ?? process.env.KILN_PROGRESS ?? 'auto';
-    if (!['auto', 'plain', 'quiet', 'tty'].includes(mode)) throw usageError(`Invalid --progress "${mode}": expected auto, plain, tty or quiet`, spec);
+    if (io.host) return (await import('../../daemon/remote-commands.js')).remoteBuild(io.host, { options, positionals }, io, spec);
+    const mode = options.quiet === true ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+    const quiet = mode === 'quiet';
+    const extra = parseExtraBuildFlags(options, spec);
     const tags = (options.tag as string[] | undefined) ?? [];
     for (const t of tags) parseReference(t);
     let exporters;
@@ -106,9 +125,14 @@ export const buildCommand: Command = {
     if (parallelism !== undefined && !/^[1-9]\d*$/.test(parallelism)) {
       throw usageError(`Invalid --max-parallelism "${parallelism}": expected a positive number`, spec);
     }
-    const printer = quiet ? undefined : new PlainPrinter(io.stderr);
     const report = options.explain === true ? new ExplainCollector() : undefined;
+    const printReport = () => {
+      if (!report) return;
+      if (mode === 'rawjson') io.stderr(`${JSON.stringify({ type: 'explain', text: report.format() })}\n`);
+      else if (!quiet) io.stderr(`\n${report.format()}`);
+    };
     const engine = await Engine.open({ maxParallelism: parallelism === undefined ? undefined : Number(parallelism) });
+    const view = await openProgressView(mode, process.stderr, { source: dockerfileSource(positionals[0]!, file, dockerfileText) });
     try {
       const result = await build(engine, {
         contextDir: positionals[0]!,
@@ -122,28 +146,49 @@ export const buildCommand: Command = {
         session,
         exporters,
         insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+        labels: extra.labels,
+        pull: extra.pull,
         progress:
-          printer || report
+          !quiet || report
             ? (e) => {
-                printer?.handle(e);
+                view.handle(e);
                 report?.handle(e);
               }
             : undefined,
         signal: io.signal,
       });
-      printer?.finish();
-      if (report) io.stderr(`\n${report.format()}`);
       const id = result.image.configDigest;
       if (options.iidfile) await writeFile(options.iidfile as string, id);
+      if (options['metadata-file']) {
+        await writeMetadataFile(options['metadata-file'] as string, result.image, { tags, manifestSize: await engine.store.blobs.size(result.image.manifestDigest) });
+      }
+      await view.succeed({ imageId: id, tags });
+      printReport();
       if (quiet) io.stdout(`${id}\n`);
-      else io.stderr(`\nBuilt ${id}${tags.length ? ` as ${tags.join(', ')}` : ''}\n`);
       return 0;
     } catch (err) {
-      printer?.finish();
-      if (report) io.stderr(`\n${report.format()}`);
-      throw err;
+      // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
+      await view.fail(err);
+      printReport();
+      return err instanceof KilnError ? err.exitCode : 1;
     } finally {
       engine.close();
     }
   },
 };
+
+/** The Dockerfile's text by the name error locations give it, read only when a step failed. */
+function dockerfileSource(context: string, file: string | undefined, stdinText: string | undefined): (name: string) => string | undefined {
+  if (stdinText !== undefined) return (name) => (name === 'Dockerfile' ? stdinText : undefined);
+  const path = resolve(file ?? join(context, 'Dockerfile'));
+  return (name) => {
+    if (name !== basename(path)) return undefined;
+    try {
+      return readFileSync(path, 'utf8');
+    } catch (err) {
+      // Changed or gone since the build read it: the report goes without the excerpt.
+      if (err instanceof Error) return undefined;
+      throw err;
+    }
+  };
+}

@@ -4,6 +4,7 @@ import { KilnError } from '../../../cache/errors.js';
 import { isErrno } from '../../../cache/fsutil.js';
 import { formatParseTree, parseDockerfile } from '../../../frontend/parser/index.js';
 import { dockerfileFrontend } from '../../../frontend/index.js';
+import { parseIgnoreFile } from '../../../frontend/ignore/index.js';
 import { graphToJson } from '../../../solver/graph.js';
 import { LINUX_AMD64 } from '../../build/build.js';
 import { storeResolver } from '../../build/resolver.js';
@@ -13,15 +14,17 @@ import type { Command } from '../main.js';
 
 const spec: CommandSpec = {
   name: 'debug',
-  usage: 'kiln debug parse|graph [-f FILE] [CONTEXT]',
-  description: 'parse: print the parse tree (BuildKit\'s test format). graph: print the compiled graph as JSON.',
+  usage: 'kiln debug parse|graph [OPTIONS] [CONTEXT]',
+  description: 'parse: print the parse tree (BuildKit\'s test format). graph: print the compiled graph as JSON, or for Graphviz (stages as clusters, cached steps shaded).',
   minPositionals: 1,
   maxPositionals: 2,
   options: [
     { name: 'file', short: 'f', type: 'string', placeholder: 'FILE', description: 'Dockerfile path (default CONTEXT/Dockerfile)' },
     { name: 'build-arg', type: 'list', placeholder: 'K=V', description: 'Set a build-time variable' },
     { name: 'target', type: 'string', placeholder: 'STAGE', description: 'Target stage (graph)' },
+    { name: 'format', type: 'string', placeholder: 'FORMAT', choices: ['json', 'dot'], description: 'graph: json (default) or dot' },
   ],
+  examples: ['kiln debug parse .', 'kiln debug graph --target build .', 'kiln debug graph --format dot . | dot -Tsvg > graph.svg'],
 };
 
 function readDockerfile(options: Record<string, unknown>, context: string): { text: string; file: string } {
@@ -32,6 +35,19 @@ function readDockerfile(options: Record<string, unknown>, context: string): { te
     if (isErrno(err, 'ENOENT')) throw new KilnError('DOCKERFILE_MISSING', `Cannot read the Dockerfile "${path}": no such file`);
     throw err;
   }
+}
+
+/** The .dockerignore a build would use (beside the Dockerfile, else at the context root), so keys match. */
+function readIgnore(options: Record<string, unknown>, context: string): string[] {
+  const dockerfile = resolve((options.file as string | undefined) ?? `${context}/Dockerfile`);
+  for (const path of [`${dockerfile}.dockerignore`, resolve(context, '.dockerignore')]) {
+    try {
+      return parseIgnoreFile(readFileSync(path, 'utf8'));
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+  }
+  return [];
 }
 
 export const debugCommand: Command = {
@@ -56,10 +72,17 @@ export const debugCommand: Command = {
         file,
         buildArgs,
         target: options.target as string | undefined,
-        context: { name: 'context', source: resolve(context), exclude: [] },
+        context: { name: 'context', source: resolve(context), exclude: readIgnore(options, context) },
         platform: LINUX_AMD64,
         resolver: storeResolver(engine.store),
       });
+      if (options.format === 'dot') {
+        const roots = def.root ? [def.root] : [];
+        const { LocalWorker } = await import('../../worker/worker.js');
+        const { cachedVertices, graphToDot } = await import('../dot.js');
+        io.stdout(graphToDot(roots, await cachedVertices(engine.store, new LocalWorker(engine.store, engine.executor), roots, io.signal)));
+        return 0;
+      }
       io.stdout(`${JSON.stringify({ ...(graphToJson(def.root ? [def.root] : []) as object), image: def.image, history: def.history }, null, 2)}\n`);
       return 0;
     } finally {

@@ -19,6 +19,7 @@ const spec: CommandSpec = {
 export const imagesCommand: Command = {
   spec,
   async run({ options }, io) {
+    if (io.host) return (await import('../../daemon/remote-commands.js')).remoteImages(io.host, { options, positionals: [] }, io);
     const engine = await Engine.open();
     try {
       const manifests = new Map(engine.store.db.allManifests().map((m) => [m.digest, m]));

@@ -1,0 +1,129 @@
+// Bundles the compiled CLI (dist/src/cli/main.js, as tsc emits it) into dist/bundle/ with esbuild,
+// so that starting `kiln` reads a few files instead of resolving and compiling a hundred modules.
+// `npm run build` runs it after tsc; bin/kiln prefers the bundle while it is newer than tsc's
+// output.
+//
+// - Code splitting keeps every `import()` lazy: a cached build never loads the tty view, the
+//   registry client or the exporters it does not use.
+// - Native addons stay outside: their .node files are found through node_modules at run time.
+//   better-sqlite3's JavaScript is bundled (a dozen small CommonJS files cost ~8 ms to load one by
+//   one) and only its addon lookup (`bindings`) is left outside, told where the package is.
+// - A few modules load on their first call instead of at start-up (LAZY): @napi-rs/xattr (a libc
+//   probe, then its addon), tar-stream (with streamx, a fifth of the code a build loads),
+//   node:child_process and node:zlib are used only by steps that run, snapshot or unpack; and
+//   node:crypto's ES module face loads all of crypto (webcrypto included) where require() loads
+//   what is used. Only function exports get a stand-in (named, and as properties of the default
+//   export): importing anything else from them fails the bundle here, never at run time.
+// - ink and react stay outside too: only the tty view loads them, and ink resolves optional
+//   packages of its own at run time.
+// - Every output file lives directly in dist/bundle/, so `import.meta.url` can be rewritten to
+//   keep meaning the module's own file under dist/ (version.ts finds package.json through it).
+// - Files are written under a temporary name and renamed into place, entry last, and chunks of
+//   an earlier bundle stay a while: a `kiln` process already running from the old entry may still
+//   import its chunks lazily (other builds of the same tree can run meanwhile).
+import { build } from 'esbuild';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const outdir = join(root, 'dist', 'bundle');
+const entry = join(root, 'dist', 'src', 'cli', 'main.js');
+const ENTRY_NAME = 'kiln.js';
+/** Chunks of earlier bundles younger than this are kept for processes still running from them. */
+const OLD_CHUNK_GRACE_MS = 60 * 60 * 1000;
+const LAZY = ['@napi-rs/xattr', 'tar-stream', 'node:child_process', 'node:zlib', 'node:crypto'];
+
+const keepModuleUrl = {
+  name: 'keep-module-url',
+  setup(b) {
+    b.onLoad({ filter: /\.js$/ }, async (args) => {
+      if (!args.path.startsWith(join(root, 'dist') + '/')) return undefined;
+      const source = await readFile(args.path, 'utf8');
+      if (!source.includes('import.meta.url')) return undefined;
+      const own = relative(outdir, args.path).split('\\').join('/');
+      return { contents: source.replaceAll('import.meta.url', `new URL(${JSON.stringify(own)}, import.meta.url).href`), loader: 'js' };
+    });
+  },
+};
+
+// `bindings` finds the addon from its caller's file name, which inside a bundle is the bundle's.
+const sqliteBindings = {
+  name: 'sqlite-bindings',
+  setup(b) {
+    b.onResolve({ filter: /^bindings$/ }, (args) =>
+      args.importer.includes('/node_modules/better-sqlite3/') ? { path: 'bindings', namespace: 'sqlite-bindings' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'sqlite-bindings' }, () => ({
+      loader: 'js',
+      contents: `
+        const { dirname } = require('node:path');
+        const bindings = require('bindings');
+        module.exports = (opts) => bindings({
+          ...(typeof opts === 'string' ? { bindings: opts } : opts),
+          module_root: dirname(require.resolve('better-sqlite3/package.json')),
+        });`,
+    }));
+  },
+};
+
+const lazyModules = {
+  name: 'lazy-modules',
+  setup(b) {
+    const requireFromRoot = createRequire(join(root, 'package.json'));
+    const filter = new RegExp(`^(${LAZY.map((n) => n.replace(/[/.]/g, '\\$&')).join('|')})$`);
+    b.onResolve({ filter }, (args) =>
+      args.kind === 'import-statement' && args.namespace !== 'lazy' ? { path: args.path, namespace: 'lazy' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy' }, (args) => {
+      const real = requireFromRoot(args.path);
+      const names = Object.keys(real).filter((n) => typeof real[n] === 'function' && /^[A-Za-z_$][\w$]*$/.test(n));
+      const wrappers = names.map(
+        (n) => `export function ${n}(...args) { const f = load().${n}; return new.target ? Reflect.construct(f, args) : f.apply(this, args); }`,
+      );
+      return {
+        loader: 'js',
+        resolveDir: root,
+        contents: `let mod;\nconst load = () => (mod ??= require(${JSON.stringify(args.path)}));\n${wrappers.join('\n')}\nexport default { ${names.join(', ')} };\n`,
+      };
+    });
+  },
+};
+
+const result = await build({
+  entryPoints: { [ENTRY_NAME.replace(/\.js$/, '')]: entry },
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  outdir,
+  chunkNames: 'chunk-[hash]',
+  write: false,
+  external: ['bindings', 'koffi', '@napi-rs/xattr', 'ink', 'react'],
+  // Bundled CommonJS (and the loaders above) call require() for built-in and external modules.
+  banner: { js: "import { createRequire as __kilnCreateRequire } from 'node:module'; const require = __kilnCreateRequire(import.meta.url);" },
+  plugins: [keepModuleUrl, sqliteBindings, lazyModules],
+  logLevel: 'warning',
+  legalComments: 'none',
+});
+
+await mkdir(outdir, { recursive: true });
+const entryPath = join(outdir, ENTRY_NAME);
+const written = new Set();
+const ordered = [...result.outputFiles].sort((a, b) => Number(a.path === entryPath) - Number(b.path === entryPath));
+for (const file of ordered) {
+  const tmp = `${file.path}.tmp-${process.pid}`;
+  await writeFile(tmp, file.contents);
+  await rename(tmp, file.path);
+  written.add(file.path);
+}
+
+const now = Date.now();
+for (const name of await readdir(outdir)) {
+  const path = join(outdir, name);
+  if (written.has(path)) continue;
+  const st = await stat(path);
+  if (now - st.mtimeMs > OLD_CHUNK_GRACE_MS) await rm(path, { force: true });
+}

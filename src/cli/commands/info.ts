@@ -1,0 +1,91 @@
+import { readFileSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
+import { defaultKeepBytes, diskUsage } from '../../../cache/gc.js';
+import { Engine } from '../../engine.js';
+import type { CommandSpec } from '../args.js';
+import { humanSize } from '../format.js';
+import type { Command } from '../main.js';
+import { runtimeVersion } from './version.js';
+
+const spec: CommandSpec = {
+  name: 'info',
+  usage: 'kiln info [OPTIONS]',
+  description: 'Show the store (location, size, free space, record counts), the runtime, the storage driver and the garbage collection policy.',
+  minPositionals: 0,
+  maxPositionals: 0,
+  options: [{ name: 'format', short: 'f', type: 'string', placeholder: 'FORMAT', choices: ['text', 'json'], description: 'text (default) or json' }],
+  examples: ['kiln info', 'kiln info --format json'],
+};
+
+function overlaySupported(): boolean {
+  try {
+    return /\toverlay$/m.test(readFileSync('/proc/filesystems', 'utf8'));
+  } catch (err) {
+    // Without /proc the answer is unknown; the first build would say why overlay fails.
+    if (err instanceof Error) return false;
+    throw err;
+  }
+}
+
+export const infoCommand: Command = {
+  spec,
+  async run({ options }, io) {
+    const engine = await Engine.open();
+    try {
+      const { store } = engine;
+      const db = store.db;
+      const count = (table: string) => (db.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+      const usage = await diskUsage(store);
+      const fs = await statfs(store.root);
+      const keep = await defaultKeepBytes(store);
+      const runtime = process.env.KILN_RUNTIME ?? 'runc';
+      const info = {
+        store: {
+          root: store.root,
+          size: usage.total,
+          imagesSize: usage.images,
+          reclaimable: usage.reclaimable,
+          diskFree: fs.bavail * fs.bsize,
+          records: {
+            images: count('manifests'),
+            tags: count('tags'),
+            layers: count('layers'),
+            blobs: count('blobs'),
+            cacheRecords: count('cache'),
+            cacheMounts: count('cache_mounts'),
+            leases: count('leases'),
+          },
+        },
+        runtime: { name: runtime, version: await runtimeVersion(runtime) },
+        storageDriver: { name: 'overlay', supported: overlaySupported() },
+        gc: { keepStorage: keep ?? null, source: process.env.KILN_GC_KEEP_STORAGE !== undefined ? 'KILN_GC_KEEP_STORAGE' : 'the default: 10% of the disk, at most 10GB' },
+      };
+      if (options.format === 'json') {
+        io.stdout(`${JSON.stringify(info)}\n`);
+        return 0;
+      }
+      const r = info.store.records;
+      io.stdout(
+        [
+          'Store:',
+          ` Root:            ${info.store.root}`,
+          ` Size:            ${humanSize(info.store.size)} (images ${humanSize(info.store.imagesSize)}, reclaimable ${humanSize(info.store.reclaimable)})`,
+          ` Disk free:       ${humanSize(info.store.diskFree)}`,
+          ` Images:          ${r.images} (${r.tags} tag${r.tags === 1 ? '' : 's'})`,
+          ` Layers:          ${r.layers}`,
+          ` Blobs:           ${r.blobs}`,
+          ` Cache records:   ${r.cacheRecords}`,
+          ` Cache mounts:    ${r.cacheMounts}`,
+          ` Leases:          ${r.leases}`,
+          `Runtime:          ${info.runtime.version}`,
+          `Storage driver:   overlay${info.storageDriver.supported ? '' : ' (not supported by this kernel)'}`,
+          `GC policy:        ${keep === undefined ? 'off' : `keep ${humanSize(keep)} of build cache`} (${info.gc.source})`,
+          '',
+        ].join('\n'),
+      );
+      return 0;
+    } finally {
+      engine.close();
+    }
+  },
+};

@@ -1,0 +1,78 @@
+import { KilnError } from '../../../cache/errors.js';
+import { DEFAULT_ADDRESS, parseAddress } from '../../daemon/address.js';
+import { TokenAuth } from '../../daemon/auth.js';
+import { BuildServer } from '../../daemon/server.js';
+import { Engine } from '../../engine.js';
+import { usageError, type CommandSpec } from '../args.js';
+import type { Command } from '../main.js';
+
+const spec: CommandSpec = {
+  name: 'serve',
+  usage: 'kiln serve [OPTIONS]',
+  description: 'Serve builds over HTTP: Kiln\'s API under /v1/ and the Docker Engine API subset of the classic builder and images.',
+  minPositionals: 0,
+  maxPositionals: 0,
+  options: [
+    { name: 'addr', type: 'list', placeholder: 'ADDR', description: `Listen on unix:///PATH or tcp://HOST:PORT (repeatable; default ${DEFAULT_ADDRESS})` },
+    { name: 'tls-cert', type: 'string', placeholder: 'FILE', description: 'TLS certificate for TCP addresses' },
+    { name: 'tls-key', type: 'string', placeholder: 'FILE', description: 'TLS private key for TCP addresses' },
+    { name: 'tls-ca', type: 'string', placeholder: 'FILE', description: 'Require client certificates signed by this CA (mutual TLS)' },
+    { name: 'insecure', type: 'bool', description: 'Allow TCP addresses without TLS' },
+    { name: 'token-file', type: 'string', placeholder: 'FILE', description: 'Require a bearer token from FILE (one a line)' },
+    { name: 'max-concurrent-builds', type: 'string', placeholder: 'N', description: 'Run at most N builds at once; the rest queue (default 4)' },
+    { name: 'max-context-size', type: 'string', placeholder: 'BYTES', description: 'Largest context upload accepted (default 2GiB)' },
+    { name: 'shutdown-grace', type: 'string', placeholder: 'SECONDS', description: 'On SIGTERM, let running builds finish this long before cancelling them (default 30)' },
+  ],
+};
+
+function positiveInt(value: unknown, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !/^[0-9]+$/.test(value) || Number(value) <= 0) throw usageError(`Invalid --${flag} "${String(value)}": expected a positive number`, spec);
+  return Number(value);
+}
+
+export const serveCommand: Command = {
+  spec,
+  async run({ options }, io) {
+    let addresses;
+    try {
+      addresses = ((options.addr as string[] | undefined) ?? [DEFAULT_ADDRESS]).map(parseAddress);
+    } catch (err) {
+      if (err instanceof KilnError) throw usageError(err.message, spec);
+      throw err;
+    }
+    const cert = options['tls-cert'] as string | undefined;
+    const key = options['tls-key'] as string | undefined;
+    if ((cert === undefined) !== (key === undefined)) throw usageError('"--tls-cert" and "--tls-key" go together', spec);
+    if (options['tls-ca'] !== undefined && cert === undefined) throw usageError('"--tls-ca" needs "--tls-cert" and "--tls-key"', spec);
+    const maxConcurrentBuilds = positiveInt(options['max-concurrent-builds'], 'max-concurrent-builds', 4);
+    const maxContextBytes = positiveInt(options['max-context-size'], 'max-context-size', 2 * 1024 ** 3);
+    const graceMs = positiveInt(options['shutdown-grace'], 'shutdown-grace', 30) * 1000;
+    const auth = options['token-file'] === undefined ? undefined : await TokenAuth.fromFile(options['token-file'] as string);
+    io.signal.throwIfAborted();
+    const engine = await Engine.open();
+    let server: BuildServer;
+    try {
+      server = await BuildServer.start(engine, {
+        addresses,
+        tls: cert && key ? { cert, key, ca: options['tls-ca'] as string | undefined } : undefined,
+        insecure: options.insecure === true,
+        auth,
+        maxConcurrentBuilds,
+        limits: { maxContextBytes },
+        log: (line) => io.stderr(`${line}\n`),
+      });
+    } catch (err) {
+      engine.close();
+      throw err;
+    }
+    await new Promise<void>((resolve) => {
+      if (io.signal.aborted) resolve();
+      else io.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
+    io.stderr('Shutting down: no new connections\n');
+    await server.shutdown(graceMs);
+    io.stderr('Stopped\n');
+    return 0;
+  },
+};

@@ -1,0 +1,189 @@
+/**
+ * The client side of Kiln's API, for `kiln --host URL` (or `KILN_HOST`): it uploads a context,
+ * reads the build's events and rebuilds the server's errors, so that a remote command prints
+ * what a local one prints and exits the same way. It never opens a local store.
+ */
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
+import { join, relative, resolve, sep } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { KilnError } from '../../cache/errors.js';
+import type { ProgressSink } from '../../solver/progress.js';
+import { formatAddress, parseAddress, type Address } from './address.js';
+import type { ImageSummary } from './images.js';
+import { fromWireError, type BuildStreamEvent, type WireBuildOptions, type WireError } from './wire.js';
+
+export interface RemoteHost {
+  url: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tokenFile?: string;
+}
+
+export class KilnClient {
+  private readonly address: Address;
+  private readonly token: string | undefined;
+  private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } | undefined;
+
+  constructor(readonly host: RemoteHost) {
+    this.address = parseAddress(host.url);
+    this.token = host.tokenFile ? readFileSync(host.tokenFile, 'utf8').split('\n').map((l) => l.trim()).find((l) => l !== '' && !l.startsWith('#')) : undefined;
+    const useTls = this.address.kind === 'tcp' && (this.address.tls || host.tlsCa !== undefined || host.tlsCert !== undefined);
+    this.tls = useTls
+      ? { ca: host.tlsCa ? readFileSync(host.tlsCa) : undefined, cert: host.tlsCert ? readFileSync(host.tlsCert) : undefined, key: host.tlsKey ? readFileSync(host.tlsKey) : undefined }
+      : undefined;
+  }
+
+  /** Sends a request; an error status becomes the server's KilnError. */
+  async request(method: string, path: string, options: { body?: Readable | Buffer; json?: unknown; signal?: AbortSignal } = {}): Promise<IncomingMessage> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let body = options.body;
+    if (options.json !== undefined) {
+      body = Buffer.from(JSON.stringify(options.json));
+      headers['Content-Type'] = 'application/json';
+    }
+    const target = this.address.kind === 'unix' ? { socketPath: this.address.path } : { host: this.address.host, port: this.address.port };
+    const res = await new Promise<IncomingMessage>((resolvePromise, reject) => {
+      const req = (this.tls ? https : http).request({ ...target, ...this.tls, method, path: `/v1${path}`, headers, signal: options.signal }, resolvePromise);
+      req.on('error', (err: NodeJS.ErrnoException) => reject(this.connectionError(err, options.signal)));
+      if (body instanceof Readable) {
+        pipeline(body, req).catch((err: unknown) => {
+          req.destroy(err as Error);
+        });
+      } else {
+        req.end(body);
+      }
+    });
+    if ((res.statusCode ?? 500) >= 400) {
+      const text = await readAll(res);
+      let wire: WireError | undefined;
+      try {
+        wire = (JSON.parse(text) as { error?: WireError }).error;
+      } catch {
+        // Not our API's answer (a proxy's page, say): reported by status below.
+      }
+      throw wire ? fromWireError(wire) : new KilnError('SERVER_ERROR', `The build service at "${this.host.url}" answered ${res.statusCode} ${res.statusMessage ?? ''}`.trim());
+    }
+    return res;
+  }
+
+  private connectionError(err: NodeJS.ErrnoException, signal: AbortSignal | undefined): unknown {
+    if (signal?.aborted) return signal.reason;
+    if (err instanceof KilnError) return err;
+    return new KilnError('SERVER_UNREACHABLE', `Cannot reach the build service at "${formatAddress(this.address)}": ${err.code ?? err.message}`, {
+      hint: 'Is "kiln serve" running there? Check --host or KILN_HOST',
+    });
+  }
+
+  async json<T>(method: string, path: string, json?: unknown, signal?: AbortSignal): Promise<T> {
+    const res = await this.request(method, path, { json, signal });
+    return JSON.parse(await readAll(res)) as T;
+  }
+
+  async images(signal?: AbortSignal): Promise<ImageSummary[]> {
+    return this.json<ImageSummary[]>('GET', '/images', undefined, signal);
+  }
+
+  /**
+   * Uploads the context and options, feeds the build's events to `progress`, and returns the
+   * image ID; a failed build throws the server's error as it would have been thrown locally.
+   */
+  async build(contextDir: string, options: WireBuildOptions & { scope?: string }, handlers: { progress?: ProgressSink; onQueued?: (position: number) => void; signal?: AbortSignal }): Promise<{ id: string; manifest: string }> {
+    const pack = tar.pack();
+    const head = Readable.from(
+      (async function* () {
+        yield Buffer.from(`${JSON.stringify(options)}\n`);
+        yield* pack;
+      })(),
+    );
+    const packing = packContext(pack, resolve(contextDir), handlers.signal).catch((err: unknown) => {
+      pack.destroy(err as Error);
+      throw err;
+    });
+    let res: IncomingMessage;
+    try {
+      res = await this.request('POST', '/build', { body: head, signal: handlers.signal });
+    } catch (err) {
+      // The server refused the upload (too large, say): stop reading the context.
+      pack.destroy();
+      await packing.catch(() => undefined);
+      throw err;
+    }
+    await packing;
+    let outcome: { id: string; manifest: string } | undefined;
+    for await (const e of readLines<BuildStreamEvent>(res)) {
+      if (e.type === 'queued') handlers.onQueued?.(e.position);
+      else if (e.type === 'result') outcome = { id: e.image, manifest: e.manifest };
+      else if (e.type === 'error') throw fromWireError(e.error);
+      else handlers.progress?.(e);
+    }
+    if (!outcome) throw new KilnError('SERVER_ERROR', `The build service at "${this.host.url}" ended the build stream without a result`);
+    return outcome;
+  }
+}
+
+export async function readAll(res: AsyncIterable<Buffer>): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of res) chunks.push(c);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** One JSON value per line, as they arrive. */
+export async function* readLines<T>(res: AsyncIterable<Buffer>): AsyncGenerator<T> {
+  let rest = '';
+  for await (const chunk of res) {
+    rest += chunk.toString('utf8');
+    let nl: number;
+    while ((nl = rest.indexOf('\n')) >= 0) {
+      const line = rest.slice(0, nl);
+      rest = rest.slice(nl + 1);
+      if (line.trim() !== '') yield JSON.parse(line) as T;
+    }
+  }
+  if (rest.trim() !== '') yield JSON.parse(rest) as T;
+}
+
+/**
+ * The whole context directory as a tar, files in name order: owners, modes and times as they
+ * are, symbolic links as links. The server applies `.dockerignore` as a local build would.
+ */
+async function packContext(pack: tar.Pack, root: string, signal?: AbortSignal): Promise<void> {
+  const walk = async (dir: string): Promise<void> => {
+    const names = (await readdir(dir)).sort();
+    for (const name of names) {
+      signal?.throwIfAborted();
+      const abs = join(dir, name);
+      const rel = relative(root, abs).split(sep).join('/');
+      const st = await lstat(abs);
+      const header = { name: rel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
+      if (st.isDirectory()) {
+        await new Promise<void>((ok, fail) => pack.entry({ ...header, type: 'directory' }, (err) => (err ? fail(err) : ok())));
+        await walk(abs);
+      } else if (st.isSymbolicLink()) {
+        const linkname = await readlink(abs);
+        await new Promise<void>((ok, fail) => pack.entry({ ...header, type: 'symlink', linkname }, (err) => (err ? fail(err) : ok())));
+      } else if (st.isFile()) {
+        const entry = pack.entry({ ...header, type: 'file', size: st.size });
+        await pipeline(createReadStream(abs), entry);
+      }
+    }
+  };
+  await walk(root);
+  pack.finalize();
+}
+
+/** `--host` flags and `KILN_HOST`: the flag wins. */
+export function hostFromEnv(env: NodeJS.ProcessEnv = process.env): RemoteHost | undefined {
+  if (!env.KILN_HOST) return undefined;
+  return { url: env.KILN_HOST, tlsCa: env.KILN_TLS_CA, tlsCert: env.KILN_TLS_CERT, tlsKey: env.KILN_TLS_KEY, tokenFile: env.KILN_TOKEN_FILE };
+}
+
+export function contextHasDockerfile(contextDir: string): boolean {
+  return existsSync(join(resolve(contextDir), 'Dockerfile'));
+}

@@ -1,0 +1,179 @@
+/**
+ * Build contexts uploaded as tar streams. A context is only data for COPY and ADD, yet it is
+ * written on the server's disk and later read by the build, so it is held to a stricter rule
+ * than a layer: a name with `..` or a leading `/`, a link that points outside the context and
+ * any device are refused outright rather than cleaned, and the whole upload has a size limit.
+ */
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, linkSync, lstatSync, lutimesSync, mkdirSync, chmodSync, openSync, symlinkSync, writeSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createGunzip } from 'node:zlib';
+import { Readable } from 'node:stream';
+import { KilnError } from '../../cache/errors.js';
+import { randomId } from '../../cache/fsutil.js';
+import type { Store } from '../../cache/store.js';
+import { readTar } from '../../cache/tarreader.js';
+import type { DecodedTarHeader } from '../../cache/tarheader.js';
+
+export interface UploadedContext {
+  dir: string;
+  /** Bytes of the upload as it crossed the wire. */
+  size: number;
+  dispose(): Promise<void>;
+}
+
+/**
+ * Unpacks a context tar (plain or gzip) into a new leased directory under the store's `tmp/`,
+ * so that a crash leaves nothing that start-up recovery does not remove.
+ */
+export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, options: { maxBytes: number; signal: AbortSignal }): Promise<UploadedContext> {
+  const dir = join(store.root, 'tmp', `context-${process.pid}-${randomId(8)}`);
+  const lease = store.lease('dir', dir);
+  const dispose = async () => {
+    await rm(dir, { recursive: true, force: true });
+    store.release(lease);
+  };
+  let size = 0;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const counted = limitBytes(body, options.maxBytes, (n) => (size = n));
+    await unpackContext(await maybeGunzip(counted), dir, options.signal);
+    return { dir, size, dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
+
+async function* limitBytes(body: AsyncIterable<Buffer>, max: number, onCount: (n: number) => void): AsyncGenerator<Buffer> {
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    onCount(n);
+    if (n > max) {
+      throw new KilnError('CONTEXT_TOO_LARGE', `The build context is larger than the server's limit of ${max} bytes`, {
+        hint: 'Leave large files out with a .dockerignore, or start the server with a larger --max-context-size',
+      });
+    }
+    yield chunk;
+  }
+}
+
+/** Docker clients may gzip the context (`--compress`): the first two bytes tell. */
+async function maybeGunzip(source: AsyncGenerator<Buffer>): Promise<AsyncIterable<Buffer>> {
+  const first = await source.next();
+  if (first.done) return (async function* () {})();
+  const head = first.value;
+  async function* all(): AsyncGenerator<Buffer> {
+    yield head;
+    yield* source;
+  }
+  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return Readable.from(all()).pipe(createGunzip());
+  return all();
+}
+
+function unsafe(name: string, why: string): KilnError {
+  return new KilnError('UNSAFE_CONTEXT', `The build context holds "${name}", ${why}`, {
+    hint: 'A context may only hold files, directories and links that stay inside it',
+  });
+}
+
+/** The entry's path inside the context, or an error for names that climb or start at `/`. */
+export function contextEntryPath(name: string): string {
+  if (name.startsWith('/')) throw unsafe(name, 'an absolute path');
+  const parts = name.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) throw unsafe(name, 'a path that climbs out of the context with ".."');
+  return parts.join('/');
+}
+
+/** Whether a link target, read from the link's own directory, stays inside the context. */
+export function linkStaysInside(linkPath: string, target: string): boolean {
+  if (target.startsWith('/')) return false;
+  // Counted by hand: joining onto `/` would clamp `..` at the root and hide the escape.
+  let depth = linkPath.split('/').length - 1;
+  for (const part of target.split('/')) {
+    if (part === '..') depth--;
+    else if (part !== '' && part !== '.') depth++;
+    if (depth < 0) return false;
+  }
+  return true;
+}
+
+async function unpackContext(source: AsyncIterable<Buffer>, root: string, signal: AbortSignal): Promise<void> {
+  const dirs = new Set<string>(['']);
+  const dirTimes: [string, number][] = [];
+  for await (const { header, body } of readTar(source)) {
+    signal.throwIfAborted();
+    const rel = contextEntryPath(header.name);
+    if (rel === '') continue;
+    makeParents(root, rel, dirs, header.name);
+    const abs = join(root, rel);
+    switch (header.type) {
+      case 'directory': {
+        const st = lstatSync(abs, { throwIfNoEntry: false });
+        if (st && !st.isDirectory()) throw unsafe(header.name, 'a directory that replaces another entry');
+        if (!st) mkdirSync(abs);
+        chmodSync(abs, header.mode & 0o7777);
+        lchownSync(abs, header.uid, header.gid);
+        dirs.add(rel);
+        dirTimes.push([abs, header.mtime]);
+        break;
+      }
+      case 'file':
+        await writeEntry(abs, header, body);
+        break;
+      case 'symlink':
+        if (!linkStaysInside(rel, header.linkname)) throw unsafe(header.name, `a symbolic link to "${header.linkname}" outside the context`);
+        symlinkSync(header.linkname, abs);
+        lchownSync(abs, header.uid, header.gid);
+        lutimesSync(abs, header.mtime, header.mtime);
+        break;
+      case 'link': {
+        const target = contextEntryPath(header.linkname);
+        const st = lstatSync(join(root, target), { throwIfNoEntry: false });
+        if (target === '' || !st || st.isDirectory()) throw unsafe(header.name, `a hard link to "${header.linkname}", which is not a file of the context`);
+        makeParents(root, target, dirs, header.name);
+        linkSync(join(root, target), abs);
+        break;
+      }
+      default:
+        throw unsafe(header.name, `a ${header.type}, which a build context cannot hold`);
+    }
+  }
+  // Last, because creating anything in a directory moves its modification time.
+  for (const [abs, mtime] of dirTimes.reverse()) lutimesSync(abs, mtime, mtime);
+}
+
+/** Parents are created as needed and must be real directories: nothing is written through a link. */
+function makeParents(root: string, rel: string, dirs: Set<string>, name: string): void {
+  const parts = rel.split('/');
+  for (let i = 1; i < parts.length; i++) {
+    const dir = parts.slice(0, i).join('/');
+    if (dirs.has(dir)) continue;
+    const abs = join(root, dir);
+    const st = lstatSync(abs, { throwIfNoEntry: false });
+    if (!st) mkdirSync(abs, 0o755);
+    else if (!st.isDirectory()) throw unsafe(name, `an entry under "${dir}", which is not a directory`);
+    dirs.add(dir);
+  }
+}
+
+async function writeEntry(abs: string, h: DecodedTarHeader, body: AsyncIterable<Buffer>): Promise<void> {
+  let fd: number;
+  try {
+    fd = openSync(abs, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw unsafe(h.name, 'a second entry for the same path');
+    throw err;
+  }
+  try {
+    for await (const chunk of body) {
+      for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done);
+    }
+    fchownSync(fd, h.uid, h.gid);
+    fchmodSync(fd, h.mode & 0o7777);
+    futimesSync(fd, h.atime ?? h.mtime, h.mtime);
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -1,0 +1,426 @@
+/**
+ * The part of the Docker Engine API that the stock docker client uses for the classic builder
+ * and for images. Paths come with or without a `/v1.NN` prefix; errors are Docker's
+ * `{"message": …}`.
+ */
+import { cpus, hostname, release, totalmem } from 'node:os';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { KilnError, VertexError } from '../../cache/errors.js';
+import type { ProgressEvent } from '../../solver/progress.js';
+import { writeDockerArchive } from '../export/docker.js';
+import { type ExportImage, prepareExport } from '../image/convert.js';
+import { getImage, tagImage } from '../image/local.js';
+import { DEFAULT_PLATFORM } from '../image/platform.js';
+import { familiarName, familiarRepository, normalizeName, parseReference } from '../image/reference.js';
+import { receiveContext } from './context.js';
+import { LineStream, sendJson } from './http.js';
+import { imageHistory, listImages, removeImage } from './images.js';
+import type { Exchange } from './server.js';
+import { kilnVersion } from './version.js';
+import type { WireBuildOptions } from './wire.js';
+
+/** The newest API version answered; clients negotiate down to theirs through `/_ping`. */
+export const DOCKER_API_VERSION = '1.43';
+export const DOCKER_MIN_API_VERSION = '1.24';
+
+/** Endpoint families of the Docker API that Kiln knowingly leaves out (501 rather than 404). */
+const UNIMPLEMENTED = /^\/(containers|exec|networks|volumes|swarm|services|nodes|tasks|secrets|configs|plugins|system|events|session|grpc|distribution|commit|auth|build\/prune|images\/search|images\/prune)(\/|$)/;
+
+export async function handleDocker(ex: Exchange): Promise<void> {
+  const { req, path, res } = ex;
+  const method = req.method ?? 'GET';
+  const q = ex.url.searchParams;
+  if (path === '/_ping' && (method === 'GET' || method === 'HEAD')) {
+    res.writeHead(200, {
+      'Content-Type': 'text/plain; charset=utf-8',
+      'API-Version': DOCKER_API_VERSION,
+      'OSType': 'linux',
+      'Docker-Experimental': 'false',
+      // The classic builder: Kiln speaks no BuildKit session protocol.
+      'Builder-Version': '1',
+      'Cache-Control': 'no-cache, no-store, must-revalidate',
+      'Pragma': 'no-cache',
+    });
+    res.end(method === 'HEAD' ? undefined : 'OK');
+    return;
+  }
+  if (method === 'GET' && path === '/version') return sendJson(res, 200, versionBody());
+  if (method === 'GET' && path === '/info') return sendJson(res, 200, infoBody(ex));
+  if (method === 'POST' && path === '/build') return buildRoute(ex);
+  if (method === 'GET' && path === '/images/json') return imagesJson(ex);
+  if (method === 'POST' && path === '/images/create') return pullRoute(ex);
+  if (method === 'POST' && path === '/images/load') return loadRoute(ex);
+  if (method === 'GET' && path === '/images/get') return saveRoute(ex, q.getAll('names'));
+  let m: RegExpExecArray | null;
+  if (method === 'GET' && (m = /^\/images\/(.+)\/json$/.exec(path))) return inspectRoute(ex, decodeURIComponent(m[1]!));
+  if (method === 'GET' && (m = /^\/images\/(.+)\/history$/.exec(path))) return historyRoute(ex, decodeURIComponent(m[1]!));
+  if (method === 'GET' && (m = /^\/images\/(.+)\/get$/.exec(path))) return saveRoute(ex, [decodeURIComponent(m[1]!)]);
+  if (method === 'POST' && (m = /^\/images\/(.+)\/tag$/.exec(path))) return tagRoute(ex, decodeURIComponent(m[1]!));
+  if (method === 'POST' && (m = /^\/images\/(.+)\/push$/.exec(path))) return pushRoute(ex, decodeURIComponent(m[1]!));
+  if (method === 'DELETE' && (m = /^\/images\/(.+)$/.exec(path))) {
+    const events = await removeImage(ex.server.engine.store, decodeURIComponent(m[1]!), { force: q.get('force') === '1' || q.get('force') === 'true' });
+    return sendJson(res, 200, events.map((e) => ('untagged' in e ? { Untagged: e.untagged } : { Deleted: e.deleted })));
+  }
+  const known = UNIMPLEMENTED.test(path) || /^\/images\//.test(path);
+  throw new KilnError(known ? 'NOT_IMPLEMENTED' : 'NOT_FOUND', `${known ? 'Kiln does not implement' : 'No such endpoint'} ${method} ${path} of the Docker Engine API`, {
+    hint: known ? 'Kiln serves builds and images; containers, networks and volumes are out of its scope' : undefined,
+  });
+}
+
+function versionBody() {
+  const details = { ApiVersion: DOCKER_API_VERSION, MinAPIVersion: DOCKER_MIN_API_VERSION, Os: 'linux', Arch: 'amd64', KernelVersion: release() };
+  return {
+    Platform: { Name: 'Kiln' },
+    Components: [{ Name: 'Engine', Version: kilnVersion(), Details: details }],
+    Version: kilnVersion(),
+    GitCommit: '',
+    GoVersion: process.version,
+    BuildTime: '',
+    ...details,
+  };
+}
+
+function infoBody(ex: Exchange) {
+  const store = ex.server.engine.store;
+  return {
+    ID: 'kiln',
+    Containers: 0,
+    ContainersRunning: 0,
+    ContainersPaused: 0,
+    ContainersStopped: 0,
+    Images: store.db.allManifests().length,
+    Driver: 'overlayfs',
+    DriverStatus: [['Store', store.root]],
+    Plugins: { Volume: [], Network: [], Authorization: null, Log: [] },
+    MemoryLimit: false,
+    SwapLimit: false,
+    Debug: false,
+    NFd: 0,
+    NGoroutines: 0,
+    SystemTime: new Date().toISOString(),
+    LoggingDriver: 'none',
+    CgroupDriver: 'cgroupfs',
+    KernelVersion: release(),
+    OperatingSystem: 'Kiln',
+    OSType: 'linux',
+    Architecture: 'x86_64',
+    NCPU: cpus().length,
+    MemTotal: totalmem(),
+    IndexServerAddress: 'https://index.docker.io/v1/',
+    RegistryConfig: { IndexConfigs: {}, InsecureRegistryCIDRs: ['127.0.0.0/8'], Mirrors: [] },
+    Name: hostname(),
+    Labels: [],
+    ExperimentalBuild: false,
+    ServerVersion: kilnVersion(),
+    Runtimes: { runc: { path: process.env.KILN_RUNTIME ?? 'runc' } },
+    DefaultRuntime: process.env.KILN_RUNTIME ?? 'runc',
+    Swarm: { NodeID: '', NodeAddr: '', LocalNodeState: 'inactive', ControlAvailable: false, Error: '', RemoteManagers: null },
+    LiveRestoreEnabled: false,
+    Isolation: '',
+    InitBinary: '',
+    SecurityOptions: ['name=seccomp,profile=builtin', 'name=no-new-privileges'],
+    DockerRootDir: store.root,
+    Warnings: null,
+  };
+}
+
+function imagesJson(ex: Exchange): void {
+  const rows = listImages(ex.server.engine.store).map((i) => ({
+    Id: i.id,
+    ParentId: '',
+    RepoTags: i.names.map(familiarName),
+    RepoDigests: [],
+    Created: Math.floor(i.created / 1000),
+    Size: i.size,
+    SharedSize: -1,
+    VirtualSize: i.size,
+    Labels: {},
+    Containers: -1,
+  }));
+  sendJson(ex.res, 200, rows);
+}
+
+async function inspectRoute(ex: Exchange, name: string): Promise<void> {
+  const store = ex.server.engine.store;
+  const image = await getImage(store, name).catch(noSuchImage(name));
+  const names = store.db.allTags().filter((t) => t.manifest === image.manifestDigest).map((t) => familiarName(t.name));
+  const c = image.config;
+  sendJson(ex.res, 200, {
+    Id: image.configDigest,
+    RepoTags: names,
+    RepoDigests: [],
+    Parent: '',
+    Comment: '',
+    Created: c.created ?? new Date(0).toISOString(),
+    DockerVersion: '',
+    Author: c.author ?? '',
+    Config: c.config,
+    Architecture: c.architecture,
+    Os: c.os,
+    Size: image.layers.reduce((n, l) => n + l.blobSize, 0),
+    GraphDriver: { Name: 'overlayfs', Data: null },
+    RootFS: { Type: 'layers', Layers: c.rootfs.diff_ids },
+    Metadata: { LastTagTime: '0001-01-01T00:00:00Z' },
+  });
+}
+
+async function historyRoute(ex: Exchange, name: string): Promise<void> {
+  const image = await getImage(ex.server.engine.store, name).catch(noSuchImage(name));
+  const rows = imageHistory(image).map((h, i) => ({
+    Id: i === 0 ? image.configDigest : '<missing>',
+    Created: Math.floor(h.created / 1000),
+    CreatedBy: h.createdBy,
+    Tags: null,
+    Size: h.size,
+    Comment: h.comment,
+  }));
+  sendJson(ex.res, 200, rows);
+}
+
+function noSuchImage(name: string) {
+  return (err: unknown): never => {
+    if (err instanceof KilnError && err.code === 'IMAGE_UNKNOWN') throw new KilnError('IMAGE_UNKNOWN', `No such image: ${name}`);
+    throw err;
+  };
+}
+
+async function tagRoute(ex: Exchange, name: string): Promise<void> {
+  const repo = ex.url.searchParams.get('repo');
+  if (!repo) throw new KilnError('INVALID_REQUEST', 'The tag request needs a "repo" parameter', { exitCode: 2 });
+  const tag = ex.url.searchParams.get('tag');
+  const target = tag ? `${repo}:${tag}` : repo;
+  parseReference(target);
+  const store = ex.server.engine.store;
+  tagImage(store, await getImage(store, name).catch(noSuchImage(name)), [target]);
+  ex.res.writeHead(201).end();
+}
+
+function jsonBool(v: string | null): boolean {
+  return v === '1' || v === 'true' || v === 'True';
+}
+
+function jsonMap(v: string | null, what: string): Record<string, string> {
+  if (!v) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(v);
+  } catch {
+    throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not valid JSON`, { exitCode: 2 });
+  }
+  const out: Record<string, string> = {};
+  // A build arg sent as null names one whose value the client could not find: docker skips it.
+  for (const [k, val] of Object.entries((parsed ?? {}) as Record<string, unknown>)) if (typeof val === 'string') out[k] = val;
+  return out;
+}
+
+function errorLine(message: string) {
+  return { errorDetail: { message }, error: message };
+}
+
+function dockerMessage(err: unknown): string {
+  if (err instanceof VertexError) return `step ${err.vertex} failed: ${err.message}`;
+  if (err instanceof KilnError) return err.hint ? `${err.message} (${err.hint})` : err.message;
+  return 'The build service failed unexpectedly';
+}
+
+/**
+ * The classic builder protocol: the context tar is the body, options are query parameters, and
+ * the answer is a stream of JSON messages that the docker client prints as they come.
+ */
+async function buildRoute(ex: Exchange): Promise<void> {
+  const q = ex.url.searchParams;
+  if (q.get('remote')) throw new KilnError('NOT_IMPLEMENTED', 'Kiln does not build from a remote context (the "remote" parameter of POST /build)');
+  const platform = q.get('platform');
+  if (platform && platform !== 'linux/amd64' && platform !== 'linux') {
+    throw new KilnError('INVALID_PLATFORM', `Kiln builds for linux/amd64 only, not "${platform}"`, { exitCode: 2 });
+  }
+  const quiet = jsonBool(q.get('q'));
+  const tags = q.getAll('t').filter((t) => t !== '');
+  for (const t of tags) parseReference(t);
+  const dockerfile = q.get('dockerfile') || 'Dockerfile';
+  const options: WireBuildOptions = {
+    dockerfile,
+    tags,
+    buildArgs: jsonMap(q.get('buildargs'), 'buildargs'),
+    labels: jsonMap(q.get('labels'), 'labels'),
+    target: q.get('target') || undefined,
+    noCache: jsonBool(q.get('nocache')),
+    pull: jsonBool(q.get('pull')),
+  };
+  const context = await receiveContext(ex.server.engine.store, ex.req as AsyncIterable<Buffer>, { maxBytes: ex.server.limits.maxContextBytes, signal: ex.signal });
+  const out = new LineStream(ex.res);
+  out.start('application/json');
+  const say = (s: string) => {
+    if (!quiet) out.write({ stream: s });
+  };
+  const steps = new ClassicSteps(say);
+  try {
+    const result = await ex.server.build({
+      context,
+      options,
+      signal: ex.signal,
+      scope: `docker\0${tags[0] ?? ''}\0${dockerfile}`,
+      onQueued: (position) => say(`Waiting for a build slot: number ${position} in the queue\n`),
+      progress: (e) => steps.handle(e),
+    });
+    const id = result.image.configDigest;
+    out.write({ aux: { ID: id } });
+    if (quiet) out.write({ stream: `${id}\n` });
+    say(`Successfully built ${id.slice(7, 19)}\n`);
+    for (const t of tags) say(`Successfully tagged ${familiarName(normalizeName(t))}\n`);
+  } catch (err) {
+    out.write(errorLine(dockerMessage(err)));
+  } finally {
+    out.end();
+    await context.dispose();
+  }
+}
+
+/** Kiln's progress events told the way the classic builder tells them: `Step 2/3 : RUN …`. */
+class ClassicSteps {
+  private readonly names = new Map<number, string>();
+  constructor(private readonly say: (s: string) => void) {}
+
+  handle(e: ProgressEvent): void {
+    switch (e.type) {
+      case 'vertex.start': {
+        const m = /^\[(?:\S+ )?(\d+)\/(\d+)\] (.*)$/s.exec(e.name);
+        if (!m || this.names.has(e.id)) return;
+        this.names.set(e.id, e.name);
+        this.say(`Step ${m[1]}/${m[2]} : ${m[3]}\n`);
+        return;
+      }
+      case 'vertex.cached':
+        if (this.names.has(e.id)) this.say(' ---> Using cache\n');
+        return;
+      case 'vertex.log':
+        if (this.names.has(e.id)) this.say(e.data);
+        return;
+      case 'vertex.error':
+        if (this.names.has(e.id)) this.say(` ---> Failed: ${e.message}\n`);
+        return;
+      case 'warning':
+        this.say(`[WARNING]: ${e.message}\n`);
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+function registryAuth(header: string | string[] | undefined): { username: string; password: string; identityToken?: string } | undefined {
+  if (typeof header !== 'string' || header === '') return undefined;
+  let parsed: { username?: string; password?: string; identitytoken?: string };
+  try {
+    parsed = JSON.parse(Buffer.from(header.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8')) as typeof parsed;
+  } catch {
+    throw new KilnError('INVALID_REQUEST', 'The X-Registry-Auth header is not base64-encoded JSON', { exitCode: 2 });
+  }
+  if (!parsed.username && !parsed.identitytoken) return undefined;
+  return { username: parsed.username ?? '', password: parsed.password ?? '', identityToken: parsed.identitytoken || undefined };
+}
+
+async function pushRoute(ex: Exchange, name: string): Promise<void> {
+  const tag = ex.url.searchParams.get('tag');
+  const full = tag ? `${name}:${tag}` : name;
+  const ref = parseReference(full);
+  const credentials = registryAuth(ex.req.headers['x-registry-auth']);
+  const store = ex.server.engine.store;
+  const image = await getImage(store, full).catch(noSuchImage(full));
+  const out = new LineStream(ex.res);
+  out.start('application/json');
+  out.write({ status: `The push refers to repository [${familiarRepository(ref)}]` });
+  try {
+    const prepared = await prepareExport(store, image, { persist: true, signal: ex.signal });
+    const { pushImage } = await import('../registry/push.js');
+    const result = await pushImage(store, prepared.manifestDigest, [full], {
+      signal: ex.signal,
+      credentials,
+      onEvent: (e) => {
+        if (e.type !== 'blob' || e.digest === prepared.configDigest) return;
+        const status = { exists: 'Layer already exists', mounted: 'Mounted from another repository', pushing: 'Pushing', pushed: 'Pushed' }[e.status];
+        out.write({ status, progressDetail: {}, id: e.digest.slice(7, 19) });
+      },
+    });
+    const size = prepared.manifestBytes.byteLength;
+    out.write({ status: `${ref.tag ?? 'latest'}: digest: ${result.digest} size: ${size}` });
+    out.write({ progressDetail: {}, aux: { Tag: ref.tag ?? 'latest', Digest: result.digest, Size: size } });
+  } catch (err) {
+    out.write(errorLine(dockerMessage(err)));
+  } finally {
+    out.end();
+  }
+}
+
+async function pullRoute(ex: Exchange): Promise<void> {
+  const q = ex.url.searchParams;
+  const from = q.get('fromImage');
+  if (!from) throw new KilnError('NOT_IMPLEMENTED', 'Kiln does not implement image import (POST /images/create without "fromImage")');
+  const tag = q.get('tag');
+  const full = tag ? (tag.startsWith('sha256:') ? `${from}@${tag}` : `${from}:${tag}`) : from;
+  const ref = parseReference(full);
+  const credentials = registryAuth(ex.req.headers['x-registry-auth']);
+  const out = new LineStream(ex.res);
+  out.start('application/json');
+  out.write({ status: `Pulling from ${familiarRepository(ref)}`, id: ref.digest ?? ref.tag ?? 'latest' });
+  try {
+    const { pullImage } = await import('../registry/pull.js');
+    const result = await pullImage(ex.server.engine.store, full, {
+      platform: DEFAULT_PLATFORM,
+      signal: ex.signal,
+      credentials,
+      onEvent: (e) => {
+        if (e.type !== 'layer') return;
+        const status = { exists: 'Already exists', downloading: 'Downloading', done: 'Pull complete' }[e.status];
+        out.write({ status, progressDetail: {}, id: e.digest.slice(7, 19) });
+      },
+    });
+    out.write({ status: `Digest: ${result.digest}` });
+    out.write({ status: `Status: ${result.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(result.name)}` });
+  } catch (err) {
+    out.write(errorLine(dockerMessage(err)));
+  } finally {
+    out.end();
+  }
+}
+
+async function saveRoute(ex: Exchange, names: string[]): Promise<void> {
+  if (names.length === 0) throw new KilnError('INVALID_REQUEST', 'Name at least one image to save', { exitCode: 2 });
+  const store = ex.server.engine.store;
+  const byManifest = new Map<string, { image: Awaited<ReturnType<typeof getImage>>; names: string[] }>();
+  for (const n of names) {
+    const image = await getImage(store, n).catch(noSuchImage(n));
+    const entry = byManifest.get(image.manifestDigest) ?? { image, names: [] };
+    // An image named by ID is saved without a name, as docker does.
+    if (!/^(sha256:)?[a-f0-9]{12,64}$/.test(n)) entry.names.push(normalizeName(n));
+    byManifest.set(image.manifestDigest, entry);
+  }
+  const prepared: { image: ExportImage; names: string[] }[] = [];
+  try {
+    for (const { image, names: ns } of byManifest.values()) {
+      prepared.push({ image: await prepareExport(store, image, { compression: 'uncompressed', ociMediaTypes: false, signal: ex.signal }), names: ns });
+    }
+    const pack = tar.pack();
+    ex.res.writeHead(200, { 'Content-Type': 'application/x-tar' });
+    const writing = pipeline(pack, ex.res, { signal: ex.signal });
+    await writeDockerArchive(pack, prepared, ex.signal);
+    pack.finalize();
+    await writing;
+  } finally {
+    for (const p of prepared) await p.image.dispose();
+  }
+}
+
+/** `quiet` hides only progress, as in dockerd: what was loaded is always told. */
+async function loadRoute(ex: Exchange): Promise<void> {
+  const { loadArchive } = await import('../image/archive.js');
+  const loaded = await loadArchive(ex.server.engine.store, ex.req, { platform: DEFAULT_PLATFORM, signal: ex.signal });
+  const out = new LineStream(ex.res);
+  out.start('application/json');
+  for (const l of loaded) {
+    if (l.names.length === 0) out.write({ stream: `Loaded image ID: ${l.image.configDigest}\n` });
+    for (const n of l.names) out.write({ stream: `Loaded image: ${familiarName(n)}\n` });
+  }
+  out.end();
+}

@@ -1,0 +1,312 @@
+import { existsSync, lstatSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { chmod, mkdir } from 'node:fs/promises';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
+import { dirname, join } from 'node:path';
+import { KilnError } from '../../cache/errors.js';
+import { build, type BuildResult } from '../build/build.js';
+import type { Engine } from '../engine.js';
+import { parseOutput } from '../export/outputs.js';
+import { ImageExporter } from '../export/image.js';
+import type { ProgressSink } from '../../solver/progress.js';
+import { formatAddress, type Address } from './address.js';
+import type { TokenAuth } from './auth.js';
+import { contextEntryPath, type UploadedContext } from './context.js';
+import { handleDocker } from './docker-api.js';
+import { sendJson, statusOf } from './http.js';
+import { handleKiln } from './kiln-api.js';
+import { BuildSlots } from './queue.js';
+import { toWireError, type WireBuildOptions } from './wire.js';
+
+export interface Limits {
+  /** Bytes of an uploaded context, as sent. */
+  maxContextBytes: number;
+  maxDockerfileBytes: number;
+  /** Bytes of all request headers together. */
+  maxHeaderBytes: number;
+  /** Bytes of a JSON request body or of a build's option line. */
+  maxJsonBytes: number;
+}
+
+export const DEFAULT_LIMITS: Limits = {
+  maxContextBytes: 2 * 1024 ** 3,
+  maxDockerfileBytes: 1024 ** 2,
+  maxHeaderBytes: 64 * 1024,
+  maxJsonBytes: 4 * 1024 ** 2,
+};
+
+export interface ServeOptions {
+  addresses: Address[];
+  tls?: { cert: string; key: string; ca?: string };
+  /** Allows TCP without TLS. */
+  insecure?: boolean;
+  auth?: TokenAuth;
+  maxConcurrentBuilds: number;
+  limits?: Partial<Limits>;
+  log?: (line: string) => void;
+}
+
+/** What a request handler gets: the server, the exchange and a signal that fires if the client leaves. */
+export interface Exchange {
+  server: BuildServer;
+  req: IncomingMessage;
+  res: ServerResponse;
+  url: URL;
+  /** The path without the API prefix (`/build`, `/images/json`). */
+  path: string;
+  signal: AbortSignal;
+}
+
+export interface ServerBuild {
+  context: UploadedContext;
+  options: WireBuildOptions;
+  signal: AbortSignal;
+  onQueued?: (position: number) => void;
+  progress?: ProgressSink;
+  /** The client's name for its context, so that cache explanations compare like with like. */
+  scope?: string;
+}
+
+/**
+ * `kiln serve`: one engine behind HTTP listeners on unix sockets and TCP. Builds share the
+ * engine's solver, so equal steps of concurrent builds run once; at most `maxConcurrentBuilds`
+ * run at a time and the rest queue.
+ */
+export class BuildServer {
+  readonly slots: BuildSlots;
+  readonly limits: Limits;
+  private readonly listeners: (http.Server | https.Server)[] = [];
+  private readonly sockets: string[] = [];
+  private readonly builds = new Map<Promise<unknown>, AbortController>();
+  private closing = false;
+  private readonly log: (line: string) => void;
+
+  private constructor(
+    readonly engine: Engine,
+    private readonly options: ServeOptions,
+  ) {
+    this.slots = new BuildSlots(options.maxConcurrentBuilds);
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.log = options.log ?? (() => {});
+  }
+
+  static async start(engine: Engine, options: ServeOptions): Promise<BuildServer> {
+    const server = new BuildServer(engine, options);
+    try {
+      for (const a of options.addresses) await server.listen(a);
+    } catch (err) {
+      await server.shutdown(0);
+      throw err;
+    }
+    return server;
+  }
+
+  get accepting(): boolean {
+    return !this.closing;
+  }
+
+  /** Where the listeners are, with the port a `:0` address was given. */
+  addresses(): string[] {
+    return this.listeners.map((l) => {
+      const a = l.address();
+      return typeof a === 'string' ? `unix://${a}` : `tcp://${a?.address}:${a?.port}`;
+    });
+  }
+
+  private async listen(a: Address): Promise<void> {
+    if (a.kind === 'tcp' && !this.options.tls && !this.options.insecure) {
+      throw new KilnError('INSECURE_ADDRESS', `Refusing to listen on ${formatAddress(a)} without TLS`, {
+        exitCode: 2,
+        hint: 'Give --tls-cert and --tls-key (and --tls-ca for client certificates), or --insecure to accept plain TCP knowingly',
+      });
+    }
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
+    const common = { maxHeaderSize: this.limits.maxHeaderBytes, requestTimeout: 0 };
+    let server: http.Server | https.Server;
+    if (a.kind === 'tcp' && this.options.tls) {
+      const { cert, key, ca } = this.options.tls;
+      server = https.createServer(
+        { ...common, cert: readFileSync(cert), key: readFileSync(key), ...(ca ? { ca: readFileSync(ca), requestCert: true, rejectUnauthorized: true } : {}) },
+        handler,
+      );
+    } else {
+      server = http.createServer(common, handler);
+    }
+    if (a.kind === 'unix') await prepareSocketPath(a.path);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        reject(
+          err.code === 'EADDRINUSE'
+            ? new KilnError('ADDRESS_IN_USE', `The address ${formatAddress(a)} is in use`, { hint: 'Is another kiln serve running?' })
+            : new KilnError('LISTEN_FAILED', `Cannot listen on ${formatAddress(a)}: ${err.message}`),
+        );
+      });
+      if (a.kind === 'unix') server.listen(a.path, resolve);
+      else server.listen(a.port, a.host, resolve);
+    });
+    if (a.kind === 'unix') {
+      // Owner and group only, as dockerd's socket: the group names who may build.
+      await chmod(a.path, 0o660);
+      this.sockets.push(a.path);
+    }
+    this.listeners.push(server);
+    this.log(`Listening on ${a.kind === 'unix' ? formatAddress(a) : this.addresses().at(-1)}`);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort(new KilnError('CANCELLED', 'The client went away: the build was cancelled', { exitCode: 130 }));
+    });
+    const url = new URL(req.url ?? '/', 'http://kiln');
+    const kiln = /^\/v1(\/.*)$/.exec(url.pathname);
+    const ex: Exchange = { server: this, req, res, url, path: kiln ? kiln[1]! : url.pathname.replace(/^\/v1\.\d+(?=\/)/, ''), signal: controller.signal };
+    try {
+      if (this.options.auth && !this.options.auth.check(req.headers.authorization)) {
+        throw new KilnError('UNAUTHORIZED', 'The build service needs a valid bearer token', { hint: 'Pass --token-file, or set KILN_TOKEN_FILE' });
+      }
+      if (this.closing) throw new KilnError('SHUTTING_DOWN', 'The build service is shutting down');
+      if (kiln) await handleKiln(ex);
+      else await handleDocker(ex);
+    } catch (err) {
+      if (!(err instanceof KilnError)) this.log(`error: ${req.method} ${url.pathname}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      if (res.headersSent) {
+        res.end();
+        return;
+      }
+      const wire = toWireError(err);
+      // The body may still be arriving: answer, then let the connection go.
+      res.setHeader('Connection', 'close');
+      if (kiln) sendJson(res, statusOf(err), { error: wire });
+      else sendJson(res, statusOf(err), { message: wire.hint ? `${wire.message} (${wire.hint})` : wire.message });
+      req.resume();
+    }
+  }
+
+  /** Runs one build in a slot; the build stays known to `shutdown` until it settles. */
+  async build(b: ServerBuild): Promise<BuildResult> {
+    if (this.closing) throw new KilnError('SHUTTING_DOWN', 'The build service is shutting down');
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(b.signal.reason);
+    b.signal.addEventListener('abort', onAbort, { once: true });
+    if (b.signal.aborted) onAbort();
+    const run = (async () => {
+      const release = await this.slots.acquire({ signal: controller.signal, onQueued: b.onQueued });
+      try {
+        return await build(this.engine, { ...(await this.request(b)), progress: b.progress, signal: controller.signal });
+      } finally {
+        release();
+      }
+    })();
+    this.builds.set(run, controller);
+    try {
+      return await run;
+    } finally {
+      this.builds.delete(run);
+      b.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private async request(b: ServerBuild) {
+    const o = b.options;
+    const dir = b.context.dir;
+    let dockerfile: string | undefined;
+    if (o.dockerfileText !== undefined) {
+      if (Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
+    } else {
+      dockerfile = join(dir, contextEntryPath(o.dockerfile ?? 'Dockerfile') || 'Dockerfile');
+      const st = existsSync(dockerfile) ? statSync(dockerfile) : undefined;
+      if (st && st.size > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
+      if (!st) {
+        throw new KilnError('DOCKERFILE_MISSING', `The context holds no Dockerfile at "${o.dockerfile ?? 'Dockerfile'}"`, {
+          hint: 'Name it with -f; a Dockerfile outside the context is sent along with the build',
+        });
+      }
+    }
+    const insecureRegistries = o.insecureRegistries ?? [];
+    const exporters = (o.outputs ?? []).map((spec) => {
+      const type = /(?:^|,)type=([^,]*)/.exec(spec)?.[1] ?? spec.split(',')[0];
+      if (type !== 'image' && type !== 'registry') {
+        throw new KilnError('INVALID_OUTPUT', `The output "${spec}" would be written on the server`, {
+          exitCode: 2,
+          hint: 'Against a build service only type=image and type=registry outputs work; pull or save the image afterwards',
+        });
+      }
+      return parseOutput(spec, { insecureRegistries });
+    });
+    if (o.push) exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
+    return {
+      contextDir: dir,
+      dockerfile,
+      dockerfileText: o.dockerfileText,
+      buildArgs: o.buildArgs,
+      tags: o.tags,
+      target: o.target,
+      noCache: o.noCache,
+      noCacheFilter: o.noCacheFilter,
+      exporters,
+      insecureRegistries,
+      labels: o.labels,
+      pull: o.pull,
+      scope: b.scope,
+    };
+  }
+
+  /**
+   * Stops accepting connections, lets running builds finish for `graceMs`, cancels what is
+   * still running, waits for it to clean up, then closes the engine.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const closed = this.listeners.map((l) => new Promise<void>((resolve) => l.close(() => resolve())));
+    for (const l of this.listeners) l.closeIdleConnections();
+    const running = [...this.builds.keys()].map((p) => p.catch(() => undefined));
+    if (running.length > 0) {
+      this.log(`Waiting up to ${Math.round(graceMs / 1000)}s for ${running.length} running build${running.length === 1 ? '' : 's'}`);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all(running), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    for (const c of this.builds.values()) c.abort(new KilnError('SHUTTING_DOWN', 'The build service shut down: the build was cancelled', { exitCode: 130 }));
+    await Promise.all([...this.builds.keys()].map((p) => p.catch(() => undefined)));
+    // Give the cancelled builds' error lines a moment to reach their clients.
+    await new Promise((r) => setTimeout(r, 50));
+    for (const l of this.listeners) l.closeAllConnections();
+    await Promise.all(closed);
+    for (const s of this.sockets) removeSocket(s);
+    this.engine.close();
+  }
+}
+
+function dockerfileTooLarge(limits: Limits): KilnError {
+  return new KilnError('DOCKERFILE_TOO_LARGE', `The Dockerfile is larger than the server's limit of ${limits.maxDockerfileBytes} bytes`);
+}
+
+/** A socket file left by a server that died is removed; one that answers is someone else's. */
+async function prepareSocketPath(path: string): Promise<void> {
+  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st) return;
+  if (!st.isSocket()) throw new KilnError('ADDRESS_IN_USE', `"${path}" exists and is not a socket`);
+  const alive = await new Promise<boolean>((resolve) => {
+    const c = net.connect(path);
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.once('error', () => resolve(false));
+  });
+  if (alive) throw new KilnError('ADDRESS_IN_USE', `The address unix://${path} is in use`, { hint: 'Is another kiln serve running?' });
+  unlinkSync(path);
+}
+
+function removeSocket(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (err) {
+    // Already gone (removed by hand, or the directory with it): nothing left to clean.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}

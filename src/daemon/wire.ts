@@ -1,0 +1,59 @@
+/**
+ * What crosses the wire between `kiln serve` and `kiln --host`: build options, the events of a
+ * build stream, and errors in a form the client turns back into the same KilnError, so that it
+ * prints the same report and exits with the same code as a local run.
+ */
+import { KilnError, VertexError, type SourceLocation } from '../../cache/errors.js';
+import type { ProgressEvent } from '../../solver/progress.js';
+
+export const API_VERSION = 'v1';
+
+export interface WireBuildOptions {
+  /** The Dockerfile's path inside the uploaded context; `dockerfileText` wins when given. */
+  dockerfile?: string;
+  dockerfileText?: string;
+  buildArgs?: Record<string, string>;
+  tags?: string[];
+  target?: string;
+  noCache?: boolean;
+  noCacheFilter?: string[];
+  /** `-o` specs the server runs itself: type=image and type=registry. */
+  outputs?: string[];
+  push?: boolean;
+  insecureRegistries?: string[];
+  labels?: Record<string, string>;
+  /** Ask the registry for every base image even when the store has it. */
+  pull?: boolean;
+}
+
+export interface WireError {
+  code: string;
+  message: string;
+  hint?: string;
+  location?: SourceLocation;
+  exitCode?: number;
+  vertex?: string;
+  tail?: string[];
+}
+
+export type BuildStreamEvent =
+  | ProgressEvent
+  | { type: 'queued'; position: number }
+  | { type: 'result'; image: string; manifest: string; tags: string[] }
+  | { type: 'error'; error: WireError };
+
+/** Only a KilnError's own fields leave the server: never a stack or an internal message. */
+export function toWireError(err: unknown): WireError {
+  if (err instanceof VertexError) {
+    return { code: err.code, message: err.message, hint: err.hint, location: err.location, exitCode: err.exitCode, vertex: err.vertex, tail: err.tail };
+  }
+  if (err instanceof KilnError) return { code: err.code, message: err.message, hint: err.hint, location: err.location, exitCode: err.exitCode };
+  if (err instanceof Error && err.name === 'AbortError') return { code: 'CANCELLED', message: 'The build was cancelled', exitCode: 130 };
+  return { code: 'INTERNAL', message: 'The build service failed unexpectedly', hint: 'The server log has the details' };
+}
+
+export function fromWireError(w: WireError): KilnError {
+  const base = new KilnError(w.code, w.message, { hint: w.hint, location: w.location, exitCode: w.exitCode });
+  if (w.vertex !== undefined) return new VertexError(w.vertex, base, { location: w.location, tail: w.tail });
+  return base;
+}
