@@ -99,6 +99,7 @@ export interface ChecksumMemo {
 /** The store's index: one SQLite database in WAL mode. */
 export class StoreDb {
   readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -120,173 +121,175 @@ export class StoreDb {
     this.db.close();
   }
 
+  /**
+   * Each SQL text is compiled once per connection: preparing costs more than running most of these
+   * queries, and a context checksum looks one memo up per file (50,000 times for a large context).
+   */
+  private statement(sql: string): Database.Statement {
+    let stmt = this.statements.get(sql);
+    if (!stmt) {
+      stmt = this.db.prepare(sql);
+      this.statements.set(sql, stmt);
+    }
+    return stmt;
+  }
+
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn)();
   }
 
   putBlob(digest: Digest, size: number, mediaType: string): void {
-    this.db
-      .prepare('INSERT OR IGNORE INTO blobs (digest, size, media_type, created) VALUES (?, ?, ?, ?)')
+    this.statement('INSERT OR IGNORE INTO blobs (digest, size, media_type, created) VALUES (?, ?, ?, ?)')
       .run(digest, size, mediaType, Date.now());
   }
 
   allBlobs(): { digest: Digest; size: number; mediaType: string }[] {
-    return this.db.prepare('SELECT digest, size, media_type AS mediaType FROM blobs').all() as never;
+    return this.statement('SELECT digest, size, media_type AS mediaType FROM blobs').all() as never;
   }
 
   putLayer(layer: LayerRow): void {
-    this.db
-      .prepare('INSERT OR IGNORE INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, ?, ?, ?, ?)')
+    this.statement('INSERT OR IGNORE INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, ?, ?, ?, ?)')
       .run(layer.diffId, layer.blob, layer.blobSize, layer.mediaType, Date.now());
   }
 
   getLayer(diffId: Digest): LayerRow | undefined {
-    return this.db
-      .prepare('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers WHERE diff_id = ?')
+    return this.statement('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers WHERE diff_id = ?')
       .get(diffId) as LayerRow | undefined;
   }
 
   allLayers(): LayerRow[] {
-    return this.db
-      .prepare('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers')
+    return this.statement('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers')
       .all() as LayerRow[];
   }
 
   putManifest(row: ManifestRow): void {
-    this.db
-      .prepare('INSERT OR IGNORE INTO manifests (digest, config, size, created) VALUES (?, ?, ?, ?)')
+    this.statement('INSERT OR IGNORE INTO manifests (digest, config, size, created) VALUES (?, ?, ?, ?)')
       .run(row.digest, row.config, row.size, row.created);
   }
 
   getManifest(digest: Digest): ManifestRow | undefined {
-    return this.db.prepare('SELECT digest, config, size, created FROM manifests WHERE digest = ?').get(digest) as
+    return this.statement('SELECT digest, config, size, created FROM manifests WHERE digest = ?').get(digest) as
       | ManifestRow
       | undefined;
   }
 
   allManifests(): ManifestRow[] {
-    return this.db.prepare('SELECT digest, config, size, created FROM manifests ORDER BY created DESC').all() as ManifestRow[];
+    return this.statement('SELECT digest, config, size, created FROM manifests ORDER BY created DESC').all() as ManifestRow[];
   }
 
   setTag(name: string, manifest: Digest): void {
-    this.db
-      .prepare('INSERT INTO tags (name, manifest, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET manifest = excluded.manifest, updated = excluded.updated')
+    this.statement('INSERT INTO tags (name, manifest, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET manifest = excluded.manifest, updated = excluded.updated')
       .run(name, manifest, Date.now());
   }
 
   deleteTag(name: string): void {
-    this.db.prepare('DELETE FROM tags WHERE name = ?').run(name);
+    this.statement('DELETE FROM tags WHERE name = ?').run(name);
   }
 
   getTag(name: string): TagRow | undefined {
-    return this.db.prepare('SELECT name, manifest FROM tags WHERE name = ?').get(name) as TagRow | undefined;
+    return this.statement('SELECT name, manifest FROM tags WHERE name = ?').get(name) as TagRow | undefined;
   }
 
   allTags(): TagRow[] {
-    return this.db.prepare('SELECT name, manifest FROM tags ORDER BY name').all() as TagRow[];
+    return this.statement('SELECT name, manifest FROM tags ORDER BY name').all() as TagRow[];
   }
 
   getCache(key: string): CacheRow | undefined {
-    const row = this.db.prepare('SELECT key, diff_id AS diffId, created FROM cache WHERE key = ?').get(key) as CacheRow | undefined;
-    if (row) this.db.prepare('UPDATE cache SET last_used = ? WHERE key = ?').run(Date.now(), key);
+    const row = this.statement('SELECT key, diff_id AS diffId, created FROM cache WHERE key = ?').get(key) as CacheRow | undefined;
+    if (row) this.statement('UPDATE cache SET last_used = ? WHERE key = ?').run(Date.now(), key);
     return row;
   }
 
   putCache(row: CacheRow & { description: string }): void {
-    this.db
-      .prepare('INSERT OR REPLACE INTO cache (key, diff_id, created, last_used, description) VALUES (?, ?, ?, ?, ?)')
+    this.statement('INSERT OR REPLACE INTO cache (key, diff_id, created, last_used, description) VALUES (?, ?, ?, ?, ?)')
       .run(row.key, row.diffId, row.created, Date.now(), row.description);
   }
 
   allCache(): CacheRecordRow[] {
-    return this.db
-      .prepare('SELECT key, diff_id AS diffId, created, last_used AS lastUsed, description FROM cache ORDER BY last_used')
+    return this.statement('SELECT key, diff_id AS diffId, created, last_used AS lastUsed, description FROM cache ORDER BY last_used')
       .all() as CacheRecordRow[];
   }
 
   deleteCache(keys: readonly string[]): void {
-    const stmt = this.db.prepare('DELETE FROM cache WHERE key = ?');
+    const stmt = this.statement('DELETE FROM cache WHERE key = ?');
     this.transaction(() => {
       for (const k of keys) stmt.run(k);
     });
   }
 
   deleteLayer(diffId: Digest): void {
-    this.db.prepare('DELETE FROM layers WHERE diff_id = ?').run(diffId);
+    this.statement('DELETE FROM layers WHERE diff_id = ?').run(diffId);
   }
 
   deleteBlob(digest: Digest): void {
-    this.db.prepare('DELETE FROM blobs WHERE digest = ?').run(digest);
+    this.statement('DELETE FROM blobs WHERE digest = ?').run(digest);
   }
 
   deleteManifest(digest: Digest): void {
-    this.db.prepare('DELETE FROM manifests WHERE digest = ?').run(digest);
+    this.statement('DELETE FROM manifests WHERE digest = ?').run(digest);
   }
 
   layerCreated(diffId: Digest): number | undefined {
-    return (this.db.prepare('SELECT created FROM layers WHERE diff_id = ?').get(diffId) as { created: number } | undefined)?.created;
+    return (this.statement('SELECT created FROM layers WHERE diff_id = ?').get(diffId) as { created: number } | undefined)?.created;
   }
 
   blobCreated(digest: Digest): number | undefined {
-    return (this.db.prepare('SELECT created FROM blobs WHERE digest = ?').get(digest) as { created: number } | undefined)?.created;
+    return (this.statement('SELECT created FROM blobs WHERE digest = ?').get(digest) as { created: number } | undefined)?.created;
   }
 
   /** Total size of recorded blobs: a cheap upper bound for the automatic collection's check. */
   blobBytes(): number {
-    return (this.db.prepare('SELECT COALESCE(SUM(size), 0) AS n FROM blobs').get() as { n: number }).n;
+    return (this.statement('SELECT COALESCE(SUM(size), 0) AS n FROM blobs').get() as { n: number }).n;
   }
 
   /** Forgets memoised checksums of files that no longer exist. */
   pruneChecksums(): void {
-    const paths = this.db.prepare('SELECT path FROM checksums').all() as { path: string }[];
-    const del = this.db.prepare('DELETE FROM checksums WHERE path = ?');
+    const paths = this.statement('SELECT path FROM checksums').all() as { path: string }[];
+    const del = this.statement('DELETE FROM checksums WHERE path = ?');
     this.transaction(() => {
       for (const { path } of paths) if (!existsSync(path)) del.run(path);
     });
   }
 
   getStep(identity: string): StepRow | undefined {
-    return this.db.prepare('SELECT identity, key, ingredients FROM steps WHERE identity = ?').get(identity) as StepRow | undefined;
+    return this.statement('SELECT identity, key, ingredients FROM steps WHERE identity = ?').get(identity) as StepRow | undefined;
   }
 
   putStep(row: StepRow): void {
-    this.db
-      .prepare('INSERT OR REPLACE INTO steps (identity, key, ingredients, updated) VALUES (?, ?, ?, ?)')
+    this.statement('INSERT OR REPLACE INTO steps (identity, key, ingredients, updated) VALUES (?, ?, ?, ?)')
       .run(row.identity, row.key, row.ingredients, Date.now());
   }
 
   /** Explanation records not updated since `before` (ms): they only explain, so they age out. */
   deleteStepsBefore(before: number): void {
-    this.db.prepare('DELETE FROM steps WHERE updated < ?').run(before);
+    this.statement('DELETE FROM steps WHERE updated < ?').run(before);
   }
 
   getCacheMount(dir: string): CacheMountRow | undefined {
-    return this.db.prepare('SELECT dir, id, created, last_used AS lastUsed FROM cache_mounts WHERE dir = ?').get(dir) as CacheMountRow | undefined;
+    return this.statement('SELECT dir, id, created, last_used AS lastUsed FROM cache_mounts WHERE dir = ?').get(dir) as CacheMountRow | undefined;
   }
 
   putCacheMount(dir: string, id: string): void {
-    this.db
-      .prepare('INSERT INTO cache_mounts (dir, id, created, last_used) VALUES (?, ?, ?, ?) ON CONFLICT(dir) DO UPDATE SET last_used = excluded.last_used')
+    this.statement('INSERT INTO cache_mounts (dir, id, created, last_used) VALUES (?, ?, ?, ?) ON CONFLICT(dir) DO UPDATE SET last_used = excluded.last_used')
       .run(dir, id, Date.now(), Date.now());
   }
 
   allCacheMounts(): CacheMountRow[] {
-    return this.db.prepare('SELECT dir, id, created, last_used AS lastUsed FROM cache_mounts ORDER BY last_used').all() as CacheMountRow[];
+    return this.statement('SELECT dir, id, created, last_used AS lastUsed FROM cache_mounts ORDER BY last_used').all() as CacheMountRow[];
   }
 
   deleteCacheMount(dir: string): void {
-    this.db.prepare('DELETE FROM cache_mounts WHERE dir = ?').run(dir);
+    this.statement('DELETE FROM cache_mounts WHERE dir = ?').run(dir);
   }
 
   getChecksum(path: string): ChecksumMemo | undefined {
-    return this.db
-      .prepare('SELECT dev, ino, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, sum FROM checksums WHERE path = ?')
+    return this.statement('SELECT dev, ino, size, mtime_ns AS mtimeNs, ctime_ns AS ctimeNs, sum FROM checksums WHERE path = ?')
       .get(path) as ChecksumMemo | undefined;
   }
 
   putChecksums(rows: (ChecksumMemo & { path: string })[]): void {
     if (rows.length === 0) return;
-    const stmt = this.db.prepare(
+    const stmt = this.statement(
       'INSERT OR REPLACE INTO checksums (path, dev, ino, size, mtime_ns, ctime_ns, sum) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
     this.transaction(() => {
@@ -295,16 +298,15 @@ export class StoreDb {
   }
 
   addLease(row: LeaseRow): void {
-    this.db
-      .prepare('INSERT INTO leases (id, pid, pid_start, kind, target, created) VALUES (?, ?, ?, ?, ?, ?)')
+    this.statement('INSERT INTO leases (id, pid, pid_start, kind, target, created) VALUES (?, ?, ?, ?, ?, ?)')
       .run(row.id, row.pid, row.pidStart, row.kind, row.target, Date.now());
   }
 
   removeLease(id: string): void {
-    this.db.prepare('DELETE FROM leases WHERE id = ?').run(id);
+    this.statement('DELETE FROM leases WHERE id = ?').run(id);
   }
 
   allLeases(): (LeaseRow & { created: number })[] {
-    return this.db.prepare('SELECT id, pid, pid_start AS pidStart, kind, target, created FROM leases').all() as (LeaseRow & { created: number })[];
+    return this.statement('SELECT id, pid, pid_start AS pidStart, kind, target, created FROM leases').all() as (LeaseRow & { created: number })[];
   }
 }

@@ -3,6 +3,7 @@
  * pulled only when the consumer asks for it, so memory stays bounded and a slow consumer slows
  * the producer instead of filling a buffer.
  */
+import { Transform } from 'node:stream';
 import { KilnError } from './errors.js';
 import {
   BLOCK_SIZE,
@@ -30,13 +31,49 @@ export interface TarEntry {
 /** Extended headers larger than this are taken for corruption rather than buffered. */
 const MAX_META_SIZE = 4 * 1024 * 1024;
 
+const DEFAULT_MAX_UNPACKED = 64 * 1024 ** 3;
+
+/**
+ * The most bytes one archive may unpack to: `KILN_MAX_UNPACKED_SIZE`, in bytes or with a K, M, G
+ * or T suffix (powers of 1024), default 64 GiB. A few KiB of gzip can expand to terabytes, and
+ * nothing in a compressed tar says how large it gets before it has been read.
+ */
+export function maxUnpackedSize(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env.KILN_MAX_UNPACKED_SIZE;
+  if (text === undefined || text === '') return DEFAULT_MAX_UNPACKED;
+  const m = /^\s*(\d+)\s*([kmgt]?)i?b?\s*$/i.exec(text);
+  if (!m) {
+    throw new KilnError('CONFIG_INVALID', `KILN_MAX_UNPACKED_SIZE="${text}" is not a size`, { hint: 'Give bytes, or a number with K, M, G or T: "512M", "100G"' });
+  }
+  return Number(m[1]) * 1024 ** ' kmgt'.indexOf(m[2]!.toLowerCase() || ' ');
+}
+
+export function unpackedTooLarge(limit: number, what = 'Archive'): KilnError {
+  return new KilnError('ARCHIVE_TOO_LARGE', `${what} unpacks to more than ${limit} bytes`, {
+    hint: 'It may be a decompression bomb; if it is genuine, raise KILN_MAX_UNPACKED_SIZE',
+  });
+}
+
+/** A stream stage that fails with ARCHIVE_TOO_LARGE once more than `limit` bytes went through. */
+export function limitUnpacked(limit: number, what?: string): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      seen += chunk.length;
+      if (seen > limit) done(unpackedTooLarge(limit, what));
+      else done(null, chunk);
+    },
+  });
+}
+
 /**
  * Yields the entries of an uncompressed tar stream. Throws CORRUPT_ARCHIVE when the stream is
- * truncated, a header is damaged or the end-of-archive blocks are missing. Whatever follows the
+ * cut inside an entry or a header is damaged; a stream that stops cleanly between entries ends
+ * the archive, as Go's reader allows. Whatever follows the
  * end-of-archive blocks is read and dropped, so a producer piping into this never stalls.
  */
-export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerator<TarEntry, void, undefined> {
-  const input = new ByteReader(source[Symbol.asyncIterator]());
+export async function* readTar(source: AsyncIterable<Uint8Array>, options: { maxSize?: number } = {}): AsyncGenerator<TarEntry, void, undefined> {
+  const input = new ByteReader(source[Symbol.asyncIterator](), options.maxSize ?? maxUnpackedSize());
   let globalPax = new Map<string, Buffer>();
   let localPax: Map<string, Buffer> | undefined;
   let longName: string | undefined;
@@ -49,6 +86,12 @@ export async function* readTar(source: AsyncIterable<Uint8Array>): AsyncGenerato
       unread = 0;
       const offset = input.consumed;
       const block = await input.read(BLOCK_SIZE);
+      if (block.length === 0 && offset > 0 && localPax === undefined && longName === undefined && longLink === undefined) {
+        // Some producers (umoci, for one) end a layer without the two zero blocks. Go's reader,
+        // and so Docker and BuildKit, accept a stream that stops cleanly between entries; a
+        // layer cut short there still fails its diff id or blob digest check.
+        return;
+      }
       if (block.length < BLOCK_SIZE) {
         const what = offset === 0 && block.length === 0 ? 'is empty' : `ends without an end-of-archive marker at byte ${offset}`;
         const compressed = offset === 0 && block.length >= 4 ? compressionHint(block) : undefined;
@@ -143,8 +186,12 @@ class ByteReader {
   private buffered = 0;
   private ended = false;
   consumed = 0;
+  private pulled = 0;
 
-  constructor(private readonly source: AsyncIterator<Uint8Array>) {}
+  constructor(
+    private readonly source: AsyncIterator<Uint8Array>,
+    private readonly limit: number,
+  ) {}
 
   private async fill(): Promise<boolean> {
     if (this.ended) return false;
@@ -156,6 +203,8 @@ class ByteReader {
     const chunk = Buffer.isBuffer(next.value)
       ? next.value
       : Buffer.from(next.value.buffer, next.value.byteOffset, next.value.byteLength);
+    this.pulled += chunk.length;
+    if (this.pulled > this.limit) throw unpackedTooLarge(this.limit, 'Layer archive');
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.buffered += chunk.length;

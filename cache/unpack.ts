@@ -72,16 +72,20 @@ export async function unpackLayer(tar: Readable, destDir: string, options: Unpac
   const state: Unpack = { root, signal, dirs: new Set(['']), dirTimes: new Map(), templates: [] };
   let size = 0;
   let entries = 0;
+  let current = '';
   try {
     for await (const { header, body } of readTar(tar)) {
       signal?.throwIfAborted();
       entries++;
+      current = header.name;
       try {
         size += await applyEntry(state, header, body);
       } catch (err) {
         throw withEntryName(err, header.name);
       }
     }
+  } catch (err) {
+    throw corruptStream(err, current) ?? err;
   } finally {
     for (const template of state.templates) rmSync(template, { force: true });
   }
@@ -369,5 +373,15 @@ function errorCode(err: unknown): string | undefined {
 /** Names the entry in errors that do not already say which one failed. */
 function withEntryName(err: unknown, name: string): unknown {
   if (err instanceof KilnError || (err instanceof Error && err.name === 'AbortError')) return err;
-  return new KilnError('UNPACK_FAILED', `Cannot unpack "${name}"`, { cause: err });
+  return corruptStream(err, name) ?? new KilnError('UNPACK_FAILED', `Cannot unpack "${name}": ${(err as Error).message}`, { cause: err });
+}
+
+/** zlib's errors (`Z_BUF_ERROR`, `Z_DATA_ERROR`) mean the compressed layer is damaged, not the disk. */
+function corruptStream(err: unknown, name: string): KilnError | undefined {
+  if (!errorCode(err)?.startsWith('Z_')) return undefined;
+  const where = name ? ` in entry "${name}"` : '';
+  return new KilnError('CORRUPT_ARCHIVE', `Layer archive is corrupt${where}: ${(err as Error).message}`, {
+    hint: 'The compressed stream is cut short or damaged: fetch or rebuild the layer again',
+    cause: err,
+  });
 }

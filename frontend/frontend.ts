@@ -1,4 +1,4 @@
-import type { BuildDefinition, ContextOp, Digest, ImageConfig, Platform } from '../solver/graph.js';
+import type { BuildDefinition, ContextOp, Digest, ExecOp, ImageConfig, Platform } from '../solver/graph.js';
 
 /** What a frontend needs from base images, supplied by the caller: the frontend does no I/O. */
 export interface ResolvedImage {
@@ -24,7 +24,12 @@ export interface FrontendRequest {
   signal?: AbortSignal;
   /** Compile every stage for its warnings; the caller builds nothing (`kiln build --check`). */
   check?: boolean;
+  /** What every RUN step gets unless its own flags say otherwise. */
+  runDefaults?: RunDefaults;
 }
+
+/** The build's settings for RUN steps (`kiln build --network --add-host --ulimit --shm-size`). */
+export type RunDefaults = Partial<Pick<ExecOp, 'network' | 'extraHosts' | 'ulimits' | 'shmSize'>>;
 
 /** A frontend turns a request into a graph. */
 export interface Frontend {

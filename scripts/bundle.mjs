@@ -14,8 +14,8 @@
 //   node:crypto's ES module face loads all of crypto (webcrypto included) where require() loads
 //   what is used. Only function exports get a stand-in (named, and as properties of the default
 //   export): importing anything else from them fails the bundle here, never at run time.
-// - ink and react stay outside too: only the tty view loads them, and ink resolves optional
-//   packages of its own at run time.
+// - ink and react stay outside too: only the tty view loads them, from their own bundle
+//   (scripts/bundle-ink.mjs) or else from the packages.
 // - Every output file lives directly in dist/bundle/, so `import.meta.url` can be rewritten to
 //   keep meaning the module's own file under dist/ (version.ts finds package.json through it).
 // - Files are written under a temporary name and renamed into place, entry last, and chunks of

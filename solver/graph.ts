@@ -72,6 +72,24 @@ export interface ExecOp {
   hostname?: string;
   mounts?: ExecMount[];
   security?: 'sandbox' | 'insecure';
+  /** Lines added to /etc/hosts (`--add-host`); part of the definition, as in BuildKit. */
+  extraHosts?: ExtraHost[];
+  /** Resource limits of the process (`--ulimit`). */
+  ulimits?: Ulimit[];
+  /** Size of /dev/shm in bytes (`--shm-size`); 64 MiB when absent. */
+  shmSize?: number;
+}
+
+export interface ExtraHost {
+  host: string;
+  ip: string;
+}
+
+/** `name` as ulimit names it: `nofile`, `nproc`, `core`, … */
+export interface Ulimit {
+  name: string;
+  soft: number;
+  hard: number;
 }
 
 /** A file fetched over http(s) for ADD; `checksum` pins its content. */

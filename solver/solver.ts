@@ -6,7 +6,7 @@ import { KilnError, VertexError } from '../cache/errors.js';
 import { explainMiss, type Ingredients, stepIdentities, summarizeReasons } from './explain.js';
 import { topoSort, type Vertex } from './graph.js';
 import { ProgressNumbers, type ProgressEvent, type ProgressSink } from './progress.js';
-import { EMPTY_SESSION, type Session, type SolvedVertex, type Worker } from './worker.js';
+import { type CacheImport, EMPTY_SESSION, type Session, type SolvedVertex, type Worker } from './worker.js';
 
 export interface SolveOptions {
   noCache?: boolean;
@@ -23,6 +23,8 @@ export interface SolveOptions {
   /** Names given as build args, so that explanations call them that. */
   buildArgs?: readonly string[];
   session?: Session;
+  /** Exported caches to reuse results from (`--cache-from`), asked in order after the local cache. */
+  cacheImports?: readonly CacheImport[];
 }
 
 type SolveState = Required<Pick<SolveOptions, 'progress' | 'numbers' | 'session'>> &
@@ -139,7 +141,7 @@ export class Solver {
     });
 
     if (!noCache) {
-      const hit = this.lookup(key);
+      const hit = this.lookup(key) ?? (await this.lookupImported(key, v.meta.name, o));
       if (hit) {
         o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: Date.now() });
         o.progress({ type: 'vertex.cached', id, name: v.meta.name, time: Date.now() });
@@ -221,6 +223,29 @@ export class Solver {
     const layer = this.db.getLayer(row.diffId);
     // A record whose layer was collected is no hit.
     return layer ? { layer, created: row.created } : undefined;
+  }
+
+  /**
+   * A result from an imported cache: its layer is fetched into the store and the record kept
+   * locally, so the next build hits without the import.
+   */
+  private async lookupImported(key: string, description: string, o: SolveState): Promise<{ layer: LayerRow | null; created: string } | undefined> {
+    for (const source of o.cacheImports ?? []) {
+      const found = source.lookup(key);
+      if (!found) continue;
+      let layer: LayerRow | null;
+      try {
+        layer = found.diffId === null ? null : (this.db.getLayer(found.diffId) ?? (await source.fetchLayer(found.diffId, o.signal)));
+      } catch (err) {
+        // As a cache that cannot be read at all, a layer that cannot be fetched costs a run, not the build.
+        if (!(err instanceof KilnError) || err.code === 'CANCELLED' || o.signal.aborted) throw err;
+        o.progress({ type: 'warning', message: `Cannot fetch the cached layer of ${description}: ${err.message}` });
+        continue;
+      }
+      this.db.putCache({ key, diffId: layer?.diffId ?? null, created: found.created, description });
+      return { layer, created: found.created };
+    }
+    return undefined;
   }
 
   private execute(

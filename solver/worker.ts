@@ -1,4 +1,5 @@
 import type { LayerRow } from '../cache/db.js';
+import type { Digest } from '../cache/digest.js';
 import type { ContentKey } from './explain.js';
 import type { ImageOp, Vertex } from './graph.js';
 
@@ -58,4 +59,14 @@ export interface Worker {
   contentKey(vertex: Vertex, signal: AbortSignal): Promise<ContentKey | undefined>;
   /** Runs an exec or file vertex over its solved inputs; returns the new layer, if any. */
   run(vertex: Vertex, inputs: readonly SolvedVertex[], ctx: StepContext): Promise<LayerRow | null>;
+}
+
+/**
+ * Results another store exported (`--cache-from`), consulted when the local cache has no record
+ * for a key. A hit costs a download instead of a run, so the solver asks only after a local miss.
+ */
+export interface CacheImport {
+  lookup(key: string): { diffId: Digest | null; created: string } | undefined;
+  /** Brings an imported layer into the store (blob fetched, verified, recorded); unpacked when first mounted. */
+  fetchLayer(diffId: Digest, signal: AbortSignal): Promise<LayerRow>;
 }

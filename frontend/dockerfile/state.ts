@@ -1,4 +1,5 @@
 import type { ImageConfig, PendingHistory, Platform, SourceLocation, Vertex } from '../../solver/graph.js';
+import type { RunDefaults } from '../frontend.js';
 import type { InstructionNode } from '../parser/index.js';
 import type { Where } from './errors.js';
 import type { RuleName } from './lint.js';
@@ -38,6 +39,8 @@ export interface BuildValues {
   contextExclude: readonly string[];
   /** Build args some ARG consumed; the rest are reported as unused. */
   consumed: Set<string>;
+  /** The request's settings for every RUN step. */
+  runDefaults?: RunDefaults;
 }
 
 /** What every instruction handler gets besides the state. */

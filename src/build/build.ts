@@ -4,10 +4,12 @@ import { KilnError } from '../../cache/errors.js';
 import { autoGc } from '../../cache/gc.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { dockerfileFrontend } from '../../frontend/index.js';
+import type { RunDefaults } from '../../frontend/frontend.js';
 import { parseIgnoreFile } from '../../frontend/ignore/index.js';
 import type { BuildDefinition, Platform } from '../../solver/graph.js';
-import { ProgressNumbers, type ProgressSink } from '../../solver/progress.js';
+import { ProgressNumbers, type ProgressSink, type TransferSink } from '../../solver/progress.js';
 import type { Session } from '../../solver/worker.js';
+import type { CacheFrom, CacheTo } from '../cache-export/spec.js';
 import type { Engine } from '../engine.js';
 import type { Exporter } from '../export/exporter.js';
 import { tagImage, writeImage, type LocalImage } from '../image/local.js';
@@ -35,6 +37,8 @@ export interface BuildRequest {
   signal?: AbortSignal;
   /** Ask the registry for every base image even when the store has it (`--pull`). */
   pull?: boolean;
+  /** What every RUN step gets unless it says otherwise (`--network`, `--add-host`, `--ulimit`, `--shm-size`). */
+  runDefaults?: RunDefaults;
   /** Labels set on the final image over the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
   /**
@@ -42,6 +46,10 @@ export interface BuildRequest {
    * server unpacks every upload into a new directory, so it passes the client's own context.
    */
   scope?: string;
+  /** Where to export the build cache (`--cache-to`). */
+  cacheTo?: CacheTo[];
+  /** Exported caches to reuse (`--cache-from`); one that cannot be read is a warning. */
+  cacheFrom?: CacheFrom[];
 }
 
 export interface BuildResult {
@@ -76,6 +84,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     context: { name: 'context', source: contextDir, exclude },
     platform: LINUX_AMD64,
     resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries, alwaysPull: req.pull }),
+    runDefaults: req.runDefaults,
     signal: req.signal,
   });
   for (const w of def.warnings) progress({ type: 'warning', message: w.message, rule: w.rule, location: w.location });
@@ -87,6 +96,9 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     });
   }
 
+  // Loaded only for builds that share their cache: most builds never touch a remote one.
+  const remote = req.cacheTo?.length || req.cacheFrom?.length ? await import('../cache-export/run.js') : undefined;
+  const cacheImports = remote && req.cacheFrom?.length && !req.noCache ? await remote.importCaches(engine.store, req.cacheFrom, { progress, numbers, signal: req.signal, insecureRegistries: req.insecureRegistries }) : [];
   const results = def.root
     ? await engine.solver.solve([def.root], {
         noCache: req.noCache,
@@ -98,6 +110,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
         scope: req.scope ?? `${contextDir}\0${req.dockerfile === undefined ? file : resolve(req.dockerfile)}`,
         buildArgs: Object.keys(req.buildArgs ?? {}),
         session: req.session,
+        cacheImports,
       })
     : new Map();
   req.signal?.throwIfAborted();
@@ -116,8 +129,11 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
       ({ config: finalConfig, layers } = await clampImage(engine.store, config, layers, { epoch, from: def.image.rootfs.diff_ids.length, signal: req.signal }));
     }
   }
+  if (remote && req.cacheTo?.some((c) => c.type === 'inline')) finalConfig = remote.inlineCache(finalConfig, results, def.root);
   const image = await writeImage(engine.store, finalConfig, layers);
-  for (const exporter of req.exporters ?? []) await exporter.export(engine.store, image, { signal: req.signal, tags });
+  const onTransfer: TransferSink = (t) => progress({ type: 'transfer', id: exportId, ...t, time: Date.now() });
+  for (const exporter of req.exporters ?? []) await exporter.export(engine.store, image, { signal: req.signal, tags, onTransfer });
+  if (remote && req.cacheTo?.length) await remote.exportCaches(engine.store, req.cacheTo, results, def.root, { progress, numbers, signal: req.signal, insecureRegistries: req.insecureRegistries });
   req.signal?.throwIfAborted();
   if (tags.length > 0) tagImage(engine.store, image, tags);
   progress({ type: 'vertex.done', id: exportId, time: Date.now(), duration: Date.now() - start });

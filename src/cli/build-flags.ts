@@ -1,5 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
+import type { ExtraHost, Ulimit } from '../../solver/graph.js';
 import type { LocalImage } from '../image/local.js';
 import { normalizeName } from '../image/reference.js';
 import { formatPlatform, parsePlatform } from '../image/platform.js';
@@ -12,7 +14,10 @@ import { usageError, type CommandSpec } from './args.js';
 export interface ExtraBuildFlags {
   labels: Record<string, string>;
   pull: boolean;
+  /** Settings of every RUN step, absent when not given so that cache keys stay as they were. */
+  runDefaults: { network?: 'none'; extraHosts?: ExtraHost[]; ulimits?: Ulimit[]; shmSize?: number };
 }
+
 
 export function parseExtraBuildFlags(options: Record<string, unknown>, spec: CommandSpec): ExtraBuildFlags {
   const list = (name: string) => (options[name] as string[] | undefined) ?? [];
@@ -41,34 +46,90 @@ export function parseExtraBuildFlags(options: Record<string, unknown>, spec: Com
     }
   }
   const network = options.network as string | undefined;
-  if (network !== undefined && network !== 'default' && network !== 'host') {
-    if (network === 'none') {
-      throw new KilnError('UNSUPPORTED', 'Cannot use --network none as the default of every RUN yet', { hint: 'Write RUN --network=none on the steps that must run without a network' });
-    }
+  if (network !== undefined && network !== 'default' && network !== 'host' && network !== 'none') {
     throw usageError(`Invalid --network "${network}": expected default, host or none`, spec);
   }
-  for (const h of list('add-host')) {
-    if (!/^[^:=\s]+[:=][0-9a-fA-F.:]+$/.test(h)) throw usageError(`Invalid --add-host "${h}": expected HOST:IP`, spec);
-  }
-  if (list('add-host').length > 0) {
-    throw new KilnError('UNSUPPORTED', 'Cannot add entries to /etc/hosts of RUN steps: the executor writes a fixed hosts file', { hint: 'Leave --add-host out' });
-  }
-  const shm = options['shm-size'] as string | undefined;
-  if (shm !== undefined) {
-    const bytes = parseBytes(shm);
-    if (bytes === undefined) throw usageError(`Invalid --shm-size "${shm}": expected a size such as 64m or 1g`, spec);
-    // Every RUN step gets Docker's default /dev/shm of 64 MiB; only that size can be honoured.
-    if (bytes !== 64 * 1024 * 1024) {
-      throw new KilnError('UNSUPPORTED', `Cannot size /dev/shm as "${shm}": RUN steps have a 64m /dev/shm`, { hint: 'Leave --shm-size out, or pass --shm-size 64m' });
+  const runDefaults: ExtraBuildFlags['runDefaults'] = {};
+  // `default` and `host` are the same network here (RUN steps share the host's); only `none` differs.
+  if (network === 'none') runDefaults.network = 'none';
+  const hosts = parseAddHosts(list('add-host'), spec);
+  if (hosts.length > 0) runDefaults.extraHosts = hosts;
+  const ulimits = parseUlimits(list('ulimit'), spec);
+  if (ulimits.length > 0) runDefaults.ulimits = ulimits;
+  const shm = parseShmSize(options['shm-size'] as string | undefined, spec);
+  // The default size asked for explicitly is the same step: it keeps the key of a build without the flag.
+  if (shm !== undefined && shm !== 64 * 1024 * 1024) runDefaults.shmSize = shm;
+  return { labels, pull: options.pull === true, runDefaults };
+}
+
+/** `--add-host NAME:IP` (or `NAME=IP`, as docker also takes it); the IP may be IPv6. */
+export function parseAddHosts(values: readonly string[], spec: CommandSpec): ExtraHost[] {
+  return values.map((h) => {
+    const m = /^([^:=\s]+)[:=](.+)$/.exec(h);
+    if (!m) throw usageError(`Invalid --add-host "${h}": expected HOST:IP`, spec);
+    const ip = m[2]!.replace(/^\[(.*)\]$/, '$1');
+    if (ip === 'host-gateway') {
+      throw new KilnError('UNSUPPORTED', `Cannot resolve "host-gateway" in --add-host "${h}": RUN steps share the host's network`, { hint: `Give an address, such as --add-host ${m[1]}:127.0.0.1` });
     }
+    const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
+    const ok = v4 ? v4.slice(1).every((n) => Number(n) <= 255) : /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*$/.test(ip);
+    if (!ok) throw usageError(`Invalid --add-host "${h}": "${ip}" is not an IP address`, spec);
+    return { host: m[1]!, ip };
+  });
+}
+
+/** ulimit's names as docker takes them, with the line of /proc/self/limits that holds each. */
+const ULIMITS: Record<string, string> = {
+  core: 'Max core file size', cpu: 'Max cpu time', data: 'Max data size', fsize: 'Max file size', locks: 'Max file locks',
+  memlock: 'Max locked memory', msgqueue: 'Max msgqueue size', nice: 'Max nice priority', nofile: 'Max open files',
+  nproc: 'Max processes', rss: 'Max resident set', rtprio: 'Max realtime priority', rttime: 'Max realtime timeout',
+  sigpending: 'Max pending signals', stack: 'Max stack size',
+};
+
+/**
+ * `--ulimit NAME=SOFT[:HARD]`. A limit above this process's hard limit is refused here: the
+ * kernel refuses to raise one without CAP_SYS_RESOURCE, which containers are not given.
+ */
+export function parseUlimits(values: readonly string[], spec: CommandSpec): Ulimit[] {
+  const byName = new Map<string, Ulimit>();
+  for (const u of values) {
+    const m = /^([a-z]+)=(\d+)(?::(\d+))?$/.exec(u);
+    if (!m) throw usageError(`Invalid --ulimit "${u}": expected NAME=SOFT[:HARD] with whole numbers, such as nofile=1024:2048`, spec);
+    const name = m[1]!;
+    if (!Object.hasOwn(ULIMITS, name)) throw usageError(`Invalid --ulimit "${u}": unknown limit "${name}"; expected one of ${Object.keys(ULIMITS).join(', ')}`, spec);
+    const soft = Number(m[2]);
+    const hard = m[3] === undefined ? soft : Number(m[3]);
+    if (soft > hard) throw usageError(`Invalid --ulimit "${u}": the soft limit ${soft} is above the hard limit ${hard}`, spec);
+    const max = hardLimit(ULIMITS[name]!);
+    if (max !== undefined && hard > max) {
+      throw new KilnError('ULIMIT_TOO_HIGH', `Cannot set --ulimit ${name} to ${hard}: the hard limit of this machine is ${max}`, { hint: `Ask for ${max} or less: the kernel refuses to raise a hard limit inside a container` });
+    }
+    byName.set(name, { name, soft, hard });
   }
-  for (const u of list('ulimit')) {
-    if (!/^[a-z]+=-?\d+(:-?\d+)?$/.test(u)) throw usageError(`Invalid --ulimit "${u}": expected NAME=SOFT[:HARD], such as nofile=1024:2048`, spec);
+  return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** The hard limit of this process for one line of /proc/self/limits; undefined when unlimited or unknown. */
+function hardLimit(label: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync('/proc/self/limits', 'utf8');
+  } catch (err) {
+    // Without /proc the runtime is the judge: it reports a limit it cannot set.
+    if (err instanceof Error) return undefined;
+    throw err;
   }
-  if (list('ulimit').length > 0) {
-    throw new KilnError('UNSUPPORTED', 'Cannot set resource limits of RUN steps: they run with the limits of the kiln process', { hint: 'Leave --ulimit out, or set the limit with ulimit before running kiln' });
-  }
-  return { labels, pull: options.pull === true };
+  const line = text.split('\n').find((l) => l.startsWith(label));
+  const hard = line?.slice(label.length).trim().split(/\s+/)[1];
+  return hard === undefined || !/^\d+$/.test(hard) ? undefined : Number(hard);
+}
+
+/** `--shm-size 128m`: docker's units; more than zero. */
+export function parseShmSize(value: string | undefined, spec: CommandSpec): number | undefined {
+  if (value === undefined) return undefined;
+  const bytes = parseBytes(value);
+  if (bytes === undefined || bytes <= 0) throw usageError(`Invalid --shm-size "${value}": expected a size such as 64m or 1g`, spec);
+  return bytes;
 }
 
 /** `64m`, `1g`, `65536k`, `1048576` (bytes), as docker reads them: binary units. */

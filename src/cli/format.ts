@@ -7,7 +7,8 @@ export function humanSize(bytes: number): string {
     v /= 1000;
     i++;
   }
-  return `${i === 0 ? v : v.toPrecision(3).replace(/\.?0+$/, '')}${units[i]}`;
+  // Trailing zeros go only after a decimal point: 500kB stays 500kB, 1.50MB becomes 1.5MB.
+  return `${i === 0 ? v : v.toPrecision(3).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '')}${units[i]}`;
 }
 
 /** Docker-style relative times: "3 minutes ago". */

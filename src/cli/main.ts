@@ -79,7 +79,7 @@ Environment:
 Run "kiln COMMAND --help" for more on a command.`;
 
 /** Commands that run against a build service when `--host` or `KILN_HOST` names one. */
-const REMOTE_COMMANDS = new Set(['build', 'images']);
+const REMOTE_COMMANDS = new Set(['build', 'images', 'tag', 'rmi', 'inspect', 'history', 'push', 'pull', 'version']);
 
 /** Global flags before the command: `kiln --host URL [--token-file F] [--tls-ca F …] build …`. */
 function globalHost(argv: readonly string[]): { host: RemoteHost | undefined; explicit: boolean; rest: string[] } {

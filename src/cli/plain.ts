@@ -1,4 +1,5 @@
 import type { ProgressEvent } from '../../solver/progress.js';
+import { humanSize } from './format.js';
 
 /**
  * BuildKit's plain progress format: `#N name` when a step starts, `#N 0.123 line` for its
@@ -10,6 +11,8 @@ export class PlainPrinter {
   private readonly starts = new Map<number, number>();
   private readonly partial = new Map<number, string>();
   private readonly warnings: ProgressEvent[] = [];
+  /** When each blob of a step began to move, by `id name`. */
+  private readonly transfers = new Map<string, number>();
 
   constructor(private readonly write: (s: string) => void) {}
 
@@ -54,6 +57,21 @@ export class PlainPrinter {
       case 'info':
         this.write(`${e.message}\n`);
         return;
+      case 'transfer': {
+        // A line when a blob starts and one when it is done; the bytes between are for live views.
+        const key = `${e.id} ${e.name}`;
+        const start = this.transfers.get(key);
+        if (start === undefined) {
+          this.transfers.set(key, e.time);
+          this.header(e.id);
+          this.write(`#${e.id} ${e.name} ${humanSize(e.current)} / ${humanSize(e.total)}\n`);
+        }
+        if (e.done) {
+          this.header(e.id);
+          this.write(`#${e.id} ${e.name} ${humanSize(e.current)} / ${humanSize(e.total)} ${((e.time - (start ?? e.time)) / 1000).toFixed(1)}s done\n`);
+        }
+        return;
+      }
     }
   }
 

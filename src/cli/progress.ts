@@ -2,7 +2,7 @@ import type { ProgressEvent } from '../../solver/progress.js';
 import { usageError } from './args.js';
 import { PlainPrinter } from './plain.js';
 import { errorEvent, formatError, type ReportOptions } from './report.js';
-import { drawFinished, TtyState, type Line } from './tty-state.js';
+import { drawFinished, TtyState, type Activity, type Line } from './tty-state.js';
 
 /** How a build shows its progress on stderr. `auto` becomes `tty` on a terminal, else `plain`. */
 export const PROGRESS_MODES = ['auto', 'tty', 'plain', 'rawjson', 'quiet'] as const;
@@ -11,6 +11,13 @@ export type ProgressMode = Exclude<(typeof PROGRESS_MODES)[number], 'auto'>;
 export interface BuildOutcome {
   imageId: string;
   tags: string[];
+  /** The last line instead of `Built ID as TAGS` (a pull or a push says what it did). */
+  summary?: string;
+}
+
+/** How the view reports failures, and what the tty header calls the work (default: building). */
+export interface ViewOptions extends ReportOptions {
+  activity?: Activity;
 }
 
 /** Shows one build: its events while it runs, then its result or its failure, in one mode. */
@@ -31,7 +38,7 @@ export function resolveProgressMode(flag: string | undefined, env: string | unde
   return value as ProgressMode;
 }
 
-export async function openProgressView(mode: ProgressMode, stream: NodeJS.WriteStream, report: ReportOptions): Promise<ProgressView> {
+export async function openProgressView(mode: ProgressMode, stream: NodeJS.WriteStream, report: ViewOptions): Promise<ProgressView> {
   const write = (s: string) => void stream.write(s);
   switch (mode) {
     case 'tty':
@@ -57,8 +64,8 @@ export async function openProgressView(mode: ProgressMode, stream: NodeJS.WriteS
  */
 const LIVE_AFTER_MS = 150;
 
-function ttyView(stream: NodeJS.WriteStream, report: ReportOptions): ProgressView {
-  const state = new TtyState(Date.now());
+function ttyView(stream: NodeJS.WriteStream, report: ViewOptions): ProgressView {
+  const state = new TtyState(Date.now(), report.activity);
   let live: Promise<ProgressView> | undefined;
   const timer = setTimeout(() => {
     // ink and react load here and nowhere else (see tty.ts); events fold into the state meanwhile.
@@ -91,8 +98,12 @@ function ttyView(stream: NodeJS.WriteStream, report: ReportOptions): ProgressVie
 /** What follows the tty view once it is done: warnings, then the image or the failure. */
 export function ttyEpilogue(state: TtyState, end: { result: BuildOutcome } | { err: unknown }, report: ReportOptions): string {
   const warnings = formatWarnings(state.warnings);
-  if ('result' in end) return `${warnings}Built ${end.result.imageId}${end.result.tags.length ? ` as ${end.result.tags.join(', ')}` : ''}\n`;
+  if ('result' in end) return `${warnings}${outcomeLine(end.result)}\n`;
   return `${warnings}\n${formatError(end.err, report)}`;
+}
+
+function outcomeLine(result: BuildOutcome): string {
+  return result.summary ?? `Built ${result.imageId}${result.tags.length ? ` as ${result.tags.join(', ')}` : ''}`;
 }
 
 export function isCancelled(err: unknown): boolean {
@@ -120,7 +131,7 @@ function plainView(write: (s: string) => void, report: ReportOptions): ProgressV
     handle: (e) => printer.handle(e),
     async succeed(result) {
       printer.finish();
-      write(`\nBuilt ${result.imageId}${result.tags.length ? ` as ${result.tags.join(', ')}` : ''}\n`);
+      write(`\n${outcomeLine(result)}\n`);
     },
     async fail(err) {
       printer.finish();

@@ -1,4 +1,5 @@
 import type { ProgressEvent } from '../../solver/progress.js';
+import { humanSize } from './format.js';
 
 /**
  * The model behind the live terminal view: what each step is doing, folded from progress events,
@@ -22,6 +23,23 @@ export interface StepState {
   lines: string[];
   partial: string;
   error?: string;
+  /** Blobs the step moves (pulls, pushes, exports), in the order they started. */
+  transfers?: Map<string, Transfer>;
+}
+
+export interface Transfer {
+  name: string;
+  current: number;
+  total: number;
+  start: number;
+  time: number;
+  done: boolean;
+}
+
+/** What the header says while running and once done: `[+] Building 1.2s`, `[+] Built in 1.2s`. */
+export interface Activity {
+  running: string;
+  done: string;
 }
 
 export interface Line {
@@ -41,7 +59,10 @@ export class TtyState {
   outcome: 'running' | 'ok' | 'failed' | 'cancelled' = 'running';
   end?: number;
 
-  constructor(readonly started: number) {}
+  constructor(
+    readonly started: number,
+    readonly activity: Activity = { running: 'Building', done: 'Built' },
+  ) {}
 
   apply(e: ProgressEvent): void {
     switch (e.type) {
@@ -77,6 +98,18 @@ export class TtyState {
       case 'info':
         this.finished.push({ text: e.message, tone: 'dim' });
         return;
+      case 'transfer': {
+        const s = this.steps.get(e.id);
+        if (!s) return;
+        s.transfers ??= new Map();
+        const t = s.transfers.get(e.name) ?? { name: e.name, current: 0, total: e.total, start: e.time, time: e.time, done: false };
+        t.current = e.current;
+        t.total = e.total;
+        t.time = e.time;
+        t.done ||= e.done === true;
+        s.transfers.set(e.name, t);
+        return;
+      }
     }
   }
 
@@ -87,6 +120,19 @@ export class TtyState {
     for (const s of [...this.steps.values()].sort((a, b) => a.id - b.id)) {
       if (s.status === 'running') this.finish(s.id, 'error', time, outcome === 'cancelled' ? 'cancelled' : 'stopped');
     }
+  }
+
+  /** Bytes moved by every step so far. */
+  transferTotals(): { current: number; total: number } {
+    let current = 0;
+    let total = 0;
+    for (const s of this.steps.values()) {
+      for (const t of s.transfers?.values() ?? []) {
+        current += t.current;
+        total += t.total;
+      }
+    }
+    return { current, total };
   }
 
   running(): StepState[] {
@@ -113,11 +159,14 @@ export class TtyState {
     const { total, finished, steps, cached } = this.counts();
     const elapsed = seconds((this.end ?? now) - this.started);
     if (this.outcome !== 'running') {
-      const verb = this.outcome === 'ok' ? 'Built' : this.outcome === 'cancelled' ? 'Cancelled' : 'Failed';
-      const summary = `[+] ${verb} in ${elapsed}: ${steps} step${steps === 1 ? '' : 's'}, ${cached} cached${steps > 0 ? ` (${Math.round((cached / steps) * 100)}%)` : ''}`;
+      const verb = this.outcome === 'ok' ? this.activity.done : this.outcome === 'cancelled' ? 'Cancelled' : 'Failed';
+      const moved = this.transferTotals();
+      // A pull or a push has no Dockerfile steps to count: it says what it moved instead.
+      const tail = steps === 0 && moved.total > 0 ? `: ${humanSize(moved.total)}` : `: ${steps} step${steps === 1 ? '' : 's'}, ${cached} cached${steps > 0 ? ` (${Math.round((cached / steps) * 100)}%)` : ''}`;
+      const summary = `[+] ${verb} in ${elapsed}${tail}`;
       return [{ text: fit(summary, width), tone: this.outcome === 'ok' ? 'ok' : 'error' }];
     }
-    const out: Line[] = [{ text: fit(`[+] Building ${elapsed} (${finished}/${total})${cached > 0 ? `, ${cached} cached` : ''}`, width), tone: 'bold' }];
+    const out: Line[] = [{ text: fit(`[+] ${this.activity.running} ${elapsed} (${finished}/${total})${cached > 0 ? `, ${cached} cached` : ''}`, width), tone: 'bold' }];
     const running = this.running();
     // Keep the live area shorter than the terminal: ink redraws the whole screen otherwise.
     const budget = Math.max(1, options.rows - 2);
@@ -126,6 +175,16 @@ export class TtyState {
     const perStep = Math.max(0, Math.min(TAIL, Math.floor((budget - 1 - shown.length - (hidden > 0 ? 1 : 0)) / Math.max(1, shown.length))));
     const frame = SPINNER[Math.floor(now / 80) % SPINNER.length]!;
     for (const s of shown) {
+      if (s.transfers?.size) {
+        // Like docker pull: a line per blob with its bytes and rate, the step's totals beside it.
+        const all = [...s.transfers.values()];
+        const current = all.reduce((n, t) => n + t.current, 0);
+        const total = all.reduce((n, t) => n + t.total, 0);
+        const first = Math.min(...all.map((t) => t.start));
+        out.push({ text: stepLine(s, `${humanSize(current)} / ${humanSize(total)} ${rate(current, now - first)} ${frame} ${seconds(now - s.start)}`, width) });
+        for (const t of all.slice(-Math.max(1, perStep))) out.push({ text: fit(`   │ ${transferLine(t, now)}`, width), tone: t.done ? 'dim' : undefined });
+        continue;
+      }
       out.push({ text: stepLine(s, `${frame} ${seconds(now - s.start)}`, width) });
       const tail = [...s.lines, ...(s.partial ? [cleanLine(s.partial)] : [])].slice(-perStep);
       for (const l of perStep > 0 ? tail : []) out.push({ text: fit(`   │ ${l}`, width), tone: 'dim' });
@@ -179,6 +238,18 @@ function length(text: string): number {
 function cleanLine(line: string): string {
   const last = line.replace(/\r+$/, '').split('\r').pop() ?? '';
   return last.replace(/\x1b\[[0-9;?]*[ -/]*[@-~]/g, '').replace(/\t/g, '    ').replace(/[\x00-\x1f\x7f]/g, '');
+}
+
+/** `sha256:0123456789ab  1.2MB / 3.4MB  820kB/s`, or `done` with its time once it is. */
+export function transferLine(t: Transfer, now: number): string {
+  const bytes = `${humanSize(t.current)} / ${humanSize(t.total)}`;
+  const state = t.done ? `done ${seconds(t.time - t.start)}` : rate(t.current, now - t.start);
+  return `${t.name.replace(/^(sha256:[0-9a-f]{12})[0-9a-f]+$/, '$1')}  ${bytes}  ${state}`;
+}
+
+/** Bytes a second over `ms`, as docker shows it: `1.2MB/s`. */
+export function rate(bytes: number, ms: number): string {
+  return `${humanSize(ms > 0 ? Math.round((bytes * 1000) / ms) : 0)}/s`;
 }
 
 export function seconds(ms: number): string {

@@ -14,6 +14,7 @@ import tar from 'tar-stream';
 import { KilnError } from '../../cache/errors.js';
 import type { ProgressSink } from '../../solver/progress.js';
 import { formatAddress, parseAddress, type Address } from './address.js';
+import { listContext } from './context-list.js';
 import type { ImageSummary } from './images.js';
 import { fromWireError, type BuildStreamEvent, type WireBuildOptions, type WireError } from './wire.js';
 
@@ -94,15 +95,44 @@ export class KilnClient {
    * Uploads the context and options, feeds the build's events to `progress`, and returns the
    * image ID; a failed build throws the server's error as it would have been thrown locally.
    */
-  async build(contextDir: string, options: WireBuildOptions & { scope?: string }, handlers: { progress?: ProgressSink; onQueued?: (position: number) => void; signal?: AbortSignal }): Promise<{ id: string; manifest: string }> {
+  async build(contextDir: string, options: WireBuildOptions & { scope?: string }, handlers: BuildHandlers & { incremental?: boolean }): Promise<{ id: string; manifest: string }> {
+    if (handlers.incremental === false) return this.upload(contextDir, options, handlers, (pack) => packContext(pack, resolve(contextDir), handlers.signal));
+    const list = await listContext(resolve(contextDir), { dockerfile: options.dockerfile, signal: handlers.signal });
+    for (let attempt = 0; ; attempt++) {
+      let missing: string[];
+      try {
+        ({ missing } = await this.json<{ missing: string[] }>('POST', '/context/missing', { checksums: [...list.sources.keys()] }, handlers.signal));
+      } catch (err) {
+        // A server from before incremental uploads: it still takes the whole context.
+        if (err instanceof KilnError && err.code === 'NOT_FOUND') return this.build(contextDir, options, { ...handlers, incremental: false });
+        throw err;
+      }
+      const head = `${JSON.stringify({ ...options, context: 'list' })}\n${JSON.stringify({ entries: list.entries })}\n`;
+      try {
+        return await this.upload(contextDir, options, handlers, (pack) => packContents(pack, missing, list.sources, handlers.signal), head);
+      } catch (err) {
+        // The server swept a content between its answer and the upload: ask once more.
+        if (attempt === 0 && err instanceof KilnError && err.code === 'CONTEXT_CONTENT_MISSING') continue;
+        throw err;
+      }
+    }
+  }
+
+  private async upload(
+    contextDir: string,
+    options: WireBuildOptions & { scope?: string },
+    handlers: BuildHandlers,
+    fill: (pack: tar.Pack) => Promise<void>,
+    headText = `${JSON.stringify(options)}\n`,
+  ): Promise<{ id: string; manifest: string }> {
     const pack = tar.pack();
     const head = Readable.from(
       (async function* () {
-        yield Buffer.from(`${JSON.stringify(options)}\n`);
+        yield Buffer.from(headText);
         yield* pack;
       })(),
     );
-    const packing = packContext(pack, resolve(contextDir), handlers.signal).catch((err: unknown) => {
+    const packing = fill(pack).catch((err: unknown) => {
       pack.destroy(err as Error);
       throw err;
     });
@@ -126,6 +156,12 @@ export class KilnClient {
     if (!outcome) throw new KilnError('SERVER_ERROR', `The build service at "${this.host.url}" ended the build stream without a result`);
     return outcome;
   }
+}
+
+interface BuildHandlers {
+  progress?: ProgressSink;
+  onQueued?: (position: number) => void;
+  signal?: AbortSignal;
 }
 
 export async function readAll(res: AsyncIterable<Buffer>): Promise<string> {
@@ -175,6 +211,19 @@ async function packContext(pack: tar.Pack, root: string, signal?: AbortSignal): 
     }
   };
   await walk(root);
+  pack.finalize();
+}
+
+/** The contents the server lacks, each named by its checksum's hex, as the list described them. */
+async function packContents(pack: tar.Pack, missing: readonly string[], sources: ReadonlyMap<string, string>, signal?: AbortSignal): Promise<void> {
+  for (const sum of missing) {
+    signal?.throwIfAborted();
+    const abs = sources.get(sum);
+    if (abs === undefined) throw new KilnError('SERVER_ERROR', `The build service asked for "${sum}", which the context does not hold`);
+    const st = await lstat(abs);
+    const entry = pack.entry({ name: sum.slice(7), mode: 0o644, size: st.size, type: 'file' });
+    await pipeline(createReadStream(abs), entry);
+  }
   pack.finalize();
 }
 

@@ -14,6 +14,8 @@ import { randomId } from '../../cache/fsutil.js';
 import type { Store } from '../../cache/store.js';
 import { readTar } from '../../cache/tarreader.js';
 import type { DecodedTarHeader } from '../../cache/tarheader.js';
+import type { ContextFileCache } from './file-cache.js';
+import type { ContextEntry } from './wire.js';
 
 export interface UploadedContext {
   dir: string;
@@ -43,6 +45,114 @@ export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, 
     await dispose();
     throw err;
   }
+}
+
+/**
+ * An incremental upload: the contents the cache lacked arrive as a tar named by checksum and go
+ * into the cache first, then the context directory is made from the list and the cache (hard
+ * links to one inode per content and metadata: see ContextFileCache.place).
+ */
+export async function receiveContextList(
+  store: Store,
+  cache: ContextFileCache,
+  entries: readonly ContextEntry[],
+  contents: AsyncIterable<Buffer>,
+  options: { maxBytes: number; signal: AbortSignal; onBytes?: (n: number) => void },
+): Promise<UploadedContext & { filesReceived: number }> {
+  let total = 0;
+  const checksums = new Set<string>();
+  for (const e of entries) {
+    if (e.type !== 'file') continue;
+    total += e.size ?? 0;
+    if (e.checksum === undefined) throw new KilnError('INVALID_REQUEST', `The context list gives no checksum for "${e.path}"`);
+    checksums.add(e.checksum);
+  }
+  if (total > options.maxBytes) {
+    throw new KilnError('CONTEXT_TOO_LARGE', `The build context is larger than the server's limit of ${options.maxBytes} bytes`, {
+      hint: 'Leave large files out with a .dockerignore, or start the server with a larger --max-context-size',
+    });
+  }
+  let sent = 0;
+  const filesReceived = await cache.receive(
+    limitBytes(contents, options.maxBytes, (n) => {
+      options.onBytes?.(n - sent);
+      sent = n;
+    }),
+    checksums,
+    options.signal,
+  );
+  const dir = join(store.root, 'tmp', `context-${process.pid}-${randomId(8)}`);
+  const lease = store.lease('dir', dir);
+  const dispose = async () => {
+    await rm(dir, { recursive: true, force: true });
+    store.release(lease);
+  };
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    seedChecksums(store, materialise(cache, entries, dir, options.signal));
+    return { dir, size: sent, dispose, filesReceived };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}
+
+/** Returns the files placed, with their checksums. */
+function materialise(cache: ContextFileCache, entries: readonly ContextEntry[], root: string, signal: AbortSignal): { abs: string; sum: string }[] {
+  const files: { abs: string; sum: string }[] = [];
+  const dirs = new Set<string>(['']);
+  const dirTimes: [string, number][] = [];
+  for (const e of entries) {
+    signal.throwIfAborted();
+    const rel = contextEntryPath(e.path);
+    if (rel === '') continue;
+    makeParents(root, rel, dirs, e.path);
+    const abs = join(root, rel);
+    switch (e.type) {
+      case 'dir': {
+        const st = lstatSync(abs, { throwIfNoEntry: false });
+        if (st && !st.isDirectory()) throw unsafe(e.path, 'a directory that replaces another entry');
+        if (!st) mkdirSync(abs);
+        chmodSync(abs, e.mode & 0o7777);
+        lchownSync(abs, e.uid, e.gid);
+        dirs.add(rel);
+        dirTimes.push([abs, e.mtime]);
+        break;
+      }
+      case 'file': {
+        if (lstatSync(abs, { throwIfNoEntry: false })) throw unsafe(e.path, 'a second entry for the same path');
+        if (typeof e.checksum !== 'string' || typeof e.size !== 'number') throw new KilnError('INVALID_REQUEST', `The context list gives no checksum or size for "${e.path}"`);
+        if (!cache.place({ ...e, checksum: e.checksum, size: e.size }, abs)) {
+          throw new KilnError('CONTEXT_CONTENT_MISSING', `The build service no longer holds the content of "${e.path}"`, { hint: 'Run the build again: the client sends it anew' });
+        }
+        files.push({ abs, sum: e.checksum });
+        break;
+      }
+      case 'symlink':
+        if (typeof e.target !== 'string' || !linkStaysInside(rel, e.target)) throw unsafe(e.path, `a symbolic link to "${e.target}" outside the context`);
+        symlinkSync(e.target, abs);
+        lchownSync(abs, e.uid, e.gid);
+        lutimesSync(abs, e.mtime, e.mtime);
+        break;
+      default:
+        throw unsafe(e.path, `a ${String((e as { type: unknown }).type)}, which a build context cannot hold`);
+    }
+  }
+  for (const [abs, mtime] of dirTimes.reverse()) lutimesSync(abs, mtime, mtime);
+  return files;
+}
+
+/**
+ * The checksums are known and verified: recording them in the store's memo spares the build
+ * from hashing every file of a context it has never seen at this path.
+ */
+function seedChecksums(store: Store, files: readonly { abs: string; sum: string }[]): void {
+  const rows = [];
+  for (const f of files) {
+    const st = lstatSync(f.abs, { bigint: true });
+    rows.push({ path: f.abs, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), sum: f.sum });
+  }
+  store.db.putChecksums(rows);
 }
 
 async function* limitBytes(body: AsyncIterable<Buffer>, max: number, onCount: (n: number) => void): AsyncGenerator<Buffer> {

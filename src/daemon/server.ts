@@ -14,6 +14,7 @@ import { formatAddress, type Address } from './address.js';
 import type { TokenAuth } from './auth.js';
 import { contextEntryPath, type UploadedContext } from './context.js';
 import { handleDocker } from './docker-api.js';
+import { ContextFileCache } from './file-cache.js';
 import { sendJson, statusOf } from './http.js';
 import { handleKiln } from './kiln-api.js';
 import { BuildSlots } from './queue.js';
@@ -27,6 +28,8 @@ export interface Limits {
   maxHeaderBytes: number;
   /** Bytes of a JSON request body or of a build's option line. */
   maxJsonBytes: number;
+  /** Bytes of an incremental upload's list of entries (about 150 a file). */
+  maxListBytes: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -34,7 +37,19 @@ export const DEFAULT_LIMITS: Limits = {
   maxDockerfileBytes: 1024 ** 2,
   maxHeaderBytes: 64 * 1024,
   maxJsonBytes: 4 * 1024 ** 2,
+  maxListBytes: 64 * 1024 ** 2,
 };
+
+/** What crossed the wire for contexts since the server started, for `GET /v1/info`. */
+export interface ContextStats {
+  uploads: number;
+  /** Bytes of incremental uploads' lists and of checksum questions. */
+  listBytes: number;
+  /** Bytes of context tars: whole contexts, or the contents the cache lacked. */
+  contentBytes: number;
+  filesReceived: number;
+  filesReused: number;
+}
 
 export interface ServeOptions {
   addresses: Address[];
@@ -76,6 +91,8 @@ export interface ServerBuild {
 export class BuildServer {
   readonly slots: BuildSlots;
   readonly limits: Limits;
+  readonly contextFiles: ContextFileCache;
+  readonly contextStats: ContextStats = { uploads: 0, listBytes: 0, contentBytes: 0, filesReceived: 0, filesReused: 0 };
   private readonly listeners: (http.Server | https.Server)[] = [];
   private readonly sockets: string[] = [];
   private readonly builds = new Map<Promise<unknown>, AbortController>();
@@ -89,10 +106,12 @@ export class BuildServer {
     this.slots = new BuildSlots(options.maxConcurrentBuilds);
     this.limits = { ...DEFAULT_LIMITS, ...options.limits };
     this.log = options.log ?? (() => {});
+    this.contextFiles = new ContextFileCache(engine.store);
   }
 
   static async start(engine: Engine, options: ServeOptions): Promise<BuildServer> {
     const server = new BuildServer(engine, options);
+    await server.contextFiles.sweep();
     try {
       for (const a of options.addresses) await server.listen(a);
     } catch (err) {
@@ -182,6 +201,11 @@ export class BuildServer {
       else sendJson(res, statusOf(err), { message: wire.hint ? `${wire.message} (${wire.hint})` : wire.message });
       req.resume();
     }
+  }
+
+  /** Logs an unexpected failure of background work, which has no client to tell. */
+  logError(what: string, err: unknown): void {
+    this.log(`error: ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   }
 
   /** Runs one build in a slot; the build stays known to `shutdown` until it settles. */

@@ -24,6 +24,28 @@ export interface WireBuildOptions {
   labels?: Record<string, string>;
   /** Ask the registry for every base image even when the store has it. */
   pull?: boolean;
+  /** How the context follows the options: a tar (the default) or a list of entries and missing contents. */
+  context?: 'tar' | 'list';
+}
+
+/**
+ * One entry of an incremental context upload (`"context": "list"` in the build options): the
+ * second line of the request body holds `{"entries": ContextEntry[]}`, then a tar of the
+ * contents the server said it lacks, each named by its checksum's hex.
+ */
+export interface ContextEntry {
+  path: string;
+  type: 'dir' | 'file' | 'symlink';
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds, as a tar header holds them. */
+  mtime: number;
+  size?: number;
+  /** `sha256:…` of a file's content. */
+  checksum?: string;
+  /** A symbolic link's target. */
+  target?: string;
 }
 
 export interface WireError {

@@ -24,6 +24,12 @@ export interface ProcessSpec {
   mounts?: SpecMount[];
   /** `insecure` runs with every capability and without masked paths (`--security=insecure`). */
   security?: 'sandbox' | 'insecure';
+  /** Lines added to /etc/hosts after the standard ones. */
+  extraHosts?: { host: string; ip: string }[];
+  /** Resource limits by ulimit's names (`nofile`, `nproc`, …). */
+  ulimits?: { name: string; soft: number; hard: number }[];
+  /** Size of /dev/shm in bytes; 64 MiB when absent, as docker gives. */
+  shmSize?: number;
 }
 
 export interface RunOptions {

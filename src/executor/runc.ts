@@ -8,7 +8,7 @@ import { mountTmpfs, unmount } from '../../cache/overlay.js';
 import { crashPoint } from '../../cache/trace.js';
 import type { Store } from '../../cache/store.js';
 import type { Executor, ProcessSpec, RunOptions } from './executor.js';
-import { runtimeSpec } from './spec.js';
+import { hostsFile, runtimeSpec } from './spec.js';
 
 export const CONTAINER_LEASE = 'container';
 
@@ -35,7 +35,7 @@ export class RuncExecutor implements Executor {
       if (options.sensitive) await mountTmpfs(bundle, 'mode=700,size=1m');
       const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
       const hostname = spec.hostname ?? 'kiln';
-      await writeFile(files.hosts, `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${hostname}\n`);
+      await writeFile(files.hosts, hostsFile({ ...spec, hostname }));
       await writeFile(files.resolvConf, await hostResolvConf());
       await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
       const code = await this.runBundle(id, bundle, options);

@@ -53,6 +53,12 @@ export interface SpecFiles {
 /** Mount points the runtime needs in the rootfs; created only for the run when absent. */
 export const MOUNT_POINTS = ['/proc', '/dev', '/sys', '/etc/hosts', '/etc/resolv.conf'] as const;
 
+/** The container's /etc/hosts: loopback, its own name, then the extra lines asked for. */
+export function hostsFile(p: Pick<ProcessSpec, 'hostname' | 'extraHosts'>): string {
+  const extra = (p.extraHosts ?? []).map((h) => `${h.ip}\t${h.host}\n`).join('');
+  return `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${p.hostname ?? 'kiln'}\n${extra}`;
+}
+
 /** An OCI runtime spec for one process, as a RUN step or `kiln run` needs it. */
 export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): object {
   const env = p.env.some((e) => e.startsWith('PATH=')) ? p.env : [`PATH=${DEFAULT_PATH}`, ...p.env];
@@ -71,6 +77,7 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       cwd: p.cwd,
       capabilities: { bounding: caps, effective: caps, permitted: caps },
       noNewPrivileges: !insecure,
+      ...(p.ulimits?.length ? { rlimits: p.ulimits.map((u) => ({ type: `RLIMIT_${u.name.toUpperCase()}`, soft: u.soft, hard: u.hard })) } : {}),
     },
     root: { path: rootfs, readonly: false },
     hostname: p.hostname ?? 'kiln',
@@ -78,7 +85,7 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
       { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620', 'gid=5'] },
-      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', `size=${Math.ceil((p.shmSize ?? 64 * 1024 * 1024) / 1024)}k`] },
       { destination: '/dev/mqueue', type: 'mqueue', source: 'mqueue', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/sys', type: 'sysfs', source: 'sysfs', options: insecure ? ['nosuid', 'noexec', 'nodev'] : ['nosuid', 'noexec', 'nodev', 'ro'] },
       { destination: '/etc/resolv.conf', type: 'bind', source: files.resolvConf, options: ['rbind', 'ro'] },

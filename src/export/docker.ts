@@ -3,6 +3,7 @@ import { digestHex } from '../../cache/digest.js';
 import type { Store } from '../../cache/store.js';
 import { type ConvertOptions, type ExportImage, prepareExport } from '../image/convert.js';
 import type { LocalImage } from '../image/local.js';
+import type { TransferSink } from '../../solver/progress.js';
 import { familiarName, parseReference } from '../image/reference.js';
 import type { ExportOptions, Exporter } from './exporter.js';
 import { TarSink, writeLayout, writeTarFile } from './layout.js';
@@ -13,8 +14,8 @@ import { TarSink, writeLayout, writeTarFile } from './layout.js';
  * so docker, skopeo's docker-archive and OCI tools all read it. Layers are uncompressed unless a
  * compression is asked for, as `docker save` writes them.
  */
-export async function writeDockerArchive(pack: tar.Pack, images: readonly { image: ExportImage; names: readonly string[] }[], signal?: AbortSignal): Promise<void> {
-  const sink = new TarSink(pack);
+export async function writeDockerArchive(pack: tar.Pack, images: readonly { image: ExportImage; names: readonly string[] }[], signal?: AbortSignal, options: { onTransfer?: TransferSink } = {}): Promise<void> {
+  const sink = new TarSink(pack, options);
   await writeLayout(sink, images, signal);
   const blobPath = (d: string) => `blobs/sha256/${digestHex(d as never)}`;
   const manifest = images.map(({ image, names }) => ({
@@ -52,7 +53,7 @@ export class DockerExporter implements Exporter {
     const convert: ConvertOptions = { ociMediaTypes: false, compression: 'uncompressed', ...this.options.convert };
     const prepared = await prepareExport(store, image, { ...convert, signal: options.signal });
     try {
-      await writeTarFile(this.dest, (pack) => writeDockerArchive(pack, [{ image: prepared, names }], options.signal), options.signal);
+      await writeTarFile(this.dest, (pack) => writeDockerArchive(pack, [{ image: prepared, names }], options.signal, { onTransfer: options.onTransfer }), options.signal);
     } finally {
       await prepared.dispose();
     }

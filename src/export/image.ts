@@ -19,7 +19,7 @@ export class ImageExporter implements Exporter {
       if (names.length === 0) throw new KilnError('PUSH_NO_NAME', 'Cannot push an image without a name', { hint: 'Give one with -t REF or name=REF', exitCode: 2 });
       const prepared = await prepareExport(store, image, { ...this.options.convert, persist: true, signal: options.signal });
       const { pushImage } = await import('../registry/push.js');
-      await pushImage(store, prepared.manifestDigest, names, { signal: options.signal, insecureRegistries: this.options.insecureRegistries });
+      await pushImage(store, prepared.manifestDigest, names, { signal: options.signal, insecureRegistries: this.options.insecureRegistries, onTransfer: options.onTransfer });
     }
     if (this.options.tag && names.length > 0) tagImage(store, image, names);
   }

@@ -8,6 +8,7 @@ import { fsyncDir, isErrno, randomId, writeFileAtomic } from '../../cache/fsutil
 import { type ExportBlob, type ExportImage, openBlob } from '../image/convert.js';
 import { type Index, MEDIA_TYPE_INDEX } from '../image/oci.js';
 import { familiarName } from '../image/reference.js';
+import { countTransfer, type TransferSink } from '../../solver/progress.js';
 
 /** Where an archive's entries go: a tar stream or a directory. Small files last, so readers see a whole layout. */
 export interface LayoutSink {
@@ -22,7 +23,10 @@ export class TarSink implements LayoutSink {
   private readonly written = new Set<Digest>();
   private dirsDone = false;
 
-  constructor(private readonly pack: tar.Pack) {}
+  constructor(
+    private readonly pack: tar.Pack,
+    private readonly options: { onTransfer?: TransferSink } = {},
+  ) {}
 
   file(name: string, data: Buffer): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -40,14 +44,17 @@ export class TarSink implements LayoutSink {
     }
     await new Promise<void>((resolve, reject) => {
       const entry = this.pack.entry({ name: `blobs/sha256/${digestHex(b.digest)}`, size: b.size, mode: 0o444, mtime: MTIME }, (err) => (err ? reject(err) : resolve()));
-      pipeline(openBlob(b), entry).catch(reject);
+      pipeline(openBlob(b), (src: AsyncIterable<Buffer>) => countTransfer(src, this.options.onTransfer, { name: b.digest, total: b.size }), entry).catch(reject);
     });
   }
 }
 
 /** An OCI layout directory: blobs are written beside their place and renamed in; index.json last. */
 export class DirSink implements LayoutSink {
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly options: { onTransfer?: TransferSink } = {},
+  ) {}
 
   async file(name: string, data: Buffer): Promise<void> {
     await writeFileAtomic(join(this.dir, name), data);
@@ -64,7 +71,7 @@ export class DirSink implements LayoutSink {
     await mkdir(dir, { recursive: true });
     const tmp = `${target}.tmp-${randomId(4)}`;
     try {
-      await pipeline(openBlob(b), createWriteStream(tmp, { mode: 0o444 }));
+      await pipeline(openBlob(b), (src: AsyncIterable<Buffer>) => countTransfer(src, this.options.onTransfer, { name: b.digest, total: b.size }), createWriteStream(tmp, { mode: 0o444 }));
       const fh = await open(tmp, 'r');
       try {
         await fh.sync();

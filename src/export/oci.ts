@@ -19,9 +19,9 @@ export class OciExporter implements Exporter {
       const images = [{ image: prepared, names }];
       if (this.options.tar === false) {
         await mkdir(this.dest, { recursive: true });
-        await writeLayout(new DirSink(this.dest), images, options.signal);
+        await writeLayout(new DirSink(this.dest, { onTransfer: options.onTransfer }), images, options.signal);
       } else {
-        await writeTarFile(this.dest, (pack) => writeLayout(new TarSink(pack), images, options.signal), options.signal);
+        await writeTarFile(this.dest, (pack) => writeLayout(new TarSink(pack, { onTransfer: options.onTransfer }), images, options.signal), options.signal);
       }
     } finally {
       await prepared.dispose();

@@ -10,6 +10,7 @@ import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { decompressed, storeLayerTar } from '../../cache/layers.js';
 import type { Store } from '../../cache/store.js';
+import { limitUnpacked, maxUnpackedSize } from '../../cache/tarreader.js';
 import type { ImageConfig } from '../../solver/graph.js';
 import { type LocalImage, recordImage, tagImage } from './local.js';
 import { type Index, type Manifest, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, type Platform, isIndexType } from './oci.js';
@@ -81,7 +82,8 @@ async function extract(input: Readable, dir: string, signal?: AbortSignal): Prom
       await pipeline(entry, createWriteStream(target));
     }
   })();
-  await Promise.all([pipeline(input, ex).catch((err: Error) => {
+  await Promise.all([pipeline(input, limitUnpacked(maxUnpackedSize(), 'The archive'), ex).catch((err: Error) => {
+    if (err instanceof KilnError) throw err;
     throw new KilnError('ARCHIVE_INVALID', `Cannot read the archive: ${err.message}`);
   }), done]);
 }

@@ -3,7 +3,7 @@ import { type Challenge, basicAuthorization, fetchToken, parseChallenge } from '
 import { type Credentials, findCredentials } from './dockerconfig.js';
 import { RegistryError, errorFromResponse, networkError } from './errors.js';
 import { isInsecureRegistry } from './insecure.js';
-import { type HttpResponse, discard, readBody, send } from './transport.js';
+import { type HttpResponse, discard, followRedirects, isRedirect, readBody, send } from './transport.js';
 
 export interface ClientOptions {
   /** Registries named with --insecure-registry. */
@@ -30,6 +30,10 @@ export interface RegistryRequest {
   what: string;
   /** False for a request that must not be repeated on its own (an upload chunk). */
   retry?: boolean;
+  /** The largest body fetchBytes accepts (default 16 MiB). */
+  maxBytes?: number;
+  /** Why the body limit exists, shown when a registry exceeds it. */
+  maxBytesHint?: string;
   signal?: AbortSignal;
 }
 
@@ -90,7 +94,10 @@ export class RegistryClient {
         const url = new URL(req.path, await this.baseUrl(req.signal));
         const auth = await this.authorization(req.scopes, req.signal);
         const headers = { ...req.headers, ...(auth ? { Authorization: auth } : {}) };
-        const res = await send({ method: req.method, url, headers, body: req.body, insecureTls: this.insecure, signal: req.signal });
+        let res = await send({ method: req.method, url, headers, body: req.body, insecureTls: this.insecure, signal: req.signal });
+        if (isRedirect(res.status) && !req.expect?.includes(res.status) && (req.method === 'GET' || req.method === 'HEAD')) {
+          res = await followRedirects(res, { method: req.method, url, headers, insecureTls: this.insecure, signal: req.signal }, { what: req.what });
+        }
         if (res.status === 401 && !authRetried) {
           const header = res.headers['www-authenticate'];
           await discard(res);
@@ -133,8 +140,12 @@ export class RegistryClient {
     for (let attempt = 1; ; attempt++) {
       const res = await this.request(req);
       try {
-        return { status: res.status, headers: res.headers, body: await readBody(res) };
+        return { status: res.status, headers: res.headers, body: await readBody(res, req.maxBytes) };
       } catch (err) {
+        // Too large or too slow: the registry would only do the same again.
+        if (err instanceof RegistryError && !err.temporary) {
+          throw new RegistryError(err.code, `${req.what}: ${err.message}`, { hint: err.code === 'RESPONSE_TOO_LARGE' ? req.maxBytesHint : 'The registry trickles its answer; it is overloaded or hostile', cause: err });
+        }
         // The connection broke while the body was read: the request as a whole is worth repeating.
         if (attempt >= (this.options.attempts ?? 5) || req.signal?.aborted) throw networkError(err, req.what);
         await sleep(this.retryBase() * 2 ** (attempt - 1), undefined, { signal: req.signal });

@@ -2,6 +2,7 @@ import pLimit from 'p-limit';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Digest, digestOf, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
+import { countTransfer, type TransferSink } from '../../solver/progress.js';
 import type { Store } from '../../cache/store.js';
 import { type LocalImage, recordImage, tagImage } from '../image/local.js';
 import {
@@ -20,7 +21,7 @@ import { type Reference, formatReference, parseReference } from '../image/refere
 import { type ClientOptions, RegistryClient } from './client.js';
 import { RegistryError, networkError } from './errors.js';
 import { recordBlobSources } from './sources.js';
-import { discard, send } from './transport.js';
+import { discard, followRedirects } from './transport.js';
 
 /** Every manifest kind Kiln reads: distribution 2.8 serves an OCI manifest only when asked for it. */
 export const MANIFEST_ACCEPT = [...MANIFEST_TYPES, ...INDEX_TYPES].join(', ');
@@ -33,6 +34,8 @@ export interface PullOptions extends ClientOptions {
   platform: Platform;
   signal?: AbortSignal;
   onEvent?: (e: PullEvent) => void;
+  /** Told the bytes of each layer as they arrive. */
+  onTransfer?: TransferSink;
   /** Layers fetched at once (default 3, as docker). */
   concurrency?: number;
   /** Whether to point the reference at the image in the store (default true). */
@@ -53,10 +56,13 @@ export function repoScope(ref: Reference, actions = 'pull'): string {
   return `repository:${ref.path}:${actions}`;
 }
 
+/** The largest manifest or index Kiln reads: real ones are a few KiB, even indexes of dozens of platforms. */
+export const MAX_MANIFEST_SIZE = 4 << 20;
+
 /** Fetches a manifest or index and checks it against the digest asked for or announced. */
 export async function fetchManifest(client: RegistryClient, ref: Reference, reference: string, signal?: AbortSignal): Promise<{ bytes: Buffer; digest: Digest; mediaType: string }> {
   const what = `Cannot fetch the manifest of "${formatReference({ ...ref, tag: isDigest(reference) ? undefined : reference, digest: isDigest(reference) ? reference : undefined })}"`;
-  const res = await client.fetchBytes({ method: 'GET', path: `/v2/${ref.path}/manifests/${reference}`, headers: { Accept: MANIFEST_ACCEPT }, scopes: [repoScope(ref)], what, signal });
+  const res = await client.fetchBytes({ method: 'GET', path: `/v2/${ref.path}/manifests/${reference}`, headers: { Accept: MANIFEST_ACCEPT }, scopes: [repoScope(ref)], what, signal, maxBytes: MAX_MANIFEST_SIZE, maxBytesHint: 'Kiln reads manifests of at most 4 MiB; the registry is broken or hostile' });
   const digest = digestOf(res.body);
   if (isDigest(reference) && digest !== reference) {
     throw new RegistryError('DIGEST_MISMATCH', `${what}: its content hashes to "${digest}", not "${reference}"`);
@@ -97,19 +103,17 @@ export async function resolveManifest(client: RegistryClient, ref: Reference, pl
 }
 
 /** Downloads one blob into the store, verified against its digest; a broken transfer starts over. */
-async function fetchBlob(store: Store, client: RegistryClient, ref: Reference, desc: Descriptor, signal?: AbortSignal): Promise<number> {
+async function fetchBlob(store: Store, client: RegistryClient, ref: Reference, desc: Descriptor, options: { signal?: AbortSignal; onTransfer?: TransferSink }): Promise<number> {
+  const { signal, onTransfer } = options;
   const digest = parseDigest(desc.digest);
   const what = `Cannot fetch blob "${digest}" of "${ref.domain}/${ref.path}"`;
   for (let attempt = 1; ; attempt++) {
     const res = await client.request({ method: 'GET', path: `/v2/${ref.path}/blobs/${digest}`, scopes: [repoScope(ref)], what, signal, expect: [200, 301, 302, 303, 307, 308] });
     let body = res.body;
     if (res.status !== 200) {
-      // Storage behind a redirect (S3, a CDN) gets no registry credentials.
-      const location = res.headers.location;
-      await discard(res);
-      if (!location) throw new RegistryError('BLOB_UNKNOWN', `${what}: redirected nowhere`);
+      // Storage behind a redirect (S3, a CDN) gets no registry credentials, on any hop.
       const base = await client.baseUrl(signal);
-      const redirected = await send({ method: 'GET', url: new URL(location, base), insecureTls: client.insecure, signal });
+      const redirected = await followRedirects(res, { method: 'GET', url: new URL(`/v2/${ref.path}/blobs/${digest}`, base), insecureTls: client.insecure, signal }, { what });
       if (redirected.status !== 200) {
         await discard(redirected);
         throw new RegistryError('BLOB_UNKNOWN', `${what}: the storage it redirected to answered ${redirected.status}`, { temporary: redirected.status >= 500 });
@@ -117,18 +121,32 @@ async function fetchBlob(store: Store, client: RegistryClient, ref: Reference, d
       body = redirected.body;
     }
     try {
-      const info = await store.blobs.writeStream(body, { expected: digest, signal });
+      const counted = countTransfer(atMost(body, desc.size, what), onTransfer, { name: digest, total: desc.size });
+      const info = await store.blobs.writeStream(counted, { expected: digest, signal });
       if (desc.size !== undefined && info.size !== desc.size) {
         throw new RegistryError('SIZE_INVALID', `${what}: got ${info.size} bytes, the manifest says ${desc.size}`);
       }
       store.db.putBlob(digest, info.size, desc.mediaType);
       return info.size;
     } catch (err) {
+      if (err instanceof KilnError && err.code === 'DIGEST_MISMATCH') {
+        throw new RegistryError('DIGEST_MISMATCH', `${what}: the content the registry sent does not match: ${err.message}`, { hint: 'The registry, or something between it and Kiln, altered the blob; nothing of it was kept', cause: err });
+      }
       if (signal?.aborted || err instanceof KilnError) throw err;
       const failure = networkError(err, what);
       if (attempt >= 5) throw failure;
       await sleep((Number(process.env.KILN_REGISTRY_RETRY_MS) || 250) * 2 ** (attempt - 1), undefined, { signal });
     }
+  }
+}
+
+/** Ends a blob at the size its descriptor gives: a registry sending more is lying, and could fill the disk. */
+async function* atMost(body: AsyncIterable<Uint8Array>, size: number | undefined, what: string): AsyncGenerator<Uint8Array> {
+  let seen = 0;
+  for await (const chunk of body) {
+    seen += chunk.byteLength;
+    if (size !== undefined && seen > size) throw new RegistryError('SIZE_INVALID', `${what}: the registry sent more than the ${size} bytes the manifest gives`);
+    yield chunk;
   }
 }
 
@@ -155,7 +173,7 @@ export async function pullImage(store: Store, input: string, options: PullOption
         return;
       }
       if (i > 0) options.onEvent?.({ type: 'layer', digest: d, size: desc.size, status: 'downloading' });
-      downloaded += await fetchBlob(store, client, ref, desc, signal);
+      downloaded += await fetchBlob(store, client, ref, desc, { signal, onTransfer: i > 0 ? options.onTransfer : undefined });
       if (i > 0) options.onEvent?.({ type: 'layer', digest: d, size: desc.size, status: 'done' });
     }),
   );

@@ -1,9 +1,11 @@
 import pLimit from 'p-limit';
 import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Digest, digestOf, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
+import { countTransfer, type TransferSink } from '../../solver/progress.js';
 import { type Manifest, MEDIA_TYPE_MANIFEST, documentMediaType } from '../image/oci.js';
 import { type Reference, formatReference, parseReference } from '../image/reference.js';
 import { type ClientOptions, RegistryClient } from './client.js';
@@ -19,6 +21,8 @@ export type PushEvent =
 export interface PushOptions extends ClientOptions {
   signal?: AbortSignal;
   onEvent?: (e: PushEvent) => void;
+  /** Told the bytes of each blob as they go up. */
+  onTransfer?: TransferSink;
   /** Blobs uploaded at once (default 3). */
   concurrency?: number;
   /**
@@ -178,7 +182,7 @@ async function upload(store: Store, client: RegistryClient, location: string, bl
       method: 'PUT',
       path: withDigest(location, base, blob.digest),
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(blob.size) },
-      body: () => createReadStream(path),
+      body: () => Readable.from(countTransfer(createReadStream(path), options.onTransfer, { name: blob.digest, total: blob.size })),
       scopes,
       expect: [201],
       what,
@@ -195,7 +199,7 @@ async function upload(store: Store, client: RegistryClient, location: string, bl
       method: 'PATCH',
       path: url,
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(end - start + 1), 'Content-Range': `${start}-${end}` },
-      body: () => createReadStream(path, { start, end }),
+      body: () => Readable.from(countTransfer(createReadStream(path, { start, end }), options.onTransfer, { name: blob.digest, total: blob.size, offset: start, last: end === blob.size - 1 })),
       scopes,
       expect: [202],
       what,

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { chmod, lchown, link, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { posix } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
@@ -9,6 +9,7 @@ import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
+import { limitUnpacked, maxUnpackedSize } from '../../cache/tarreader.js';
 import { secureJoin } from '../fsutil/securejoin.js';
 
 type Compression = 'none' | 'gzip' | 'bzip2' | 'xz';
@@ -104,23 +105,29 @@ export async function extractArchive(path: string, compression: Compression, roo
     for (const part of posix.dirname(rel).split('/').filter(Boolean)) {
       cur = posix.join(cur, part);
       const host = await secureJoin(root, cur);
-      try {
-        await mkdir(host, { mode: 0o755 });
-      } catch (err) {
-        if (!isErrno(err, 'EEXIST')) throw err;
-      }
+      // Recursive: a link in the rootfs may name directories that do not exist yet, which are
+      // made inside the root where the link points, as a chrooted mkdir would.
+      await mkdir(host, { mode: 0o755, recursive: true });
     }
   };
   extract.on('entry', (header, stream, next) => {
     const handle = async () => {
       const rel = posix.join(dest, posix.normalize(`/${header.name}`));
       await ensureParent(rel);
-      const host = await secureJoin(root, rel);
+      // Links in the parents resolve inside the root, as in docker's chrooted unpack; the entry's
+      // own name is never followed: an entry replaces a link of the same name, not its target.
+      const host = posix.join(await secureJoin(root, posix.dirname(rel)), posix.basename(rel));
       const uid = o.owner?.uid ?? header.uid ?? 0;
       const gid = o.owner?.gid ?? header.gid ?? 0;
       const mode = (header.mode ?? 0o644) & 0o7777;
       const mtime = header.mtime ?? new Date(0);
       if (header.type === 'directory') {
+        // A link or file in the way goes; chmod and chown below must not follow a link to the host.
+        const existing = await lstat(host).catch((err: unknown) => {
+          if (isErrno(err, 'ENOENT')) return undefined;
+          throw err;
+        });
+        if (existing && !existing.isDirectory()) await rm(host, { force: true });
         try {
           await mkdir(host, { mode });
         } catch (err) {
@@ -137,7 +144,8 @@ export async function extractArchive(path: string, compression: Compression, roo
         if (!isErrno(err, 'EISDIR') && !isErrno(err, 'ERR_FS_EISDIR')) throw err;
       });
       if (header.type === 'file' || header.type === 'contiguous-file') {
-        await pipeline(stream, createWriteStream(host, { mode }));
+        // Exclusive: what was there is gone, and a link appearing in its place is not followed.
+        await pipeline(stream, createWriteStream(host, { mode, flags: 'wx' }));
         await lchown(host, uid, gid);
         await chmod(host, mode);
         await utimes(host, mtime, mtime);
@@ -158,7 +166,7 @@ export async function extractArchive(path: string, compression: Compression, roo
     handle().then(() => next(), (err: unknown) => next(err as Error));
   });
   try {
-    await pipeline(decompressed(path, compression, o.signal), extract);
+    await pipeline(decompressed(path, compression, o.signal), limitUnpacked(maxUnpackedSize(), `Archive "${posix.basename(path)}"`), extract);
   } catch (err) {
     if (err instanceof KilnError) throw err;
     throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${(err as Error).message}`, { cause: err });

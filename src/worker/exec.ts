@@ -53,6 +53,9 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
             hostname: op.hostname,
             mounts: extra.mounts,
             security: op.security,
+            extraHosts: op.extraHosts,
+            ulimits: op.ulimits,
+            shmSize: op.shmSize,
           },
           {
             rootfs: ws.mnt,

@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KILN, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { KILN, kiln, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { startRegistry } from '../helpers/registry.js';
 
 /** A real terminal: kiln runs in a detached tmux session and the test reads the screen. */
 class Terminal {
@@ -163,5 +164,28 @@ describe('the tty progress view in a real terminal', () => {
     expect(after).toContain('error: Interrupted by SIGINT: the build was cancelled');
     expect(kilnContainers()).toEqual([]);
     expect(mountsUnder(root)).toEqual([]);
+  });
+
+  it('a pull draws its layers in the view and ends with what it moved; docker\'s per-layer lines stay out of it', async () => {
+    const reg = await startRegistry();
+    const empty = tempDir('kiln-store-');
+    try {
+      const name = `${reg.host}/acc/tty:1`;
+      expect((await kiln(root, ['tag', 'test/base:1', name])).code).toBe(0);
+      const pushed = await kiln(root, ['push', '-q', name]);
+      expect(pushed.code, pushed.stderr).toBe(0);
+      const t = new Terminal(100, 30);
+      terminals.push(t);
+      t.start(`env -u CI KILN_ROOT='${empty.path}' '${KILN}' pull ${name}`);
+      const after = await t.waitFor(/EXIT=\d+/);
+      expect(after).toContain('EXIT=0');
+      expect(after).toMatch(new RegExp(`^=> #1 pulling ${name.replace(/[.:/]/g, '\\$&')} +\\d+\\.\\ds$`, 'm'));
+      expect(after).toMatch(/^\[\+\] Pulled in \d+\.\ds: \d+(\.\d+)?[kM]B$/m);
+      expect(after).toContain(`Pulled ${name}`);
+      expect(after).not.toContain('Pull complete');
+    } finally {
+      await empty.cleanup();
+      await reg.stop();
+    }
   });
 });

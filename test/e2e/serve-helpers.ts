@@ -6,6 +6,8 @@ export interface Served {
   socket: string;
   log: () => string;
   stop(): Promise<number | null>;
+  /** Kills the server without warning, as a crash would, and waits for it to be gone. */
+  crash(): Promise<void>;
 }
 
 /** Starts `kiln serve` on a unix socket in `dir` over the store at `root`; stop() sends SIGTERM. */
@@ -28,6 +30,10 @@ export async function startServe(root: string, socket: string, args: string[] = 
   return {
     socket,
     log: () => log,
+    async crash() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
     async stop() {
       if (child.exitCode === null) child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);

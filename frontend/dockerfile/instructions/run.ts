@@ -29,7 +29,10 @@ function argEnv(state: StageState, buildArgs: Readonly<Record<string, string>>):
 export async function compileRun(state: StageState, ictx: InstructionContext): Promise<StageState> {
   const { node, where } = ictx;
   const flags = parseFlags(node, { network: 'string', mount: 'list', security: 'string' }, where);
-  const network = (flags.get('network') as string | undefined) ?? 'default';
+  const defaults = ictx.values.runDefaults ?? {};
+  const asked = flags.get('network') as string | undefined;
+  // As in BuildKit, `default` is the build's network: none when the build says so.
+  const network = asked === undefined || asked === 'default' ? (defaults.network ?? 'default') : asked;
   if (network !== 'default' && network !== 'none' && network !== 'host') {
     throw locatedError('INVALID_FLAG', `Invalid --network "${network}": expected default, none or host`, where);
   }
@@ -86,6 +89,10 @@ export async function compileRun(state: StageState, ictx: InstructionContext): P
     network,
     ...(mounts.length > 0 ? { mounts } : {}),
     ...(security === 'insecure' ? { security } : {}),
+    // Set only when given, so that the definitions (and cache keys) of builds without them stay as they were.
+    ...(defaults.extraHosts?.length ? { extraHosts: defaults.extraHosts } : {}),
+    ...(defaults.ulimits?.length ? { ulimits: defaults.ulimits } : {}),
+    ...(defaults.shmSize !== undefined ? { shmSize: defaults.shmSize } : {}),
   };
   const v = vertex(op, inputs, { name: stepName(next, node.original), location: stepLocation(where), stage: state.name });
   const recorded = buildArgs.filter((a) => !PROXY_ARGS.has(a.split('=', 1)[0]!));

@@ -6,6 +6,7 @@ import { build } from '../../build/build.js';
 import { Engine } from '../../engine.js';
 import { ImageExporter } from '../../export/image.js';
 import { parseOutput } from '../../export/outputs.js';
+import { type CacheFrom, type CacheTo, parseCacheFrom, parseCacheTo } from '../../cache-export/spec.js';
 import { parseReference } from '../../image/reference.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
@@ -44,10 +45,12 @@ const spec: CommandSpec = {
     { name: 'label', type: 'list', placeholder: 'K=V', description: 'Set a label on the image (repeatable)' },
     { name: 'platform', type: 'string', placeholder: 'OS/ARCH', description: 'Target platform: linux/amd64 only' },
     { name: 'pull', type: 'bool', description: 'Pull every base image from its registry even when the store has it' },
-    { name: 'network', type: 'string', placeholder: 'MODE', description: 'Network of RUN steps without --network: default (the host\'s) or host' },
-    { name: 'add-host', type: 'list', placeholder: 'HOST:IP', description: 'Not supported: RUN steps get a fixed /etc/hosts' },
-    { name: 'shm-size', type: 'string', placeholder: 'SIZE', description: 'Size of /dev/shm in RUN steps: 64m only' },
-    { name: 'ulimit', type: 'list', placeholder: 'NAME=SOFT[:HARD]', description: 'Not supported: RUN steps have the limits of the kiln process' },
+    { name: 'network', type: 'string', placeholder: 'MODE', description: 'Network of RUN steps without --network: default (the host\'s), host or none' },
+    { name: 'add-host', type: 'list', placeholder: 'HOST:IP', description: 'Add a line to /etc/hosts of every RUN step (repeatable)' },
+    { name: 'shm-size', type: 'string', placeholder: 'SIZE', description: 'Size of /dev/shm in RUN steps (default 64m)' },
+    { name: 'ulimit', type: 'list', placeholder: 'NAME=SOFT[:HARD]', description: 'Resource limit of RUN steps, such as nofile=1024:2048 (repeatable)' },
+    { name: 'cache-to', type: 'list', placeholder: 'SPEC', description: 'Export the build cache (repeatable): type=registry,ref=R | type=local,dest=DIR [,mode=min|max][,cache-mounts=true] | type=inline' },
+    { name: 'cache-from', type: 'list', placeholder: 'SPEC', description: 'Reuse an exported cache (repeatable): type=registry,ref=R | type=local,src=DIR | R' },
   ],
   examples: [
     'kiln build -t app:1 .                       Build ./Dockerfile, name the image app:1',
@@ -56,6 +59,7 @@ const spec: CommandSpec = {
     'kiln build --progress plain . 2>build.log   BuildKit\'s plain log, every line of output',
     'kiln build --progress rawjson . 2>events    One JSON progress event a line, for tools',
     'kiln build -o type=oci,dest=app.tar .       Also export an OCI archive',
+    'kiln build --cache-to type=registry,ref=reg/app:cache,mode=max --cache-from reg/app:cache .',
   ],
 };
 
@@ -97,15 +101,19 @@ export const buildCommand: Command = {
     const tags = (options.tag as string[] | undefined) ?? [];
     for (const t of tags) parseReference(t);
     let exporters;
+    let cacheTo: CacheTo[] = [];
+    let cacheFrom: CacheFrom[] = [];
     try {
       const insecureRegistries = (options['insecure-registry'] as string[] | undefined) ?? [];
       exporters = ((options.output as string[] | undefined) ?? []).map((o) => parseOutput(o, { insecureRegistries }));
+      cacheTo = ((options['cache-to'] as string[] | undefined) ?? []).map(parseCacheTo);
+      cacheFrom = ((options['cache-from'] as string[] | undefined) ?? []).map(parseCacheFrom);
       if (options.push === true) {
         if (tags.length === 0) throw usageError('"--push" needs at least one -t REF to push to', spec);
         exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
       }
     } catch (err) {
-      if (err instanceof KilnError && err.code === 'INVALID_OUTPUT') throw usageError(err.message, spec);
+      if (err instanceof KilnError && (err.code === 'INVALID_OUTPUT' || err.code === 'INVALID_CACHE_SPEC')) throw usageError(err.message, spec);
       throw err;
     }
     const file = options.file as string | undefined;
@@ -146,7 +154,10 @@ export const buildCommand: Command = {
         session,
         exporters,
         insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+        cacheTo,
+        cacheFrom,
         labels: extra.labels,
+        runDefaults: extra.runDefaults,
         pull: extra.pull,
         progress:
           !quiet || report

@@ -26,6 +26,7 @@ export const historyCommand: Command = {
   async run({ options, positionals }, io) {
     const ref = positionals[0]!;
     checkImageArg(ref);
+    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteHistory(io.host, { options, positionals }, io);
     const engine = await Engine.open();
     try {
       const image = await getImage(engine.store, ref);

@@ -51,6 +51,7 @@ export const inspectCommand: Command = {
     for (const p of positionals) checkImageArg(p);
     const format = options.format as string | undefined;
     const template = format === undefined || format === 'json' ? undefined : compileTemplate(format);
+    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteInspect(io.host, { options, positionals }, io);
     const engine = await Engine.open();
     try {
       const views = [];

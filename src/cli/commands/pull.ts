@@ -1,9 +1,11 @@
+import { KilnError } from '../../../cache/errors.js';
 import { Engine } from '../../engine.js';
 import { DEFAULT_PLATFORM, parsePlatform } from '../../image/platform.js';
 import { familiarName, parseReference } from '../../image/reference.js';
 import { pullImage } from '../../registry/pull.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
+import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
 
 const spec: CommandSpec = {
   name: 'pull',
@@ -14,6 +16,7 @@ const spec: CommandSpec = {
   options: [
     { name: 'platform', type: 'string', placeholder: 'OS/ARCH[/VARIANT]', description: 'Platform to choose from a multi-platform image (default linux/amd64)' },
     { name: 'quiet', short: 'q', type: 'bool', description: 'Print only the image name' },
+    { name: 'progress', type: 'string', placeholder: 'MODE', choices: PROGRESS_MODES, description: 'Bytes of each layer on stderr: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet' },
     { name: 'insecure-registry', type: 'list', placeholder: 'HOST[:PORT]', description: 'Reach this registry over plain HTTP or unverified TLS (repeatable)' },
   ],
 };
@@ -33,12 +36,20 @@ export const pullCommand: Command = {
         throw usageError((err as Error).message, spec);
       }
     }
+    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remotePull(io.host, { options, positionals }, io);
     const quiet = options.quiet === true;
+    const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
     const say = (s: string) => {
       if (!quiet) io.stdout(`${s}\n`);
     };
+    // The live view draws each layer itself; docker's per-layer lines would only interleave with it.
+    const sayLayer = mode === 'tty' ? () => {} : say;
     say(`${ref.digest ?? ref.tag}: Pulling from ${familiarName(`${ref.domain}/${ref.path}`)}`);
     const engine = await Engine.open();
+    const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pulling', done: 'Pulled' } });
+    const id = 1;
+    view.handle({ type: 'vertex.start', id, name: `pulling ${input}`, time: Date.now() });
+    const started = Date.now();
     try {
       const result = await pullImage(engine.store, input, {
         platform,
@@ -46,14 +57,22 @@ export const pullCommand: Command = {
         insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
         onEvent: (e) => {
           if (e.type !== 'layer') return;
-          if (e.status === 'exists') say(`${short(e.digest)}: Already exists`);
-          else if (e.status === 'done') say(`${short(e.digest)}: Pull complete`);
+          if (e.status === 'exists') sayLayer(`${short(e.digest)}: Already exists`);
+          else if (e.status === 'done') sayLayer(`${short(e.digest)}: Pull complete`);
         },
+        onTransfer: (t) => view.handle({ type: 'transfer', id, ...t, time: Date.now() }),
       });
+      view.handle({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - started });
+      await view.succeed({ imageId: result.image.configDigest, tags: [result.name], summary: `Pulled ${result.name}` });
       say(`Digest: ${result.digest}`);
       say(`Status: ${result.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(result.name)}`);
       io.stdout(`${result.name}\n`);
       return 0;
+    } catch (err) {
+      view.handle({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - started, message: err instanceof Error ? err.message : String(err) });
+      // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
+      await view.fail(err);
+      return err instanceof KilnError ? err.exitCode : 1;
     } finally {
       engine.close();
     }

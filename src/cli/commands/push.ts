@@ -6,6 +6,7 @@ import { familiarName, familiarRepository, parseReference } from '../../image/re
 import { pushImage } from '../../registry/push.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
+import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
 
 const spec: CommandSpec = {
   name: 'push',
@@ -15,6 +16,7 @@ const spec: CommandSpec = {
   maxPositionals: 1,
   options: [
     { name: 'quiet', short: 'q', type: 'bool', description: 'Print only the digest' },
+    { name: 'progress', type: 'string', placeholder: 'MODE', choices: PROGRESS_MODES, description: 'Bytes of each layer on stderr: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet' },
     { name: 'compression', type: 'string', placeholder: 'gzip|zstd|uncompressed', description: 'Layer compression to push (default: as stored)' },
     { name: 'force-compression', type: 'bool', description: 'Recompress layers that already have that compression' },
     { name: 'insecure-registry', type: 'list', placeholder: 'HOST[:PORT]', description: 'Reach this registry over plain HTTP or unverified TLS (repeatable)' },
@@ -33,10 +35,14 @@ export const pushCommand: Command = {
       throw usageError((err as Error).message, spec);
     }
     if (options['force-compression'] === true) convert.force = true;
+    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remotePush(io.host, { options, positionals }, io);
     const quiet = options.quiet === true;
+    const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
     const say = (s: string) => {
       if (!quiet) io.stdout(`${s}\n`);
     };
+    // The live view draws each layer itself; docker's per-layer lines would only interleave with it.
+    const sayLayer = mode === 'tty' ? () => {} : say;
     const engine = await Engine.open();
     try {
       const image = await getImage(engine.store, name).catch((err: unknown) => {
@@ -46,21 +52,37 @@ export const pushCommand: Command = {
         throw err;
       });
       say(`The push refers to repository [${familiarRepository(ref)}]`);
-      const prepared = await prepareExport(engine.store, image, { ...convert, persist: true, signal: io.signal });
-      const result = await pushImage(engine.store, prepared.manifestDigest, [name], {
-        signal: io.signal,
-        insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
-        onEvent: (e) => {
-          if (e.type !== 'blob' || e.digest === prepared.configDigest) return;
-          const id = e.digest.slice(7, 19);
-          if (e.status === 'exists') say(`${id}: Layer already exists`);
-          else if (e.status === 'mounted') say(`${id}: Mounted from another repository`);
-          else if (e.status === 'pushed') say(`${id}: Pushed`);
-        },
-      });
-      if (quiet) io.stdout(`${result.digest}\n`);
-      else say(`${ref.digest ? familiarName(name) : ref.tag}: digest: ${result.digest} size: ${prepared.manifestBytes.byteLength}`);
-      return 0;
+      const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pushing', done: 'Pushed' } });
+      const id = 1;
+      const started = Date.now();
+      view.handle({ type: 'vertex.start', id, name: `pushing ${name}`, time: started });
+      try {
+        const prepared = await prepareExport(engine.store, image, { ...convert, persist: true, signal: io.signal });
+        const result = await pushImage(engine.store, prepared.manifestDigest, [name], {
+          signal: io.signal,
+          insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+          onEvent: (e) => {
+            if (e.type !== 'blob' || e.digest === prepared.configDigest) return;
+            const short = e.digest.slice(7, 19);
+            if (e.status === 'exists') sayLayer(`${short}: Layer already exists`);
+            else if (e.status === 'mounted') sayLayer(`${short}: Mounted from another repository`);
+            else if (e.status === 'pushed') sayLayer(`${short}: Pushed`);
+          },
+          onTransfer: (t) => {
+            if (t.name !== prepared.configDigest) view.handle({ type: 'transfer', id, ...t, time: Date.now() });
+          },
+        });
+        view.handle({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - started });
+        await view.succeed({ imageId: prepared.configDigest, tags: result.names, summary: `Pushed ${result.names.join(', ')}` });
+        if (quiet) io.stdout(`${result.digest}\n`);
+        else say(`${ref.digest ? familiarName(name) : ref.tag}: digest: ${result.digest} size: ${prepared.manifestBytes.byteLength}`);
+        return 0;
+      } catch (err) {
+        view.handle({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - started, message: err instanceof Error ? err.message : String(err) });
+        // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
+        await view.fail(err);
+        return err instanceof KilnError ? err.exitCode : 1;
+      }
     } finally {
       engine.close();
     }

@@ -23,6 +23,7 @@ export const rmiCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     for (const p of positionals) checkImageArg(p);
+    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteRmi(io.host, { options, positionals }, io);
     const engine = await Engine.open();
     try {
       let failure: unknown;

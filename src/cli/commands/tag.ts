@@ -15,9 +15,10 @@ const spec: CommandSpec = {
 
 export const tagCommand: Command = {
   spec,
-  async run({ positionals }) {
+  async run({ positionals }, io) {
     const [source, target] = positionals as [string, string];
     parseReference(target);
+    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteTag(io.host, { options: {}, positionals }, io);
     const engine = await Engine.open();
     try {
       tagImage(engine.store, await getImage(engine.store, source), [target]);

@@ -34,7 +34,9 @@ export const versionCommand: Command = {
     const runtime = process.env.KILN_RUNTIME ?? 'runc';
     const info = {
       client: { version: pkg.version, apiVersion: API_VERSION, node: process.version, os: process.platform, arch: arch() === 'x64' ? 'amd64' : arch() },
-      engine: { runtime, runtimeVersion: await runtimeVersion(runtime), store: defaultStoreRoot() },
+      engine: io.host
+        ? await (await import('../../daemon/remote-image-commands.js')).remoteEngineVersion(io.host, io.signal)
+        : { runtime, runtimeVersion: await runtimeVersion(runtime), store: defaultStoreRoot() },
     };
     if (options.format === 'json') {
       io.stdout(`${JSON.stringify(info)}\n`);

@@ -1,0 +1,125 @@
+/**
+ * The client's half of an incremental context upload: the context walked as a local build
+ * would see it (`.dockerignore`, or the ignore file beside the Dockerfile), each file with its
+ * content checksum. Checksums are memoised in a small cache file per context directory, keyed
+ * by (dev, inode, size, mtime, ctime), so an unchanged context costs one stat per file.
+ */
+import { createReadStream } from 'node:fs';
+import { lstat, mkdir, readFile, readdir, readlink, rename, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parseIgnoreFile } from '../../frontend/ignore/index.js';
+import { digestOf, Hasher } from '../../cache/digest.js';
+import { isErrno, randomId } from '../../cache/fsutil.js';
+import { exclusionFor } from '../sources/exclusion.js';
+import type { ContextEntry } from './wire.js';
+
+/** A memo entry: dev, inode, size, mtime (ns), ctime (ns), checksum. */
+type Memo = [dev: string, ino: string, size: number, mtimeNs: string, ctimeNs: string, checksum: string];
+
+/**
+ * A file changed again within the file system's timestamp granularity after it was hashed
+ * would keep its stat and its stale checksum; such recent files are hashed every time.
+ */
+const RACY_NS = 2_000_000_000n;
+
+export interface ContextList {
+  entries: ContextEntry[];
+  /** Host paths by checksum, to send what the server lacks. */
+  sources: Map<string, string>;
+}
+
+/**
+ * Lists the context: directories, regular files and symbolic links in name order; other kinds
+ * (sockets, fifos) are left out as the full upload leaves them out. The Dockerfile and the ignore
+ * files always go along, as the server reads them.
+ */
+export async function listContext(root: string, options: { dockerfile?: string; signal?: AbortSignal }): Promise<ContextList> {
+  const ignoreFiles = [...(options.dockerfile !== undefined ? [`${options.dockerfile}.dockerignore`] : []), '.dockerignore'];
+  let patterns: string[] = [];
+  for (const rel of ignoreFiles) {
+    try {
+      patterns = parseIgnoreFile(await readFile(join(root, rel), 'utf8'));
+      break;
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
+    }
+  }
+  const exclusion = exclusionFor(patterns);
+  // With an exception (`!keep`), something under an excluded directory may still be wanted.
+  const hasExceptions = patterns.some((p) => p.startsWith('!'));
+  const always = new Set([...ignoreFiles, options.dockerfile ?? 'Dockerfile']);
+  const memoPath = memoFile(root);
+  const memo = await readMemo(memoPath);
+  const nextMemo: Record<string, Memo> = {};
+  const now = BigInt(Date.now()) * 1_000_000n;
+  const entries: ContextEntry[] = [];
+  const sources = new Map<string, string>();
+
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      options.signal?.throwIfAborted();
+      const rel = prefix === '' ? name : `${prefix}/${name}`;
+      const abs = join(dir, name);
+      const st = await lstat(abs, { bigint: true });
+      const excluded = exclusion.excluded(rel);
+      const base = { path: rel, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
+      if (st.isDirectory()) {
+        if (excluded && !hasExceptions && ![...always].some((a) => a.startsWith(`${rel}/`))) continue;
+        entries.push({ ...base, type: 'dir' });
+        await walk(abs, rel);
+      } else if (excluded && !always.has(rel)) {
+        continue;
+      } else if (st.isSymbolicLink()) {
+        entries.push({ ...base, type: 'symlink', target: await readlink(abs) });
+      } else if (st.isFile()) {
+        const key: Memo = [String(st.dev), String(st.ino), Number(st.size), String(st.mtimeNs), String(st.ctimeNs), ''];
+        const old = memo[rel];
+        let checksum: string;
+        if (old && old.slice(0, 5).every((v, i) => v === key[i])) checksum = old[5];
+        else checksum = await hashFile(abs);
+        if (now - st.mtimeNs > RACY_NS && now - st.ctimeNs > RACY_NS) nextMemo[rel] = [...key.slice(0, 5), checksum] as Memo;
+        entries.push({ ...base, type: 'file', size: Number(st.size), checksum });
+        if (!sources.has(checksum)) sources.set(checksum, abs);
+      }
+    }
+  };
+  await walk(root, '');
+  await writeMemo(memoPath, nextMemo);
+  return { entries, sources };
+}
+
+async function hashFile(path: string): Promise<string> {
+  const h = new Hasher();
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest();
+}
+
+/** One memo file per context directory, under `$XDG_CACHE_HOME/kiln` (or `~/.cache/kiln`). */
+function memoFile(root: string): string {
+  const base = process.env.XDG_CACHE_HOME || join(homedir(), '.cache');
+  return join(base, 'kiln', 'context-checksums', `${digestOf(root).slice(7, 39)}.json`);
+}
+
+async function readMemo(path: string): Promise<Record<string, Memo>> {
+  try {
+    const parsed = JSON.parse(await readFile(path, 'utf8')) as { version?: number; files?: Record<string, Memo> };
+    return parsed.version === 1 && parsed.files ? parsed.files : {};
+  } catch (err) {
+    // No memo yet, or one cut short by a crash: every file is hashed afresh.
+    if (isErrno(err, 'ENOENT') || err instanceof SyntaxError) return {};
+    throw err;
+  }
+}
+
+async function writeMemo(path: string, files: Record<string, Memo>): Promise<void> {
+  const tmp = `${path}.${process.pid}-${randomId(4)}`;
+  try {
+    await mkdir(join(path, '..'), { recursive: true, mode: 0o700 });
+    await writeFile(tmp, JSON.stringify({ version: 1, files }), { mode: 0o600 });
+    await rename(tmp, path);
+  } catch (err) {
+    // A read-only or full cache directory only costs hashing again next time.
+    if (!isErrno(err, 'EACCES') && !isErrno(err, 'EROFS') && !isErrno(err, 'ENOSPC') && !isErrno(err, 'EPERM')) throw err;
+  }
+}

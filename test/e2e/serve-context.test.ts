@@ -1,0 +1,163 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import tar from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { type Served, startServe } from './serve-helpers.js';
+
+const FILES = 2000;
+const FILE_BYTES = 1024;
+
+interface ContextStats {
+  uploads: number;
+  listBytes: number;
+  contentBytes: number;
+  filesReceived: number;
+  filesReused: number;
+}
+
+function contextStats(socket: string): Promise<ContextStats> {
+  return new Promise((resolve, reject) => {
+    http
+      .get({ socketPath: socket, path: '/v1/info' }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve((JSON.parse(text) as { context: ContextStats }).context));
+      })
+      .on('error', reject);
+  });
+}
+
+const delta = (a: ContextStats, b: ContextStats) => ({
+  listBytes: b.listBytes - a.listBytes,
+  contentBytes: b.contentBytes - a.contentBytes,
+  filesReceived: b.filesReceived - a.filesReceived,
+  filesReused: b.filesReused - a.filesReused,
+});
+
+/**
+ * Incremental context upload: the client lists the context with checksums, the server says what
+ * it lacks, and only that crosses the wire. The server counts the bytes it receives.
+ */
+describe('kiln serve: incremental context upload', () => {
+  let store: { root: string; cleanup: () => Promise<void> };
+  let work: ReturnType<typeof tempDir>;
+  let served: Served | undefined;
+  let ctx: string;
+  let env: Record<string, string>;
+  let firstId = '';
+
+  beforeAll(async () => {
+    [store, work] = [await storeWithBase(), tempDir('kiln-serve-ctx-')];
+    env = { XDG_CACHE_HOME: join(work.path, 'cache') };
+    ctx = join(work.path, 'ctx');
+    mkdirSync(join(ctx, 'files'), { recursive: true });
+    for (let i = 0; i < FILES; i++) writeFileSync(join(ctx, 'files', `f${i}`), randomBytes(FILE_BYTES));
+    writeFileSync(join(ctx, 'files', 'f7'), `seven${'.'.repeat(FILE_BYTES - 5)}`);
+    // Left out by .dockerignore: a large file that must never cross the wire.
+    mkdirSync(join(ctx, 'ignored'));
+    writeFileSync(join(ctx, 'ignored', 'big'), randomBytes(4 * 1024 * 1024));
+    writeFileSync(join(ctx, 'run.sh'), '#!/bin/sh\necho hi\n');
+    chmodSync(join(ctx, 'run.sh'), 0o755);
+    // The same content with another mode: one cached content, two files that differ.
+    writeFileSync(join(ctx, 'same.sh'), '#!/bin/sh\necho hi\n');
+    chmodSync(join(ctx, 'same.sh'), 0o600);
+    symlinkSync('run.sh', join(ctx, 'link'));
+    writeFileSync(join(ctx, '.dockerignore'), 'ignored\nDockerfile\n');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      [
+        'FROM test/base:1',
+        'COPY . /ctx',
+        `RUN test "$(ls /ctx/files | wc -l)" = ${FILES} && test ! -e /ctx/ignored && test ! -e /ctx/Dockerfile && test "$(stat -c %a /ctx/run.sh)" = 755 && test "$(stat -c %a /ctx/same.sh)" = 600 && test "$(readlink /ctx/link)" = run.sh && head -c 5 /ctx/files/f7 > /seven`,
+        '',
+      ].join('\n'),
+    );
+    served = await startServe(store.root, join(work.path, 'kiln.sock'));
+  });
+
+  afterAll(async () => {
+    await served?.stop();
+    await store?.cleanup();
+    await work?.cleanup();
+  });
+
+  const build = () => kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', '-q', '-t', 'ctx/app:1', ctx], { env });
+
+  it('sends every content once, then only the list for an unchanged context', async () => {
+    const s0 = await contextStats(served!.socket);
+    const first = await build();
+    expect(first.code, first.stderr).toBe(0);
+    const s1 = await contextStats(served!.socket);
+    const d1 = delta(s0, s1);
+    // The files and run.sh, .dockerignore and the Dockerfile; not the ignored 4 MiB.
+    expect(d1.filesReceived).toBe(FILES + 3);
+    expect(d1.filesReused).toBe(1);
+    expect(d1.contentBytes).toBeGreaterThanOrEqual(FILES * FILE_BYTES);
+    expect(d1.contentBytes).toBeLessThan(FILES * FILE_BYTES * 2);
+
+    const second = await build();
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toBe(first.stdout);
+    firstId = first.stdout;
+    const d2 = delta(s1, await contextStats(served!.socket));
+    expect(d2.filesReceived).toBe(0);
+    expect(d2.filesReused).toBe(FILES + 4);
+    // An empty tar is all the content part holds: two zero blocks, padded to a record.
+    expect(d2.contentBytes).toBeLessThanOrEqual(10240);
+    expect(d2.listBytes).toBeLessThan(d1.contentBytes / 4);
+    console.log(`incremental upload of ${FILES} files: first build ${d1.contentBytes} content bytes + ${d1.listBytes} list bytes; unchanged second build ${d2.contentBytes} content bytes + ${d2.listBytes} list bytes`);
+   }, 240_000);
+
+  it('sends only a changed file, and the build sees the change', async () => {
+    const before = await contextStats(served!.socket);
+    writeFileSync(join(ctx, 'files', 'f7'), `SEVEN${'.'.repeat(FILE_BYTES - 5)}`);
+    const r = await build();
+    expect(r.code, r.stderr).toBe(0);
+    const d = delta(before, await contextStats(served!.socket));
+    expect(d.filesReceived).toBe(1);
+    // The COPY step saw the new content: the image is another one.
+    expect(r.stdout).toMatch(/^sha256:/);
+    expect(r.stdout).not.toBe(firstId);
+    expect(d.contentBytes).toBeLessThan(FILE_BYTES + 10240);
+   }, 120_000);
+
+  it('keeps the client memo beside the user cache, not in a store', () => {
+    expect(readdirSync(join(work.path, 'cache', 'kiln', 'context-checksums')).length).toBe(1);
+    expect(readdirSync(work.path)).not.toContain('no-store');
+  });
+
+  it('refuses content that does not hash to its name and a list with a link outside', async () => {
+    const socket = served!.socket;
+    const post = (path: string, body: string | Buffer) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.request({ socketPath: socket, path, method: 'POST' }, (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const entry = { type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 0 };
+    const bad = await post('/v1/build', `{"context":"list"}\n${JSON.stringify({ entries: [{ ...entry, path: 'x', target: '../../etc' }] })}\n${'\0'.repeat(1024)}`);
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain('a symbolic link to \\"../../etc\\" outside the context');
+    const claimed = `sha256:${createHash('sha256').update('hello').digest('hex')}`;
+    const pack = tar.pack();
+    pack.entry({ name: claimed.slice(7), size: 5 }, 'HELLO');
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack) chunks.push(c as Buffer);
+    const file = { path: 'f', type: 'file', mode: 0o644, uid: 0, gid: 0, mtime: 0, size: 5, checksum: claimed };
+    const forged = await post('/v1/build', Buffer.concat([Buffer.from(`{"context":"list"}\n${JSON.stringify({ entries: [file] })}\n`), ...chunks]));
+    expect(forged.status, forged.text + served!.log()).toBe(400);
+    expect(forged.text).toContain('CONTEXT_CHECKSUM_MISMATCH');
+    expect(existsSync(join(store.root, 'context-files', 'sha256', claimed.slice(7)))).toBe(false);
+    const missing = await post('/v1/context/missing', JSON.stringify({ checksums: ['nope'] }));
+    expect(missing.status).toBe(400);
+    expect(missing.text).toContain('is not a sha256 checksum');
+  });
+});
