@@ -226,9 +226,9 @@ describe('hostile registries', () => {
     env = {
       DOCKER_CONFIG: docker,
       KILN_REGISTRY_RETRY_MS: '5',
-      KILN_REGISTRY_IDLE_TIMEOUT_MS: '300',
+      KILN_REGISTRY_IDLE_TIMEOUT_MS: '1000',
       KILN_REGISTRY_CONNECT_TIMEOUT_MS: '2000',
-      KILN_REGISTRY_READ_TIMEOUT_MS: '1500',
+      KILN_REGISTRY_READ_TIMEOUT_MS: '3000',
     };
   });
 
@@ -324,19 +324,19 @@ describe('hostile registries', () => {
   });
 
   it('times out a manifest that stalls after its headers', async () => {
-    await bothWays(`${reg}/stall/app:1`, /sent nothing for 300 ms/);
+    await bothWays(`${reg}/stall/app:1`, /sent nothing for 1000 ms/);
   });
 
   it('times out a registry that never sends headers', async () => {
-    await bothWays(`${reg}/silent/app:1`, /sent nothing for 300 ms/);
+    await bothWays(`${reg}/silent/app:1`, /sent nothing for 1000 ms/);
   });
 
   it('gives up on a manifest trickled a byte at a time', async () => {
-    await bothWays(`${reg}/trickle/app:1`, /took longer than 1500 ms/);
+    await bothWays(`${reg}/trickle/app:1`, /took longer than 3000 ms/);
   });
 
   it('times out a blob that stalls halfway', async () => {
-    await bothWays(`${reg}/blob-stall/app:1`, /sent nothing for 300 ms/, [sha(image.layer)]);
+    await bothWays(`${reg}/blob-stall/app:1`, /sent nothing for 1000 ms/, [sha(image.layer)]);
   });
 
   it('sends basic credentials to a token realm on another host, as docker does, and the token only to the registry', async () => {
