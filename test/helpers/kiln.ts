@@ -63,16 +63,11 @@ export function kilnContainers(root?: string): string[] {
   return list.filter((c) => c.id.startsWith('kiln-') && (root === undefined || c.bundle.startsWith(`${root}/`))).map((c) => c.id);
 }
 
-let baseTarPath: string | undefined;
-
-/** A rootfs tarball from Debian's busybox-static (scripts/base-rootfs.sh), made once per worker. */
+/** The rootfs tarball from Debian's busybox-static that test/global-setup.ts makes for the run. */
 export function baseTar(): string {
-  if (baseTarPath && existsSync(baseTarPath)) return baseTarPath;
-  const dir = mkdtempSync(join(tmpdir(), 'kiln-base-'));
-  baseTarPath = join(dir, 'base.tar');
-  execFileSync('bash', [join(REPO, 'scripts/base-rootfs.sh'), baseTarPath]);
-  process.on('exit', () => execFileSync('rm', ['-rf', dir]));
-  return baseTarPath;
+  const tar = process.env.KILN_TEST_BASE_TAR;
+  if (!tar || !existsSync(tar)) throw new Error('KILN_TEST_BASE_TAR is not set: run the tests through vitest (test/global-setup.ts makes it)');
+  return tar;
 }
 
 /** A store with the busybox base imported as `test/base:1`. */
