@@ -9,7 +9,7 @@ import { humanSize, table, timeAgo } from '../cli/format.js';
 import type { CommandIO } from '../cli/main.js';
 import { openProgressView, resolveProgressMode } from '../cli/progress.js';
 import { checkImageArg } from '../cli/refs.js';
-import { compileTemplate } from '../cli/template.js';
+import { printInspected } from '../cli/commands/inspect.js';
 import { familiarName, familiarRepository, parseReference } from '../image/reference.js';
 import { KilnClient, readLines, type RemoteHost } from './client.js';
 import { fromWireError, type WireError } from './wire.js';
@@ -49,27 +49,9 @@ export async function remoteRmi(host: RemoteHost, { options, positionals }: Pars
 }
 
 export async function remoteInspect(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO): Promise<number> {
-  for (const p of positionals) checkImageArg(p);
-  const format = options.format as string | undefined;
-  const template = format === undefined || format === 'json' ? undefined : compileTemplate(format);
   const client = new KilnClient(host);
-  const views = [];
-  let missing: unknown;
-  for (const ref of positionals) {
-    try {
-      views.push((await client.json<RemoteImage>('GET', imagePath(ref), undefined, io.signal)).view);
-    } catch (err) {
-      // The images found are shown, then the first one missing fails the command.
-      if (!(err instanceof KilnError) || err.code !== 'IMAGE_UNKNOWN') throw err;
-      missing ??= err;
-    }
-  }
-  if (views.length === 0) throw missing;
-  if (format === undefined) io.stdout(`${JSON.stringify(views, null, 4)}\n`);
-  else if (format === 'json') io.stdout(views.map((v) => `${JSON.stringify(v)}\n`).join(''));
-  else io.stdout(views.map((v) => `${template!(v)}\n`).join(''));
-  if (missing) throw missing;
-  return 0;
+  const view = async (ref: string) => (await client.json<RemoteImage>('GET', imagePath(ref), undefined, io.signal)).view;
+  return printInspected(positionals, view, options.format as string | undefined, io);
 }
 
 /** Commands are cut to this many characters in the table, as the local history does. */

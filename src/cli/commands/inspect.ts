@@ -4,7 +4,7 @@ import { getImage, type LocalImage } from '../../image/local.js';
 import { familiarName } from '../../image/reference.js';
 import type { Store } from '../../../cache/store.js';
 import type { CommandSpec } from '../args.js';
-import type { Command } from '../main.js';
+import type { Command, CommandIO } from '../main.js';
 import { checkImageArg } from '../refs.js';
 import { compileTemplate } from '../template.js';
 
@@ -45,33 +45,45 @@ export function inspectView(store: Store, image: LocalImage, manifestSize: numbe
   };
 }
 
+/**
+ * Inspects each reference with `view` and prints the results in the requested format. As docker
+ * does: the images found are shown, then the first one missing fails the command. Local and
+ * remote inspect differ only in where a view comes from.
+ */
+export async function printInspected(refs: readonly string[], view: (ref: string) => Promise<unknown>, format: string | undefined, io: CommandIO): Promise<number> {
+  const template = format === undefined || format === 'json' ? undefined : compileTemplate(format);
+  const views: unknown[] = [];
+  let missing: unknown;
+  for (const ref of refs) {
+    try {
+      views.push(await view(ref));
+    } catch (err) {
+      if (!(err instanceof KilnError) || err.code !== 'IMAGE_UNKNOWN') throw err;
+      missing ??= err;
+    }
+  }
+  if (views.length === 0) throw missing;
+  if (format === undefined) io.stdout(`${JSON.stringify(views, null, 4)}\n`);
+  else if (format === 'json') io.stdout(views.map((v) => `${JSON.stringify(v)}\n`).join(''));
+  else io.stdout(views.map((v) => `${template!(v)}\n`).join(''));
+  if (missing) throw missing;
+  return 0;
+}
+
 export const inspectCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     for (const p of positionals) checkImageArg(p);
     const format = options.format as string | undefined;
-    const template = format === undefined || format === 'json' ? undefined : compileTemplate(format);
+    // A malformed template is a usage error before any image is looked up, locally or remotely.
+    if (format !== undefined && format !== 'json') compileTemplate(format);
     if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteInspect(io.host, { options, positionals }, io);
     const engine = await Engine.open();
     try {
-      const views = [];
-      let missing: unknown;
-      for (const ref of positionals) {
-        try {
-          const image = await getImage(engine.store, ref);
-          views.push(inspectView(engine.store, image, await engine.store.blobs.size(image.manifestDigest)));
-        } catch (err) {
-          // As docker does: the images found are shown, then the first one missing fails the command.
-          if (!(err instanceof KilnError) || err.code !== 'IMAGE_UNKNOWN') throw err;
-          missing ??= err;
-        }
-      }
-      if (views.length === 0) throw missing;
-      if (format === undefined) io.stdout(`${JSON.stringify(views, null, 4)}\n`);
-      else if (format === 'json') io.stdout(views.map((v) => `${JSON.stringify(v)}\n`).join(''));
-      else io.stdout(views.map((v) => `${template!(v)}\n`).join(''));
-      if (missing) throw missing;
-      return 0;
+      return await printInspected(positionals, async (ref) => {
+        const image = await getImage(engine.store, ref);
+        return inspectView(engine.store, image, await engine.store.blobs.size(image.manifestDigest));
+      }, format, io);
     } finally {
       engine.close();
     }
