@@ -14,9 +14,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
-import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { unpackLayer } from '../../cache/unpack.js';
+import { packTar } from '../helpers/tar.js';
 
 let tmp: string;
 const mounted: string[] = [];
@@ -43,26 +43,6 @@ function mountsUnder(dir: string): string[] {
     .filter((target) => target.startsWith(dir));
 }
 
-type Header = Parameters<tar.Pack['entry']>[0] & { pax?: Record<string, string> };
-
-/** Builds an archive with tar-stream, which writes names exactly as given, hostile ones included. */
-async function packTar(entries: Array<[Header, (string | Buffer)?]>): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const reading = (async () => {
-    for await (const chunk of pack) chunks.push(chunk as Buffer);
-  })();
-  for (const [header, body] of entries) {
-    await new Promise<void>((resolve, reject) => {
-      const done = (err?: Error | null): void => (err ? reject(err) : resolve());
-      if (body === undefined) pack.entry(header, done);
-      else pack.entry(header, body, done);
-    });
-  }
-  pack.finalize();
-  await reading;
-  return Buffer.concat(chunks);
-}
 
 function unpack(data: Buffer, dest: string, signal?: AbortSignal): ReturnType<typeof unpackLayer> {
   return unpackLayer(Readable.from([data]), dest, { signal });

@@ -7,6 +7,7 @@ import { gzipSync } from 'node:zlib';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { baseTar, kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { packTar, type TarEntry } from '../helpers/tar.js';
 
 /**
  * Hostile archives end to end, through the three ways an archive enters Kiln: `ADD local.tar`,
@@ -17,27 +18,7 @@ import { baseTar, kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
 const MARKER = 'KILN-ARCHIVE-CANARY-41c9';
 const TAG = `kiln-archive-${process.pid}-${Date.now()}`;
 
-type Header = Parameters<tar.Pack['entry']>[0];
-type Entry = [Header, (string | Buffer)?];
-
-/** An archive written with tar-stream, which keeps names exactly as given, hostile ones included. */
-async function packTar(entries: Entry[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  const reading = (async () => {
-    for await (const chunk of pack) chunks.push(chunk as Buffer);
-  })();
-  for (const [header, body] of entries) {
-    await new Promise<void>((resolve, reject) => {
-      const done = (err?: Error | null): void => (err ? reject(err) : resolve());
-      if (body === undefined) pack.entry(header, done);
-      else pack.entry(header, body, done);
-    });
-  }
-  pack.finalize();
-  await reading;
-  return Buffer.concat(chunks);
-}
+type Entry = TarEntry;
 
 /** The busybox rootfs as entries, so that an imported or loaded image can still RUN. */
 async function baseEntries(): Promise<Entry[]> {
@@ -47,7 +28,7 @@ async function baseEntries(): Promise<Entry[]> {
   for await (const entry of ex) {
     const parts: Buffer[] = [];
     for await (const c of entry) parts.push(c as Buffer);
-    out.push([{ ...entry.header }, entry.header.type === 'file' ? Buffer.concat(parts) : undefined]);
+    out.push([{ ...entry.header, pax: undefined }, entry.header.type === 'file' ? Buffer.concat(parts) : undefined]);
   }
   feeding.destroy();
   return out;
