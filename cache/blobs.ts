@@ -3,7 +3,7 @@ import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Digest, digestHex, Hasher } from './digest.js';
-import { KilnError } from './errors.js';
+import { isNoSpace, KilnError, noSpaceError } from './errors.js';
 import { fsyncDir, isErrno, randomId } from './fsutil.js';
 import { crashPoint, traced } from './trace.js';
 
@@ -67,6 +67,9 @@ export class BlobStore {
     try {
       await fh.writeFile(data);
       await fh.sync();
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw isNoSpace(err) ? noSpaceError(tmp, 'writing a blob', err) : err;
     } finally {
       await fh.close();
     }
@@ -89,6 +92,8 @@ export class BlobStore {
       }
       await traced('fsync', () => fh.sync());
       ok = true;
+    } catch (err) {
+      throw isNoSpace(err) ? noSpaceError(tmp, 'writing a blob', err) : err;
     } finally {
       await fh.close();
       if (!ok) await rm(tmp, { force: true });
@@ -110,6 +115,7 @@ export class BlobStore {
 
   /** Moves a file already written and fsynced under tmp/ into place as `digest`. */
   async commit(tmp: string, digest: Digest): Promise<void> {
+    crashPoint('blob-rename');
     await rename(tmp, this.path(digest));
     await fsyncDir(this.dir);
   }

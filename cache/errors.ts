@@ -67,3 +67,16 @@ export function caretExcerpt(loc: SourceLocation): string | undefined {
   }
   return lines.join('\n');
 }
+
+/** Whether the disk (or a quota) ran out: ENOSPC, EDQUOT, or SQLite's SQLITE_FULL. */
+export function isNoSpace(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return code === 'ENOSPC' || code === 'EDQUOT' || code === 'SQLITE_FULL';
+}
+
+export const NO_SPACE_HINT = 'Free space on that disk (kiln prune removes build cache; -a all of it), or set KILN_ROOT to a store on a larger disk';
+
+/** The error for a write into the store that found its disk full: where, and what to do. */
+export function noSpaceError(path: string, doing: string, cause: unknown): KilnError {
+  return new KilnError('NO_SPACE', `No space left on device for "${path}" while ${doing}`, { hint: NO_SPACE_HINT, cause });
+}

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, mkdir } from 'node:fs/promises';
+import { open, rename, rm, mkdir, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** A short random id for temporary names. */
@@ -38,4 +38,10 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array): 
 
 export function isErrno(err: unknown, code: string): boolean {
   return typeof err === 'object' && err !== null && (err as NodeJS.ErrnoException).code === code;
+}
+
+/** Whether the filesystem holding `path` has less than 1 MiB left for an ordinary writer. */
+export async function diskFull(path: string): Promise<boolean> {
+  const s = await statfs(path);
+  return s.bavail * s.bsize < 1024 * 1024;
 }

@@ -353,7 +353,12 @@ export function completeHeader(
     throw new KilnError('CORRUPT_ARCHIVE', `Layer archive has a name with a NUL byte at byte ${offset}`);
   }
   const type = typeOfFlag(raw.typeflag);
-  if (type === undefined || [...pax.keys()].some((key) => key.startsWith('GNU.sparse.'))) {
+  if (raw.typeflag === 'S' || [...pax.keys()].some((key) => key.startsWith('GNU.sparse.'))) {
+    throw new KilnError('UNSUPPORTED_ARCHIVE', `Layer archive entry "${text('GNU.sparse.name') ?? name}" is a sparse file (GNU tar --sparse), which layers cannot hold`, {
+      hint: 'Make the archive without --sparse (-S): image layers are plain tar, as docker writes them',
+    });
+  }
+  if (type === undefined) {
     throw new KilnError('UNSUPPORTED_ARCHIVE', `Layer archive entry "${name}" has an unsupported type "${raw.typeflag}"`, {
       hint: 'Layers may hold regular files, directories, links, devices and FIFOs; sparse and multi-volume entries are not supported',
     });

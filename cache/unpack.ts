@@ -30,6 +30,7 @@ import { listAttributesSync, removeAttributeSync, setAttributeSync } from '@napi
 import { KilnError } from './errors.js';
 import type { DecodedTarHeader } from './tarheader.js';
 import { readTar } from './tarreader.js';
+import { crashPoint } from './trace.js';
 import {
   OPAQUE_MARKER,
   RESERVED_WHITEOUT_PREFIX,
@@ -78,6 +79,7 @@ export async function unpackLayer(tar: Readable, destDir: string, options: Unpac
       signal?.throwIfAborted();
       entries++;
       current = header.name;
+      if (entries === 2) crashPoint('layer-unpack');
       try {
         size += await applyEntry(state, header, body);
       } catch (err) {

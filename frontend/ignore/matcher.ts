@@ -1,8 +1,8 @@
 import { KilnError } from '../../cache/errors.js';
 import { trimSpace } from '../shell/go-unicode.js';
-import { cleanPath, parentDir } from './clean-path.js';
+import { cleanPath } from './clean-path.js';
 import { globSyntaxError } from './glob-syntax.js';
-import { compilePattern, type PathTest } from './pattern.js';
+import { compilePattern, compilePatternWithParents, type PathTest } from './pattern.js';
 
 export interface IgnorePattern {
   /** The pattern, cleaned, without its leading `!`. */
@@ -25,7 +25,8 @@ export interface IgnoreMatcher {
 }
 
 interface CompiledPattern extends IgnorePattern {
-  test: PathTest;
+  /** Whether the pattern matches a path or one of its parent directories. */
+  withParents: PathTest;
   /** Whether an exception could match some path strictly below `dirParts`. */
   reachesBelow(dirParts: readonly string[]): boolean;
 }
@@ -55,29 +56,26 @@ export function createIgnoreMatcher(patterns: readonly string[]): IgnoreMatcher 
     }
     const syntax = globSyntaxError(pattern);
     if (syntax !== undefined) throw invalid(source, syntax);
-    let test: PathTest;
+    let withParents: PathTest;
     try {
-      test = compilePattern(pattern);
+      withParents = compilePatternWithParents(pattern);
     } catch (err) {
       if (err instanceof SyntaxError) throw invalid(source, err.message);
       throw err;
     }
-    compiled.push({ pattern, exclusion, test, reachesBelow: reachBelowTest(pattern) });
+    compiled.push({ pattern, exclusion, withParents, reachesBelow: reachBelowTest(pattern) });
   }
 
   const matches = (path: string): boolean => {
     const file = cleanPath(path);
     if (file === '.') return false;
-    const parent = parentDir(file);
-    const parents: string[] = [];
-    if (parent !== '.') {
-      const parts = parent.split('/');
-      for (let i = 1; i <= parts.length; i++) parents.push(parts.slice(0, i).join('/'));
-    }
+    // Go's filepath.Dir gives "/" for "/x", which moby splits into the parents "" and "/".
+    const rootIsParent = file.lastIndexOf('/') === 0;
     let excluded = false;
     for (const pattern of compiled) {
       if (pattern.exclusion !== excluded) continue;
-      if (pattern.test(file) || parents.some(pattern.test)) excluded = !pattern.exclusion;
+      // The path or any parent directory: one pass over the path, not one per parent.
+      if (pattern.withParents(file) || (rootIsParent && pattern.withParents('/'))) excluded = !pattern.exclusion;
     }
     return excluded;
   };

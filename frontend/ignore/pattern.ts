@@ -12,6 +12,26 @@ const REGEXP_ONLY = new Set(['.', '+', '(', ')', '|', '{', '}', '$']);
  * segment and `**` spans any number of segments. Throws SyntaxError for an invalid expression.
  */
 export function compilePattern(pattern: string): PathTest {
+  return compile(pattern).test;
+}
+
+/**
+ * The same pattern as the matcher applies it: to a path and to each of its parent directories
+ * (the parts before each `/`). An expression does that in one pass over the path.
+ */
+export function compilePatternWithParents(pattern: string): PathTest {
+  return compile(pattern).withParents;
+}
+
+function orParents(test: PathTest): PathTest {
+  return (path) => {
+    if (test(path)) return true;
+    for (let i = path.indexOf('/'); i >= 0; i = path.indexOf('/', i + 1)) if (test(path.slice(0, i))) return true;
+    return false;
+  };
+}
+
+function compile(pattern: string): { test: PathTest; withParents: PathTest } {
   const chars = Array.from(pattern);
   let pos = 0;
   const peek = (): string | undefined => chars[pos];
@@ -33,8 +53,8 @@ export function compilePattern(pattern: string): PathTest {
             kind = 'regexp';
           }
         } else {
-          // A run of stars gives the same language once: repeating the group only adds ways
-          // for the backtracking engine to fail, exponentially many on a long run.
+          // A run of stars gives the same language once: repeating the group only makes the
+          // program longer.
           if (!source.endsWith('(.*/)?')) source += '(.*/)?';
           kind = 'regexp';
         }
@@ -64,24 +84,26 @@ export function compilePattern(pattern: string): PathTest {
     }
   }
 
+  let test: PathTest;
   switch (kind) {
     case 'exact':
-      return (path) => path === pattern;
+      test = (path) => path === pattern;
+      break;
     case 'prefix': {
       const prefix = pattern.slice(0, -2);
-      return (path) => path.startsWith(prefix);
+      test = (path) => path.startsWith(prefix);
+      break;
     }
     case 'suffix': {
       const suffix = pattern.slice(2);
       // `**/foo` also matches `foo` itself.
-      return (path) => path.endsWith(suffix) || (suffix.startsWith('/') && path === suffix.slice(1));
+      test = (path) => path.endsWith(suffix) || (suffix.startsWith('/') && path === suffix.slice(1));
+      break;
     }
     case 'regexp': {
       const re = goRegExp(`${source}$`);
-      // V8 compiles an expression on first use: a pattern too large to compile must fail here,
-      // where the caller reports it as an invalid pattern, not later inside a match.
-      re.test('');
-      return (path) => re.test(path);
+      return { test: (path) => re.test(path), withParents: (path) => re.testWithParents(path) };
     }
   }
+  return { test, withParents: orParents(test) };
 }

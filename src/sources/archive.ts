@@ -112,6 +112,14 @@ export async function extractArchive(path: string, compression: Compression, roo
   };
   extract.on('entry', (header, stream, next) => {
     const handle = async () => {
+      // tar-stream has no type for GNU's 'S' (sparse): it says null. Its holes would have to be
+      // written out byte by byte; refused, like every PAX sparse format, before anything is written.
+      const pax = (header as { pax?: Record<string, string> }).pax ?? {};
+      if (header.type === null || Object.keys(pax).some((k) => k.startsWith('GNU.sparse.'))) {
+        throw new KilnError('ARCHIVE_UNSUPPORTED', `Cannot unpack "${pax['GNU.sparse.name'] ?? header.name}" of "${posix.basename(path)}": it is a sparse file (GNU tar --sparse) or another entry type only GNU tar knows`, {
+          hint: 'Make the archive without --sparse (-S)',
+        });
+      }
       const rel = posix.join(dest, posix.normalize(`/${header.name}`));
       await ensureParent(rel);
       // Links in the parents resolve inside the root, as in docker's chrooted unpack; the entry's

@@ -39,6 +39,8 @@ export function loadCorpus(): Corpus {
     readFileSync(join(REPO, 'fixtures/security/fuzz-seeds/ignore-seeds.txt'), 'utf8'),
     ...new Set(ignoreCases.cases.map((c) => `${c.patterns.join('\n')}\n`)),
     ...(ignoreCases.ignorefile ?? []).flatMap((f) => [f.text ?? f.input ?? '']),
+    // Stars between literals: what a backtracking matcher takes exponential time on.
+    '*a*a*a*a*a*a*a*a*a*a*a*b\n**/*a*a*a*a*a*a*b\n[a-z]*a*a*a*a*a*a*c\n!*b*b*b*b*b*b*b*b*c\n',
   ];
 
   const words: string[] = [];

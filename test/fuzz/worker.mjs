@@ -12,7 +12,9 @@ const { KilnError } = await load('cache/errors.js');
 const { topoSort, canonicalJson } = await load('solver/graph.js');
 
 const progress = new Int32Array(workerData.progress);
-const IGNORE_PROBES = ['a', 'a/b', 'keep.tmp', 'x.tmp', 'docs/README.md', 'node_modules/x', '..', '../outside', 'build', '.', 'ab.log', '*'];
+// Long names and deep paths too: a matcher that backtracks takes exponential time on them.
+const IGNORE_PROBES = ['a', 'a/b', 'keep.tmp', 'x.tmp', 'docs/README.md', 'node_modules/x', '..', '../outside', 'build', '.', 'ab.log', '*',
+  'a'.repeat(4000), `${'ab'.repeat(1000)}.c`, `${'a/'.repeat(300)}x.tmp`];
 
 function imageConfig(config, architecture = 'amd64') {
   return { architecture, os: 'linux', config, rootfs: { type: 'layers', diff_ids: [] }, history: [] };
@@ -42,8 +44,8 @@ function describe(err) {
 async function runDockerfile(c) {
   let exclude = [];
   if (c.ignore !== undefined) {
-    exclude = parseIgnoreFile(c.ignore);
     try {
+      exclude = parseIgnoreFile(c.ignore, { file: '.dockerignore' });
       const m = createIgnoreMatcher(exclude);
       for (const p of IGNORE_PROBES) {
         m.matches(p);
@@ -51,7 +53,11 @@ async function runDockerfile(c) {
       }
     } catch (err) {
       if (!(err instanceof KilnError)) throw err;
-      return { kind: 'ignore-error', code: err.code };
+      // A bad pattern names its line of the file, as a Dockerfile error does.
+      const loc = err.location;
+      const lines = c.ignore.split('\n').length;
+      if (loc?.file === '.dockerignore' && Number.isInteger(loc.line) && loc.line >= 1 && loc.line <= lines) return { kind: 'ignore-error', code: err.code };
+      return { kind: 'unlocated', code: err.code, error: describe(err) };
     }
   }
   try {
