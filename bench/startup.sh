@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Start-up cost of the cached path: a no-op rebuild and `kiln version` through bin/kiln (the
-# bundle `npm run build` writes to dist/bundle/) and through tsc's output in dist/src/ loaded
-# module by module, with `node -e 0` for the floor. Runs interleave; medians of wall time, and of
-# CPU time (user + sys, which other work on the machine disturbs less). Prints figures.
-# Usage: bench/startup.sh [RUNS]     (after npm run build)
+# Start-up cost of the cached path: no-op rebuilds (12 cached steps, and bench/peers.sh's 4-stage
+# build) and `kiln version` through bin/kiln (the bundle `npm run build` writes to dist/bundle/)
+# and through tsc's output in dist/src/ loaded module by module, with `node -e 0` for the floor.
+# BEFORE=DIR (another checkout of the repository, built) adds its bin/kiln's no-op rebuilds, on a
+# store of its own, to the same interleaved runs: a before/after. Medians of wall time, and of CPU
+# time (user + sys, which other work on the machine disturbs less). Prints figures.
+# Usage: [BEFORE=DIR] bench/startup.sh [RUNS]     (after npm run build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-15}
-if [[ ! -f dist/bundle/kiln.js || dist/bundle/kiln.js -ot dist/src/cli/main.js ]]; then
+if [[ ! -f dist/bundle/kiln.cjs || dist/bundle/kiln.cjs -ot dist/src/cli/main.js ]]; then
   echo "startup.sh: dist/bundle/ is missing or older than dist/src/: run npm run build" >&2
   exit 2
 fi
@@ -23,18 +25,48 @@ JS
 chmod +x "$W/kiln-tsc"
 
 bash scripts/base-rootfs.sh "$W/base.tar"
-bin/kiln import "$W/base.tar" bench/base:1 >/dev/null
-mkdir -p "$W/ctx"; echo hi >"$W/ctx/f"
+mkdir -p "$W/ctx" "$W/ctx4/sub"; echo hi >"$W/ctx/f"
 { echo 'FROM bench/base:1'; echo 'COPY f /f'; for i in $(seq 10); do echo "RUN echo $i > /s$i"; done; } >"$W/ctx/Dockerfile"
-bin/kiln build -q "$W/ctx" >/dev/null
+cat >"$W/ctx4/Dockerfile" <<'DOCKERFILE'
+FROM bench/base:1 AS base
+RUN echo hello > /hello
+FROM base AS a
+RUN mkdir /a && for i in $(seq 1 2000); do echo "a $i" > /a/f$i; done
+FROM base AS b
+RUN mkdir /b && for i in $(seq 1 2000); do echo "b $i" > /b/f$i; done
+FROM base
+COPY --from=a /a /a
+COPY --from=b /b /b
+COPY . /ctx
+CMD ["cat", "/hello"]
+DOCKERFILE
+echo "file one" >"$W/ctx4/one.txt"; echo "two" >"$W/ctx4/sub/two.txt"
 
-echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg); median of $R interleaved runs; no-op rebuild of 12 cached steps"
-python3 - "$R" \
-  "node -e 0" "node -e 0" \
-  "kiln version, bundle" "bin/kiln version" \
-  "kiln version, dist/src" "$W/kiln-tsc version" \
-  "no-op rebuild, bundle" "bin/kiln build -q $W/ctx" \
-  "no-op rebuild, dist/src" "$W/kiln-tsc build -q $W/ctx" <<'PY'
+# Each tree gets a store of its own: an older tree may keep the index at an older schema.
+prepare() {
+  KILN_ROOT=$2 "$1" import "$W/base.tar" bench/base:1 >/dev/null
+  KILN_ROOT=$2 "$1" build -q "$W/ctx" >/dev/null
+  KILN_ROOT=$2 "$1" build -q "$W/ctx4" >/dev/null
+}
+prepare bin/kiln "$KILN_ROOT"
+cases=(
+  "node -e 0" "node -e 0"
+  "kiln version, bundle" "bin/kiln version"
+  "kiln version, dist/src" "$W/kiln-tsc version"
+  "no-op rebuild, bundle" "bin/kiln build -q $W/ctx"
+  "no-op rebuild, dist/src" "$W/kiln-tsc build -q $W/ctx"
+  "no-op 4-stage, bundle" "bin/kiln build -q $W/ctx4"
+)
+if [[ -n ${BEFORE:-} ]]; then
+  prepare "$BEFORE/bin/kiln" "$W/before"
+  cases+=(
+    "no-op rebuild, BEFORE" "env KILN_ROOT=$W/before $BEFORE/bin/kiln build -q $W/ctx"
+    "no-op 4-stage, BEFORE" "env KILN_ROOT=$W/before $BEFORE/bin/kiln build -q $W/ctx4"
+  )
+fi
+
+echo "machine: $(nproc) cores; load average before: $(cut -d' ' -f1-3 /proc/loadavg); median of $R interleaved runs"
+python3 - "$R" "${cases[@]}" <<'PY'
 import resource, statistics, subprocess, sys, time
 runs = int(sys.argv[1]); pairs = list(zip(sys.argv[2::2], sys.argv[3::2]))
 wall = {l: [] for l, _ in pairs}; cpu = {l: [] for l, _ in pairs}

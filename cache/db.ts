@@ -1,8 +1,9 @@
 import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
+import { isNoSpace, noSpaceError } from './errors.js';
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -10,7 +11,7 @@ CREATE TABLE IF NOT EXISTS blobs (
   digest TEXT PRIMARY KEY, size INTEGER NOT NULL, media_type TEXT NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS layers (
   diff_id TEXT PRIMARY KEY, blob TEXT NOT NULL, blob_size INTEGER NOT NULL, media_type TEXT NOT NULL,
-  created INTEGER NOT NULL);
+  created INTEGER NOT NULL, unpacked_size INTEGER);
 CREATE TABLE IF NOT EXISTS manifests (
   digest TEXT PRIMARY KEY, config TEXT NOT NULL, size INTEGER NOT NULL, created INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (name TEXT PRIMARY KEY, manifest TEXT NOT NULL, updated INTEGER NOT NULL);
@@ -23,6 +24,8 @@ CREATE TABLE IF NOT EXISTS steps (
   identity TEXT PRIMARY KEY, key TEXT NOT NULL, ingredients TEXT NOT NULL, updated INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cache_mounts (
   dir TEXT PRIMARY KEY, id TEXT NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS running (
+  key TEXT PRIMARY KEY, pid INTEGER NOT NULL, pid_start TEXT NOT NULL, started INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
   id TEXT PRIMARY KEY, pid INTEGER NOT NULL, pid_start TEXT NOT NULL, kind TEXT NOT NULL,
   target TEXT NOT NULL, created INTEGER NOT NULL);
@@ -61,6 +64,14 @@ export interface LeaseRow {
   target: string;
   /** When the lease was taken (ms); absent when adding one. */
   created?: number;
+}
+
+/** A cache key some process is running now (cross-process sharing of a step while it runs). */
+export interface RunningRow {
+  key: string;
+  pid: number;
+  pidStart: string;
+  started: number;
 }
 
 export interface StepRow {
@@ -113,8 +124,15 @@ export class StoreDb {
   private migrate(): void {
     const version = this.db.pragma('user_version', { simple: true }) as number;
     if (version === SCHEMA_VERSION) return;
-    this.db.exec(SCHEMA);
-    this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    this.db.transaction(() => {
+      this.db.exec(SCHEMA);
+      // Version 4 adds the running table (CREATE above). Version 3: the size of a layer's unpacked directory (NULL until it is unpacked, and for
+      // layers unpacked before: those count by their blob alone).
+      const columns = this.db.pragma('table_info(layers)') as { name: string }[];
+      if (!columns.some((c) => c.name === 'unpacked_size')) this.db.exec('ALTER TABLE layers ADD COLUMN unpacked_size INTEGER');
+      this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
+      // Immediate: two processes opening an old store at once take turns instead of racing.
+    }).immediate();
   }
 
   close(): void {
@@ -135,7 +153,11 @@ export class StoreDb {
   }
 
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    try {
+      return this.db.transaction(fn)();
+    } catch (err) {
+      throw isNoSpace(err) ? noSpaceError(this.db.name, 'writing the store index', err) : err;
+    }
   }
 
   putBlob(digest: Digest, size: number, mediaType: string): void {
@@ -194,6 +216,31 @@ export class StoreDb {
     return this.statement('SELECT name, manifest FROM tags ORDER BY name').all() as TagRow[];
   }
 
+  /**
+   * A cache record with its layer's row in one query (`layer` null for a step that made no layer,
+   * undefined when the record's layer is gone). Unlike getCache it does not mark the record used:
+   * the solver does that for all its hits at once (touchCache).
+   */
+  lookupCache(key: string): { row: CacheRow & { lastUsed: number }; layer: LayerRow | null | undefined } | undefined {
+    const r = this.statement(
+      'SELECT c.key, c.diff_id AS diffId, c.created, c.last_used AS lastUsed, l.blob, l.blob_size AS blobSize, l.media_type AS mediaType ' +
+        'FROM cache c LEFT JOIN layers l ON l.diff_id = c.diff_id WHERE c.key = ?',
+    ).get(key) as (CacheRow & { lastUsed: number; blob: Digest | null; blobSize: number | null; mediaType: string | null }) | undefined;
+    if (!r) return undefined;
+    const row = { key: r.key, diffId: r.diffId, created: r.created, lastUsed: r.lastUsed };
+    if (r.diffId === null) return { row, layer: null };
+    return { row, layer: r.blob === null ? undefined : { diffId: r.diffId, blob: r.blob, blobSize: r.blobSize!, mediaType: r.mediaType! } };
+  }
+
+  /** Marks cache records used now, in one transaction. */
+  touchCache(keys: readonly string[], now = Date.now()): void {
+    if (keys.length === 0) return;
+    const stmt = this.statement('UPDATE cache SET last_used = ? WHERE key = ?');
+    this.transaction(() => {
+      for (const k of keys) stmt.run(now, k);
+    });
+  }
+
   getCache(key: string): CacheRow | undefined {
     const row = this.statement('SELECT key, diff_id AS diffId, created FROM cache WHERE key = ?').get(key) as CacheRow | undefined;
     if (row) this.statement('UPDATE cache SET last_used = ? WHERE key = ?').run(Date.now(), key);
@@ -242,6 +289,24 @@ export class StoreDb {
     return (this.statement('SELECT COALESCE(SUM(size), 0) AS n FROM blobs').get() as { n: number }).n;
   }
 
+  /** Bytes the store holds: recorded blobs plus unpacked layer directories (as recorded when made). */
+  storeBytes(): number {
+    return (
+      this.statement('SELECT (SELECT COALESCE(SUM(size), 0) FROM blobs) + (SELECT COALESCE(SUM(unpacked_size), 0) FROM layers) AS n').get() as { n: number }
+    ).n;
+  }
+
+  /** Records the size of a layer's unpacked directory, once it exists. */
+  setLayerUnpackedSize(diffId: Digest, bytes: number): void {
+    this.statement('UPDATE layers SET unpacked_size = ? WHERE diff_id = ?').run(bytes, diffId);
+  }
+
+  /** Unpacked sizes of layers whose directory was made since sizes are recorded. */
+  layerUnpackedSizes(): Map<Digest, number> {
+    const rows = this.statement('SELECT diff_id AS diffId, unpacked_size AS n FROM layers WHERE unpacked_size IS NOT NULL').all() as { diffId: Digest; n: number }[];
+    return new Map(rows.map((r) => [r.diffId, r.n]));
+  }
+
   /** Forgets memoised checksums of files that no longer exist. */
   pruneChecksums(): void {
     const paths = this.statement('SELECT path FROM checksums').all() as { path: string }[];
@@ -287,6 +352,21 @@ export class StoreDb {
       .get(path) as ChecksumMemo | undefined;
   }
 
+  /**
+   * Every memoised checksum of a file below `dir`, in one query: a context checksum looks each of
+   * its files up, and 50,000 single lookups cost far more than one range scan of the primary key.
+   */
+  checksumsUnder(dir: string): Map<string, ChecksumMemo> {
+    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+    // Paths below `prefix` sort between it and the same text with its last "/" raised to "0".
+    const rows = this.statement('SELECT path, dev, ino, size, mtime_ns, ctime_ns, sum FROM checksums WHERE path > ? AND path < ?')
+      .raw(true)
+      .all(prefix, `${prefix.slice(0, -1)}0`) as [string, number, number, number, string, string, string][];
+    const memos = new Map<string, ChecksumMemo>();
+    for (const [path, dev, ino, size, mtimeNs, ctimeNs, sum] of rows) memos.set(path, { dev, ino, size, mtimeNs, ctimeNs, sum });
+    return memos;
+  }
+
   putChecksums(rows: (ChecksumMemo & { path: string })[]): void {
     if (rows.length === 0) return;
     const stmt = this.statement(
@@ -295,6 +375,33 @@ export class StoreDb {
     this.transaction(() => {
       for (const r of rows) stmt.run(r.path, r.dev, r.ino, r.size, r.mtimeNs, r.ctimeNs, r.sum);
     });
+  }
+
+  /**
+   * Claims the run of a cache key for a process: true when it was free, or held by `dead` (which
+   * the caller found gone), and is now this owner's. Atomic across processes without a
+   * transaction: an insert that does nothing on conflict, then a compare-and-swap on the owner.
+   */
+  claimRun(key: string, owner: { pid: number; start: string }, dead?: RunningRow): boolean {
+    if (dead) {
+      return this.statement('UPDATE running SET pid = ?, pid_start = ?, started = ? WHERE key = ? AND pid = ? AND pid_start = ?')
+        .run(owner.pid, owner.start, Date.now(), key, dead.pid, dead.pidStart).changes === 1;
+    }
+    return this.statement('INSERT INTO running (key, pid, pid_start, started) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO NOTHING')
+      .run(key, owner.pid, owner.start, Date.now()).changes === 1;
+  }
+
+  /** The process running a cache key now, if any. */
+  getRunning(key: string): RunningRow | undefined {
+    return this.statement('SELECT key, pid, pid_start AS pidStart, started FROM running WHERE key = ?').get(key) as RunningRow | undefined;
+  }
+
+  allRunning(): RunningRow[] {
+    return this.statement('SELECT key, pid, pid_start AS pidStart, started FROM running').all() as RunningRow[];
+  }
+
+  releaseRun(key: string, owner: { pid: number; start: string }): void {
+    this.statement('DELETE FROM running WHERE key = ? AND pid = ? AND pid_start = ?').run(key, owner.pid, owner.start);
   }
 
   addLease(row: LeaseRow): void {

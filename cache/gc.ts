@@ -8,17 +8,18 @@
 import { lstat, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheMountInUse, cacheMountsDir } from './cachemounts.js';
-import type { CacheMountRow, CacheRecordRow, LayerRow } from './db.js';
+import type { CacheMountRow, CacheRecordRow, LayerRow, ManifestRow } from './db.js';
 import { type Digest, digestHex, isDigest } from './digest.js';
 import { isErrno } from './fsutil.js';
 import { isAlive } from './lease.js';
 import type { Store } from './store.js';
+import { crashPoint } from './trace.js';
 
 /** Unreferenced blobs younger than this may belong to work in progress (a pull, an export). */
 const ORPHAN_GRACE_MS = 60 * 60 * 1000;
 
 export interface UsageRecord {
-  type: 'cache' | 'cache-mount';
+  type: 'cache' | 'cache-mount' | 'context-files';
   id: string;
   description: string;
   /** Bytes on disk: the compressed blob plus the unpacked layer, or the cache directory. */
@@ -38,17 +39,46 @@ export interface Usage {
   total: number;
 }
 
-/** What stored images need: blobs and layer diff ids. */
-export async function imageRoots(store: Store): Promise<{ blobs: Set<string>; layers: Set<string> }> {
+/**
+ * Images no tag names (a build without -t, an image whose tag moved: docker's "dangling" images)
+ * are garbage once they are older than this; younger ones may be a build's result that its
+ * process has yet to tag, or that a script is about to use by ID (`ID=$(kiln build -q .)`).
+ */
+export const DANGLING_GRACE_MS = 60 * 60 * 1000;
+
+export interface RootOptions {
+  /**
+   * Leave out untagged images last written before `before` (ms) and not in `keep`: they are
+   * returned as `dangling`, and what only they need is collectable.
+   */
+  dangling?: { before: number; keep?: ReadonlySet<string> };
+}
+
+/** What stored images need: blobs and layer diff ids; with `dangling`, only tagged or young images. */
+export async function imageRoots(store: Store, o: RootOptions = {}): Promise<{ blobs: Set<string>; layers: Set<string>; dangling: ManifestRow[] }> {
   const blobs = new Set<string>();
   const layers = new Set<string>();
-  for (const m of store.db.allManifests()) {
+  const manifests = new Map(store.db.allManifests().map((m) => [m.digest as string, m]));
+  const tagged = new Set<string>(store.db.allTags().map((t) => t.manifest));
+  const isRoot = (m: ManifestRow) =>
+    !o.dangling || tagged.has(m.digest) || o.dangling.keep?.has(m.digest) === true || blobCreated(store, m.digest) >= o.dangling.before;
+  // An index's platform manifests are needed as long as the index is.
+  const queue = [...manifests.values()].filter(isRoot);
+  const rooted = new Set<string>(queue.map((m) => m.digest));
+  for (let m = queue.shift(); m !== undefined; m = queue.shift()) {
     blobs.add(m.digest);
     blobs.add(m.config);
     try {
       const manifest = await store.blobs.readJson<{ layers?: { digest: string }[]; manifests?: { digest: string }[] }>(m.digest);
       for (const l of manifest.layers ?? []) blobs.add(l.digest);
-      for (const child of manifest.manifests ?? []) blobs.add(child.digest);
+      for (const child of manifest.manifests ?? []) {
+        blobs.add(child.digest);
+        const row = manifests.get(child.digest);
+        if (row && !rooted.has(row.digest)) {
+          rooted.add(row.digest);
+          queue.push(row);
+        }
+      }
       const config = await store.blobs.readJson<{ rootfs?: { diff_ids?: string[] } }>(m.config);
       for (const d of config.rootfs?.diff_ids ?? []) layers.add(d);
     } catch (err) {
@@ -57,7 +87,45 @@ export async function imageRoots(store: Store): Promise<{ blobs: Set<string>; la
       if (!(err instanceof Error)) throw err;
     }
   }
-  return { blobs, layers };
+  return { blobs, layers, dangling: [...manifests.values()].filter((m) => !rooted.has(m.digest)) };
+}
+
+/** A layer's bytes on disk: its blob plus its unpacked directory as recorded when it was made. */
+function layerBytes(l: LayerRow, unpacked: ReadonlyMap<string, number>): number {
+  return l.blobSize + (unpacked.get(l.diffId) ?? 0);
+}
+
+/**
+ * The build service's upload cache (src/daemon/file-cache.ts): `context-files/sha256/HEX`, each
+ * content named by its checksum and touched when an upload relies on it, and
+ * `context-files/variants/HEX-…`, copies with a context's metadata whose ctime moves with each link.
+ */
+export const CONTEXT_FILES_DIR = 'context-files';
+/** Unused this long, an uploaded context file goes with a plain prune (the server sweeps at the same age). */
+export const CONTEXT_FILES_MAX_AGE_MS = 24 * 3600 * 1000;
+
+export async function contextFiles(store: Store): Promise<{ path: string; size: number; lastUsed: number }[]> {
+  const out: { path: string; size: number; lastUsed: number }[] = [];
+  for (const [sub, used] of [['sha256', 'mtimeMs'], ['variants', 'ctimeMs']] as const) {
+    const dir = join(store.root, CONTEXT_FILES_DIR, sub);
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) continue;
+      throw err;
+    }
+    for (const name of names) {
+      try {
+        const st = await lstat(join(dir, name));
+        out.push({ path: join(dir, name), size: st.size, lastUsed: st[used] });
+      } catch (err) {
+        // Swept meanwhile by the server: nothing to count.
+        if (!isErrno(err, 'ENOENT')) throw err;
+      }
+    }
+  }
+  return out;
 }
 
 /** Total size of a directory tree (apparent sizes of regular files and links). */
@@ -86,10 +154,12 @@ export async function diskUsage(store: Store): Promise<Usage> {
   const cache = store.db.allCache();
   for (const r of cache) if (r.diffId) users.set(r.diffId, (users.get(r.diffId) ?? 0) + 1);
   const layerSize = new Map<string, number>();
+  const unpacked = store.db.layerUnpackedSizes();
   const sizeOf = async (l: LayerRow) => {
     let s = layerSize.get(l.diffId);
     if (s === undefined) {
-      s = l.blobSize + (await treeSize(store.layerFs(l.diffId)));
+      // Layers unpacked before their size was recorded are measured the slow way.
+      s = unpacked.has(l.diffId) ? layerBytes(l, unpacked) : l.blobSize + (await treeSize(store.layerFs(l.diffId)));
       layerSize.set(l.diffId, s);
     }
     return s;
@@ -104,6 +174,12 @@ export async function diskUsage(store: Store): Promise<Usage> {
     const inUse = cacheMountInUse(store, m.dir);
     const size = await treeSize(join(cacheMountsDir(store), m.dir));
     records.push({ type: 'cache-mount', id: m.dir, description: `cache mount id=${m.id}`, size, lastUsed: m.lastUsed, shared: false, reclaimable: !inUse, inUse });
+  }
+  const uploads = await contextFiles(store);
+  if (uploads.length > 0) {
+    const size = uploads.reduce((n, f) => n + f.size, 0);
+    const lastUsed = Math.max(...uploads.map((f) => f.lastUsed));
+    records.push({ type: 'context-files', id: 'contexts', description: `uploaded context files (${uploads.length})`, size, lastUsed, shared: false, reclaimable: true, inUse: false });
   }
   let images = 0;
   for (const d of roots.layers) {
@@ -123,7 +199,7 @@ export async function diskUsage(store: Store): Promise<Usage> {
     reclaimable += r.size;
   }
   const total = images + [...layerSize].filter(([d]) => !roots.layers.has(d)).reduce((n, [, s]) => n + s, 0) +
-    records.filter((r) => r.type === 'cache-mount').reduce((n, r) => n + r.size, 0);
+    records.filter((r) => r.type === 'cache-mount' || r.type === 'context-files').reduce((n, r) => n + r.size, 0);
   return { records, images, reclaimable, total };
 }
 
@@ -137,11 +213,15 @@ export interface PruneOptions {
   /** Show what would go without removing it. */
   dryRun?: boolean;
   now?: number;
+  /** Images kept even when untagged: the result of the build that runs this collection. */
+  keepImages?: readonly string[];
 }
 
 export interface PruneResult {
   records: number;
   cacheMounts: number;
+  /** Untagged images removed (see DANGLING_GRACE_MS). */
+  images?: number;
   layers: number;
   blobs: number;
   /** Bytes freed on disk (blobs, unpacked layers, cache directories). */
@@ -153,15 +233,19 @@ export interface PruneResult {
 /** Removes build cache by policy; never anything a stored image needs. */
 export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneResult> {
   const now = o.now ?? Date.now();
-  const result: PruneResult = { records: 0, cacheMounts: 0, layers: 0, blobs: 0, freed: 0, removed: [] };
-  const roots = await imageRoots(store);
+  const result: PruneResult = { records: 0, cacheMounts: 0, images: 0, layers: 0, blobs: 0, freed: 0, removed: [] };
   const oldEnough = (lastUsed: number) => o.olderThanMs === undefined || now - lastUsed >= o.olderThanMs;
+  // Untagged images go too, once old enough, but not while another process works on the store:
+  // its build may have written an image it is about to tag.
+  const busy = liveWorkSince(store) !== undefined;
+  const roots = await imageRoots(store, busy ? {} : { dangling: { before: Math.min(now - DANGLING_GRACE_MS, o.olderThanMs === undefined ? Infinity : now - o.olderThanMs), keep: new Set(o.keepImages ?? []) } });
   const layers = new Map(store.db.allLayers().map((l) => [l.diffId as string, l]));
+  const unpacked = store.db.layerUnpackedSizes();
 
   // Records, least recently used first. Without --all a record whose layer an image needs stays:
   // removing it frees nothing and would cost the next build its cache hit.
   const cache = store.db.allCache();
-  let remaining = o.keepBytes === undefined ? 0 : cacheBytes(cache, layers, roots.layers);
+  let remaining = o.keepBytes === undefined ? 0 : cacheBytes(cache, layers, roots.layers, unpacked);
   const victims: CacheRecordRow[] = [];
   for (const r of cache) {
     if (o.keepBytes !== undefined && remaining <= o.keepBytes) break;
@@ -171,7 +255,7 @@ export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneRe
     victims.push(r);
     if (o.keepBytes !== undefined && r.diffId && !needed) {
       const l = layers.get(r.diffId);
-      if (l) remaining -= l.blobSize;
+      if (l) remaining -= layerBytes(l, unpacked);
     }
   }
   // Cache mounts hold what steps chose to keep: they go with --all, or when the records alone
@@ -212,8 +296,17 @@ export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneRe
     if (!liveLayerBlobs.has(b.digest) && !deadBlobs.has(b.digest) && now - blobCreated(store, b.digest) > ORPHAN_GRACE_MS) deadBlobs.add(b.digest);
   }
 
+  for (const m of roots.dangling) {
+    for (const b of [m.digest, m.config]) if (!liveLayerBlobs.has(b)) deadBlobs.add(b);
+  }
+  // Named by image ID (the config digest), as `kiln images` shows it.
+  for (const m of roots.dangling) result.removed.push(`${m.config.slice(7, 19)}  untagged image`);
   for (const v of victims) result.removed.push(`${v.key.slice(7, 19)}  ${v.description}`);
   for (const m of mounts) result.removed.push(`${m.dir.slice(0, 12)}  cache mount id=${m.id}`);
+  // Uploaded context files: those unused for a day (or for --filter's time), all with --all.
+  const uploads = (await contextFiles(store)).filter((f) => (o.all ? oldEnough(f.lastUsed) : now - f.lastUsed >= (o.olderThanMs ?? CONTEXT_FILES_MAX_AGE_MS)));
+  if (uploads.length > 0) result.removed.push(`contexts      ${uploads.length} uploaded context file${uploads.length === 1 ? '' : 's'}`);
+  result.images = roots.dangling.length;
   result.records = victims.length;
   result.cacheMounts = mounts.length;
   result.layers = deadLayers.length;
@@ -222,12 +315,27 @@ export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneRe
 
   store.db.transaction(() => {
     store.db.deleteCache(victims.map((v) => v.key));
+    for (const m of roots.dangling) store.db.deleteManifest(m.digest);
     for (const l of deadLayers) store.db.deleteLayer(l.diffId);
     for (const b of deadBlobs) store.db.deleteBlob(b as Digest);
     for (const m of mounts) store.db.deleteCacheMount(m.dir);
     if (o.all) store.db.deleteStepsBefore(now + 1);
   });
-  for (const l of deadLayers) result.freed += await removeTree(join(store.layersDir, digestHex(l.diffId)));
+  crashPoint('gc');
+  for (const f of uploads) {
+    await rm(f.path, { force: true });
+    result.freed += f.size;
+  }
+  for (const l of deadLayers) {
+    // The recorded size stands for the directory (no walk); layers unpacked before it was recorded are walked.
+    const dir = join(store.layersDir, digestHex(l.diffId));
+    const size = unpacked.get(l.diffId);
+    if (size === undefined) result.freed += await removeTree(dir);
+    else {
+      await rm(dir, { recursive: true, force: true });
+      result.freed += size;
+    }
+  }
   for (const b of deadBlobs) result.freed += await removeTree(store.blobs.path(b as Digest));
   for (const m of mounts) result.freed += await removeTree(join(cacheMountsDir(store), m.dir));
   result.freed += await sweepOrphans(store, now);
@@ -235,14 +343,15 @@ export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneRe
   return result;
 }
 
-/** Bytes of build cache beyond what images need: the figure `--keep-storage` bounds. */
-function cacheBytes(cache: CacheRecordRow[], layers: Map<string, LayerRow>, imageLayers: Set<string>): number {
+/** Bytes of build cache beyond what images need (blobs and unpacked layers): the figure `--keep-storage` bounds. */
+function cacheBytes(cache: CacheRecordRow[], layers: Map<string, LayerRow>, imageLayers: Set<string>, unpacked: ReadonlyMap<string, number>): number {
   const seen = new Set<string>();
   let n = 0;
   for (const r of cache) {
     if (!r.diffId || seen.has(r.diffId) || imageLayers.has(r.diffId)) continue;
     seen.add(r.diffId);
-    n += layers.get(r.diffId)?.blobSize ?? 0;
+    const l = layers.get(r.diffId);
+    if (l) n += layerBytes(l, unpacked);
   }
   return n;
 }
@@ -321,12 +430,13 @@ export async function defaultKeepBytes(store: Store, env: NodeJS.ProcessEnv = pr
  * Runs after a build: when the build cache outgrows the limit, removes least recently used
  * records until it fits. Skipped while another process has work in progress on the store.
  */
-export async function autoGc(store: Store, env: NodeJS.ProcessEnv = process.env): Promise<PruneResult | undefined> {
-  const keep = await defaultKeepBytes(store, env);
+export async function autoGc(store: Store, o: { env?: NodeJS.ProcessEnv; keepImages?: readonly string[] } = {}): Promise<PruneResult | undefined> {
+  const keep = await defaultKeepBytes(store, o.env);
   if (keep === undefined) return undefined;
-  if (store.db.blobBytes() <= keep) return undefined;
+  // Blobs plus unpacked layers: an upper bound of the build cache, in one query.
+  if (store.db.storeBytes() <= keep) return undefined;
   if (liveWorkSince(store) !== undefined) return undefined;
-  return prune(store, { keepBytes: keep });
+  return prune(store, { keepBytes: keep, keepImages: o.keepImages });
 }
 
 /** Parses `512MB`, `2GiB`, `10g`, `1000` (bytes). Returns NaN when it is none of those. */

@@ -26,6 +26,15 @@ function hashing(hasher: Hasher): Transform {
 
 /** Compresses an uncompressed layer tar into the blob store; returns the layer record. */
 export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortSignal): Promise<LayerRow> {
+  return (await storeLayerTarSized(store, tar, { signal })).layer;
+}
+
+/**
+ * storeLayerTar, also giving the uncompressed tar's size: what the layer's files take unpacked
+ * (within a block each), recorded when its directory is made (Store.commitLayerDir) for GC.
+ */
+export async function storeLayerTarSized(store: Store, tar: Readable, options: { signal?: AbortSignal } = {}): Promise<{ layer: LayerRow; tarSize: number }> {
+  const signal = options.signal;
   const diffHasher = new Hasher();
   const gz = createGzip({ level: 6 });
   const hashed = tar.pipe(hashing(diffHasher));
@@ -39,7 +48,7 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
     crashPoint('index-commit');
     store.db.putLayer(layer);
   });
-  return layer;
+  return { layer, tarSize: diffHasher.size };
 }
 
 /**
@@ -48,9 +57,9 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
  */
 export async function commitWorkspace(store: Store, ws: Workspace, options: { signal?: AbortSignal; sourceDateEpoch?: number } = {}): Promise<LayerRow | null> {
   if ((await readdir(ws.upper)).length === 0) return null;
-  const layer = await storeLayerTar(store, diffTar(ws.upper, options), options.signal);
+  const { layer, tarSize } = await storeLayerTarSized(store, diffTar(ws.upper, options), { signal: options.signal });
   crashPoint('snapshot');
-  await store.commitLayerDir(ws, layer.diffId);
+  await store.commitLayerDir(ws, layer.diffId, tarSize);
   return layer;
 }
 
@@ -90,19 +99,43 @@ export async function importLayerTar(store: Store, source: Readable, signal?: Ab
       fail(err);
       throw err;
     });
-    const [layer] = await Promise.all([storeLayerTar(store, toBlob, signal), unpackLayer(toFs, ws.upper, { signal }), feeding]);
-    await store.commitLayerDir(ws, layer.diffId);
+    const [{ layer, tarSize }] = await Promise.all([storeLayerTarSized(store, toBlob, { signal }), unpackLayer(toFs, ws.upper, { signal }), feeding]);
+    await store.commitLayerDir(ws, layer.diffId, tarSize);
     return layer;
   } finally {
     await store.disposeWorkspace(ws);
   }
 }
 
+/** Fetches a remote layer's blob into the store and records the layer. */
+export type RemoteLayerFetch = (signal?: AbortSignal) => Promise<LayerRow>;
+
+/**
+ * Layers a build may use but has not downloaded (hits of an imported cache): fetched the first
+ * time a step needs their files or an image their blob. The index holds no row for one until
+ * then, so the store is whole at every instant, whether or not the download ever happens.
+ */
+const remoteLayers = new WeakMap<Store, Map<Digest, RemoteLayerFetch>>();
+
+export function addRemoteLayer(store: Store, diffId: Digest, fetch: RemoteLayerFetch): void {
+  let map = remoteLayers.get(store);
+  if (!map) remoteLayers.set(store, (map = new Map()));
+  map.set(diffId, fetch);
+}
+
+/** The layer's record, downloading it first when it is a remote layer not fetched yet. */
+export async function ensureLayerBlob(store: Store, diffId: Digest, signal?: AbortSignal): Promise<LayerRow> {
+  const row = store.db.getLayer(diffId);
+  if (row) return row;
+  const fetch = remoteLayers.get(store)?.get(diffId);
+  if (!fetch) throw new KilnError('LAYER_UNKNOWN', `Layer "${diffId}" is not in the store`);
+  return fetch(signal);
+}
+
 /** Makes sure a layer's directory exists, unpacking its blob if it was never unpacked. */
 export async function ensureLayerFs(store: Store, diffId: Digest, signal?: AbortSignal): Promise<void> {
   if (store.hasLayerFs(diffId)) return;
-  const row = store.db.getLayer(diffId);
-  if (!row) throw new KilnError('LAYER_UNKNOWN', `Layer "${diffId}" is not in the store`);
+  const row = await ensureLayerBlob(store, diffId, signal);
   const ws = await store.createWorkspace();
   try {
     const input = store.blobs.open(row.blob);
@@ -114,7 +147,7 @@ export async function ensureLayerFs(store: Store, diffId: Digest, signal?: Abort
     if (check.digest() !== diffId) {
       throw new KilnError('LAYER_CORRUPT', `Layer blob "${row.blob}" does not unpack to diff id "${diffId}"`);
     }
-    await store.commitLayerDir(ws, diffId);
+    await store.commitLayerDir(ws, diffId, check.size);
   } finally {
     await store.disposeWorkspace(ws);
   }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { BlobStore } from './blobs.js';
 import { StoreDb, type LeaseRow } from './db.js';
 import { type Digest, digestHex } from './digest.js';
-import { KilnError } from './errors.js';
+import { isNoSpace, KilnError } from './errors.js';
 import { fsyncDir, isErrno, randomId } from './fsutil.js';
 import { isAlive, selfIdentity } from './lease.js';
 import { isMountPoint, mountsUnder, unmount } from './overlay.js';
@@ -118,7 +118,14 @@ export class Store {
   }
 
   release(id: string): void {
-    this.db.removeLease(id);
+    try {
+      this.db.removeLease(id);
+    } catch (err) {
+      // A full disk cannot take even this delete. The row stays, naming a process that is gone
+      // once this one exits, and the next start's recovery removes it; the error that matters
+      // is the one that filled the disk, which this must not replace.
+      if (!isNoSpace(err)) throw err;
+    }
   }
 
   /** Runs `fn` with work recorded under a lease; the lease goes when `fn` settles. */
@@ -145,6 +152,8 @@ export class Store {
       await this.cleanLease(l);
       this.db.removeLease(l.id);
     }
+    // Steps a dead process was running: nobody need wait for them any more.
+    for (const r of this.db.allRunning()) if (!isAlive({ pid: r.pid, start: r.pidStart })) this.db.releaseRun(r.key, { pid: r.pid, start: r.pidStart });
     await this.removeOrphanTemp();
   }
 
@@ -208,11 +217,13 @@ export class Store {
 
   /**
    * Makes a workspace's upper directory the layer `diffId`. When another build committed the same
-   * layer first, ours is dropped: equal diff ids are equal content.
+   * layer first, ours is dropped: equal diff ids are equal content. `unpackedSize` (the layer's
+   * uncompressed tar size) is recorded on the layer's row, for GC's measure of the store.
    */
-  async commitLayerDir(ws: Workspace, diffId: Digest): Promise<void> {
+  async commitLayerDir(ws: Workspace, diffId: Digest, unpackedSize?: number): Promise<void> {
     await rm(ws.work, { recursive: true, force: true });
     const target = join(this.layersDir, digestHex(diffId));
+    if (unpackedSize !== undefined) this.db.setLayerUnpackedSize(diffId, unpackedSize);
     if (existsSync(target)) {
       await rm(ws.dir, { recursive: true, force: true });
       return;

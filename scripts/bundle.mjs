@@ -5,6 +5,13 @@
 //
 // - Code splitting keeps every `import()` lazy: a cached build never loads the tty view, the
 //   registry client or the exporters it does not use.
+// - The chunks are CommonJS (`.cjs`; esbuild splits only ES modules, so each chunk is converted
+//   after the split): Node resolves, links and evaluates an ES module graph at a cost per module
+//   that the forty chunks of a cached build add up to ~60 ms of CPU under load (bench/RESULTS.md),
+//   where require() of a relative file is a cached lookup. `import("./chunk-…")` becomes a
+//   require() behind a promise; the imports of ES modules left (ink and react for the tty view)
+//   stay import() calls. (A V8 code cache for the chunks, compiled through vm.Script, was tried
+//   and measured no faster: V8 compiles lazily, and most of what a cached build runs is small.)
 // - Native addons stay outside: their .node files are found through node_modules at run time.
 //   better-sqlite3's JavaScript is bundled (a dozen small CommonJS files cost ~8 ms to load one by
 //   one) and only its addon lookup (`bindings`) is left outside, told where the package is.
@@ -17,20 +24,23 @@
 // - ink and react stay outside too: only the tty view loads them, from their own bundle
 //   (scripts/bundle-ink.mjs) or else from the packages.
 // - Every output file lives directly in dist/bundle/, so `import.meta.url` can be rewritten to
-//   keep meaning the module's own file under dist/ (version.ts finds package.json through it).
+//   keep meaning the module's own file under dist/ (version.ts finds package.json through it),
+//   and then to `__kilnModuleUrl`, the chunk's own URL in CommonJS.
 // - Files are written under a temporary name and renamed into place, entry last, and chunks of
 //   an earlier bundle stay a while: a `kiln` process already running from the old entry may still
-//   import its chunks lazily (other builds of the same tree can run meanwhile).
-import { build } from 'esbuild';
+//   load its chunks lazily (other builds of the same tree can run meanwhile).
+//
+// Usage: node scripts/bundle.mjs [OUTDIR]   (default dist/bundle)
+import { build, transform } from 'esbuild';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const outdir = join(root, 'dist', 'bundle');
+const outdir = process.argv[2] ? resolve(process.argv[2]) : join(root, 'dist', 'bundle');
 const entry = join(root, 'dist', 'src', 'cli', 'main.js');
-const ENTRY_NAME = 'kiln.js';
+const ENTRY_NAME = 'kiln.cjs';
 /** Chunks of earlier bundles younger than this are kept for processes still running from them. */
 const OLD_CHUNK_GRACE_MS = 60 * 60 * 1000;
 const LAZY = ['@napi-rs/xattr', 'tar-stream', 'node:child_process', 'node:zlib', 'node:crypto'];
@@ -92,7 +102,8 @@ const lazyModules = {
 };
 
 const result = await build({
-  entryPoints: { [ENTRY_NAME.replace(/\.js$/, '')]: entry },
+  entryPoints: { [ENTRY_NAME.replace(/\.cjs$/, '')]: entry },
+  outExtension: { '.js': '.cjs' },
   bundle: true,
   splitting: true,
   format: 'esm',
@@ -102,12 +113,26 @@ const result = await build({
   chunkNames: 'chunk-[hash]',
   write: false,
   external: ['bindings', 'koffi', '@napi-rs/xattr', 'ink', 'react'],
-  // Bundled CommonJS (and the loaders above) call require() for built-in and external modules.
-  banner: { js: "import { createRequire as __kilnCreateRequire } from 'node:module'; const require = __kilnCreateRequire(import.meta.url);" },
   plugins: [keepModuleUrl, sqliteBindings, lazyModules],
   logLevel: 'warning',
   legalComments: 'none',
 });
+
+/** One split ES module chunk as a CommonJS file (see the header). */
+async function toCommonJs(source) {
+  const moduleUrl = source.includes('import.meta.url');
+  const rewritten = source
+    .replaceAll('import.meta.url', '__kilnModuleUrl')
+    .replace(/\bimport\(("\.\/[\w-]+\.cjs")\)/g, 'Promise.resolve().then(() => require($1))');
+  const { code } = await transform(rewritten, {
+    format: 'cjs',
+    platform: 'node',
+    target: 'node20',
+    banner: moduleUrl ? 'const __kilnModuleUrl = require("node:url").pathToFileURL(__filename).href;' : '',
+    logLevel: 'warning',
+  });
+  return code;
+}
 
 await mkdir(outdir, { recursive: true });
 const entryPath = join(outdir, ENTRY_NAME);
@@ -115,7 +140,7 @@ const written = new Set();
 const ordered = [...result.outputFiles].sort((a, b) => Number(a.path === entryPath) - Number(b.path === entryPath));
 for (const file of ordered) {
   const tmp = `${file.path}.tmp-${process.pid}`;
-  await writeFile(tmp, file.contents);
+  await writeFile(tmp, await toCommonJs(file.text));
   await rename(tmp, file.path);
   written.add(file.path);
 }

@@ -1,8 +1,10 @@
 import pLimit, { type LimitFunction } from 'p-limit';
 import { availableParallelism } from 'node:os';
-import type { CacheRow, LayerRow, StoreDb } from '../cache/db.js';
+import type { LayerRow, StoreDb } from '../cache/db.js';
 import { canonicalJson, type Digest, digestOf } from '../cache/digest.js';
 import { KilnError, VertexError } from '../cache/errors.js';
+import { isAlive, selfIdentity } from '../cache/lease.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { explainMiss, type Ingredients, stepIdentities, summarizeReasons } from './explain.js';
 import { topoSort, type Vertex } from './graph.js';
 import { ProgressNumbers, type ProgressEvent, type ProgressSink } from './progress.js';
@@ -25,10 +27,33 @@ export interface SolveOptions {
   session?: Session;
   /** Exported caches to reuse results from (`--cache-from`), asked in order after the local cache. */
   cacheImports?: readonly CacheImport[];
+  /**
+   * `SOURCE_DATE_EPOCH` (seconds): every layer a step makes is written with its file times clamped
+   * to it, so it is part of those steps' keys (absent, keys are what they were without it).
+   */
+  sourceDateEpoch?: number;
 }
 
 type SolveState = Required<Pick<SolveOptions, 'progress' | 'numbers' | 'session'>> &
-  SolveOptions & { signal: AbortSignal; identities: Map<Digest, string>; buildArgSet: ReadonlySet<string> };
+  SolveOptions & {
+    signal: AbortSignal;
+    identities: Map<Digest, string>;
+    buildArgSet: ReadonlySet<string>;
+    /** Cache records this solve hit whose last use is older than TOUCH_AFTER_MS, marked used at its end. */
+    used: string[];
+  };
+
+/**
+ * A cache hit marks its record used only when its last use is older than this: least recently
+ * used is kept to the minute, and a rebuild within a minute of the last one writes nothing to the
+ * index (every write costs a WAL commit and a checkpoint with three fsyncs when the process ends).
+ */
+const TOUCH_AFTER_MS = 60_000;
+
+/** How often a process waiting for another process's run of the same step looks again. */
+const SHARED_POLL_MS = 200;
+/** How long it waits at most before running the step itself (the owner may be stuck, not dead). */
+const SHARED_WAIT_MS = 30 * 60_000;
 
 /**
  * Solves graphs: computes each vertex's cache key, reuses a recorded result when there is one,
@@ -60,11 +85,12 @@ export class Solver {
     const buildArgSet = new Set(options.buildArgs ?? []);
     const memo = new Map<Digest, Promise<SolvedVertex>>();
     const results = new Map<Digest, SolvedVertex>();
+    const used: string[] = [];
 
     const solveVertex = (v: Vertex): Promise<SolvedVertex> => {
       let p = memo.get(v.digest);
       if (!p) {
-        const state: SolveState = { ...options, signal: controller.signal, numbers, progress, session, identities, buildArgSet };
+        const state: SolveState = { ...options, signal: controller.signal, numbers, progress, session, identities, buildArgSet, used };
         p = this.solveOne(v, solveVertex, state).then((r) => {
           results.set(v.digest, r);
           return r;
@@ -77,6 +103,8 @@ export class Solver {
     };
     try {
       await Promise.all(roots.map(solveVertex));
+      // One write for every hit (a failed solve leaves its hits' last use as it was).
+      this.db.touchCache(used);
       return results;
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
@@ -114,7 +142,7 @@ export class Solver {
       o.progress({ type: 'vertex.error', id, time: now, duration: 0, message: err.message });
       throw new VertexError(v.meta.name, err, { location: v.meta.location });
     }
-    const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content?.key ?? null }));
+    const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content?.key ?? null, sourceDateEpoch: o.sourceDateEpoch }));
     const ingredients: Ingredients = {
       op,
       inputs: inputs.map((i) => ({ key: i.key, kind: i.vertex.op.kind, manifest: i.vertex.op.kind === 'image' ? i.vertex.op.manifest : undefined })),
@@ -141,7 +169,7 @@ export class Solver {
     });
 
     if (!noCache) {
-      const hit = this.lookup(key) ?? (await this.lookupImported(key, v.meta.name, o));
+      const hit = this.lookup(key, o.used) ?? (await this.lookupImported(key, v.meta.name, o));
       if (hit) {
         o.progress({ type: 'vertex.start', id, name: v.meta.name, kind: v.op.kind, time: Date.now() });
         o.progress({ type: 'vertex.cached', id, name: v.meta.name, time: Date.now() });
@@ -169,7 +197,7 @@ export class Solver {
     if (!shared) {
       const run: SharedRun = { controller: new AbortController(), waiters: 0, listeners: new Set(), promise: undefined! };
       run.listeners.add(listener);
-      run.promise = this.execute(v, inputs, key, run, { ...o, explain });
+      run.promise = this.execute(v, inputs, key, run, { ...o, explain, fresh: noCache });
       this.inflight.set(key, run);
       run.promise.finally(() => this.inflight.delete(key)).catch(() => {
         // The failure is reported to every waiter through its own await below.
@@ -216,33 +244,34 @@ export class Solver {
     }
   }
 
-  private lookup(key: string): { layer: LayerRow | null; created: string } | undefined {
-    const row: CacheRow | undefined = this.db.getCache(key);
-    if (!row) return undefined;
-    if (row.diffId === null) return { layer: null, created: row.created };
-    const layer = this.db.getLayer(row.diffId);
+  private lookup(key: string, used: string[]): { layer: LayerRow | null; created: string } | undefined {
+    const found = this.db.lookupCache(key);
     // A record whose layer was collected is no hit.
-    return layer ? { layer, created: row.created } : undefined;
+    if (!found || found.layer === undefined) return undefined;
+    if (Date.now() - found.row.lastUsed >= TOUCH_AFTER_MS) used.push(key);
+    return { layer: found.layer, created: found.row.created };
   }
 
   /**
-   * A result from an imported cache: its layer is fetched into the store and the record kept
-   * locally, so the next build hits without the import.
+   * A result from an imported cache. Its layer is downloaded only when something needs it; the
+   * record is kept locally once the layer is in the store, so the next build hits without the import.
    */
   private async lookupImported(key: string, description: string, o: SolveState): Promise<{ layer: LayerRow | null; created: string } | undefined> {
     for (const source of o.cacheImports ?? []) {
       const found = source.lookup(key);
       if (!found) continue;
       let layer: LayerRow | null;
+      const record = () => this.db.putCache({ key, diffId: found.diffId, created: found.created, description });
       try {
-        layer = found.diffId === null ? null : (this.db.getLayer(found.diffId) ?? (await source.fetchLayer(found.diffId, o.signal)));
+        layer = found.diffId === null ? null : (this.db.getLayer(found.diffId) ?? (await source.fetchLayer(found.diffId, o.signal, record)));
       } catch (err) {
         // As a cache that cannot be read at all, a layer that cannot be fetched costs a run, not the build.
         if (!(err instanceof KilnError) || err.code === 'CANCELLED' || o.signal.aborted) throw err;
         o.progress({ type: 'warning', message: `Cannot fetch the cached layer of ${description}: ${err.message}` });
         continue;
       }
-      this.db.putCache({ key, diffId: layer?.diffId ?? null, created: found.created, description });
+      // A layer not downloaded yet is recorded by `record` once it is.
+      if (layer === null || this.db.getLayer(layer.diffId)) record();
       return { layer, created: found.created };
     }
     return undefined;
@@ -253,7 +282,7 @@ export class Solver {
     inputs: readonly SolvedVertex[],
     key: string,
     run: SharedRun,
-    o: SolveState & { explain: () => void },
+    o: SolveState & { explain: () => void; fresh: boolean },
   ): Promise<RunResult> {
     // Every solve waiting on this run sees its progress under its own vertex number.
     const emit = (make: (id: number) => ProgressEvent) => {
@@ -275,8 +304,20 @@ export class Solver {
         tail.push(...lines);
         if (tail.length > 20) tail.splice(0, tail.length - 20);
       };
+      let claimed = false;
       try {
-        const layer = await this.worker.run(v, inputs, { id: first?.id ?? 0, signal, log, session: o.session });
+        // Another kiln process on the store may be running this very step: wait for its result
+        // rather than run it twice (a step asked to run afresh runs regardless).
+        if (!o.fresh) {
+          const tell = (data: string) => emit((id) => ({ type: 'vertex.log', id, stream: 2, data, time: Date.now() }));
+          const other = await this.claimOrWait(key, signal, tell);
+          if (other.result) {
+            emit((id) => ({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start }));
+            return other.result;
+          }
+          claimed = other.claimed;
+        }
+        const layer = await this.worker.run(v, inputs, { id: first?.id ?? 0, signal, log, session: o.session, sourceDateEpoch: o.sourceDateEpoch });
         const created = new Date().toISOString();
         this.db.putCache({ key, diffId: layer?.diffId ?? null, created, description: v.meta.name });
         emit((id) => ({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start }));
@@ -290,8 +331,48 @@ export class Solver {
         const cause = err instanceof KilnError ? err : internal(err);
         emit((id) => ({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: cause.message }));
         throw new VertexError(v.meta.name, cause, { location: v.meta.location, tail });
+      } finally {
+        // After the cache record: a waiting process that finds the key free finds the result too.
+        if (claimed) this.db.releaseRun(key, selfIdentity());
       }
     });
+  }
+
+  /**
+   * Claims the run of `key` for this process (a row naming it, as leases do), or, while another
+   * live process holds it, polls until that process has committed the result and returns it. A
+   * dead owner's claim is taken over. `claimed: false` without a result: the wait ran out, and this
+   * process runs the step without a claim.
+   */
+  private async claimOrWait(key: string, signal: AbortSignal, tell: (data: string) => void): Promise<{ result?: RunResult; claimed: boolean }> {
+    const me = selfIdentity();
+    const deadline = Date.now() + SHARED_WAIT_MS;
+    // A run that finished between this solve's cache miss and its claim is a result too.
+    const claimedNow = (): { result?: RunResult; claimed: boolean } => {
+      const hit = this.lookup(key, []);
+      if (!hit) return { claimed: true };
+      this.db.releaseRun(key, me);
+      return { result: hit, claimed: false };
+    };
+    let told = false;
+    for (;;) {
+      signal.throwIfAborted();
+      if (this.db.claimRun(key, me)) return claimedNow();
+      const owner = this.db.getRunning(key);
+      const hit = this.lookup(key, []);
+      if (hit) return { result: hit, claimed: false };
+      if (!owner) continue;
+      if (!isAlive({ pid: owner.pid, start: owner.pidStart })) {
+        if (this.db.claimRun(key, me, owner)) return claimedNow();
+        continue;
+      }
+      if (Date.now() >= deadline) return { claimed: false };
+      if (!told) {
+        tell(`waiting for kiln process ${owner.pid}, which is running this step\n`);
+        told = true;
+      }
+      await sleep(SHARED_POLL_MS, undefined, { signal });
+    }
   }
 }
 

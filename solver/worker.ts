@@ -46,6 +46,8 @@ export interface StepContext {
   signal: AbortSignal;
   log(stream: 1 | 2, data: string): void;
   session?: Session;
+  /** `SOURCE_DATE_EPOCH`: the layer the step makes has no modification time later than it. */
+  sourceDateEpoch?: number;
 }
 
 /**
@@ -67,6 +69,10 @@ export interface Worker {
  */
 export interface CacheImport {
   lookup(key: string): { diffId: Digest | null; created: string } | undefined;
-  /** Brings an imported layer into the store (blob fetched, verified, recorded); unpacked when first mounted. */
-  fetchLayer(diffId: Digest, signal: AbortSignal): Promise<LayerRow>;
+  /**
+   * An imported layer's record. Its blob is downloaded only when a step needs its files or an
+   * image its blob (through `ensureLayerBlob` in cache/layers.ts); `stored` runs once the layer
+   * is in the store, so that no local record ever points at a layer the store lacks.
+   */
+  fetchLayer(diffId: Digest, signal: AbortSignal, stored: () => void): Promise<LayerRow>;
 }

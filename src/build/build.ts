@@ -83,7 +83,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     target: req.target,
     context: { name: 'context', source: contextDir, exclude },
     platform: LINUX_AMD64,
-    resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries, alwaysPull: req.pull }),
+    resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries, alwaysPull: req.pull, progress, numbers }),
     runDefaults: req.runDefaults,
     signal: req.signal,
   });
@@ -96,6 +96,9 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     });
   }
 
+  // Loaded only for reproducible builds: most builds never clamp a time.
+  const reproducible = (req.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH) !== undefined ? await import('../image/reproducible.js') : undefined;
+  const epoch = reproducible?.sourceDateEpoch(req.buildArgs ?? {});
   // Loaded only for builds that share their cache: most builds never touch a remote one.
   const remote = req.cacheTo?.length || req.cacheFrom?.length ? await import('../cache-export/run.js') : undefined;
   const cacheImports = remote && req.cacheFrom?.length && !req.noCache ? await remote.importCaches(engine.store, req.cacheFrom, { progress, numbers, signal: req.signal, insecureRegistries: req.insecureRegistries }) : [];
@@ -111,6 +114,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
         buildArgs: Object.keys(req.buildArgs ?? {}),
         session: req.session,
         cacheImports,
+        sourceDateEpoch: epoch,
       })
     : new Map();
   req.signal?.throwIfAborted();
@@ -119,28 +123,24 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
   const exportId = numbers.id('internal:export');
   const start = Date.now();
   progress({ type: 'vertex.start', id: exportId, name: 'exporting to image', time: start });
-  let layers = def.root ? results.get(def.root.digest)!.snapshot.layers : [];
-  let finalConfig = config;
-  if ((req.buildArgs?.SOURCE_DATE_EPOCH ?? process.env.SOURCE_DATE_EPOCH) !== undefined) {
-    // Loaded only for reproducible builds: the tar rewriting is off the everyday path.
-    const { clampImage, sourceDateEpoch } = await import('../image/reproducible.js');
-    const epoch = sourceDateEpoch(req.buildArgs ?? {});
-    if (epoch !== undefined) {
-      ({ config: finalConfig, layers } = await clampImage(engine.store, config, layers, { epoch, from: def.image.rootfs.diff_ids.length, signal: req.signal }));
-    }
-  }
+  const layers = def.root ? results.get(def.root.digest)!.snapshot.layers : [];
+  // The steps wrote their layers with clamped times already (the epoch is in their keys).
+  let finalConfig = reproducible && epoch !== undefined ? reproducible.clampConfig(config, epoch) : config;
   if (remote && req.cacheTo?.some((c) => c.type === 'inline')) finalConfig = remote.inlineCache(finalConfig, results, def.root);
-  const image = await writeImage(engine.store, finalConfig, layers);
+  const image = await writeImage(engine.store, finalConfig, layers, { signal: req.signal });
   const onTransfer: TransferSink = (t) => progress({ type: 'transfer', id: exportId, ...t, time: Date.now() });
   for (const exporter of req.exporters ?? []) await exporter.export(engine.store, image, { signal: req.signal, tags, onTransfer });
   if (remote && req.cacheTo?.length) await remote.exportCaches(engine.store, req.cacheTo, results, def.root, { progress, numbers, signal: req.signal, insecureRegistries: req.insecureRegistries });
   req.signal?.throwIfAborted();
   if (tags.length > 0) tagImage(engine.store, image, tags);
   progress({ type: 'vertex.done', id: exportId, time: Date.now(), duration: Date.now() - start });
-  // The image is tagged and safe: now keep the build cache within its limit (cache/gc.ts).
-  const gc = await autoGc(engine.store);
-  if (gc && gc.records + gc.cacheMounts > 0) {
-    progress({ type: 'info', message: `Removed ${gc.records} cache records and ${gc.cacheMounts} cache mounts to keep the build cache within its limit` });
+  // The image is tagged and safe: now keep the build cache within its limit (cache/gc.ts). A
+  // build that ran no step added no layer, so it skips the check (a statfs and a sum per build).
+  const ran = [...results.values()].some((r) => !r.cached);
+  const gc = ran ? await autoGc(engine.store, { keepImages: [image.manifestDigest] }) : undefined;
+  if (gc && gc.records + gc.cacheMounts + (gc.images ?? 0) > 0) {
+    const images = gc.images ? `${gc.images} untagged image${gc.images === 1 ? '' : 's'}, ` : '';
+    progress({ type: 'info', message: `Removed ${images}${gc.records} cache records and ${gc.cacheMounts} cache mounts to keep the build cache within its limit` });
   }
   return { image, warnings: def.warnings };
 }
@@ -178,7 +178,7 @@ async function readDockerignore(contextDir: string, req: Pick<BuildRequest, 'doc
   if (req.dockerfileText === undefined) candidates.unshift(`${resolve(req.dockerfile ?? `${contextDir}/Dockerfile`)}.dockerignore`);
   for (const path of candidates) {
     try {
-      return parseIgnoreFile(await readFile(path, 'utf8'));
+      return parseIgnoreFile(await readFile(path, 'utf8'), { file: basename(path) });
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
     }

@@ -3,6 +3,7 @@ import { KilnError } from '../../cache/errors.js';
 import type { ImageResolver } from '../../frontend/index.js';
 import { findImage } from '../image/local.js';
 import { familiarName, parseReference } from '../image/reference.js';
+import type { ProgressNumbers, ProgressSink } from '../../solver/progress.js';
 import type { PullEvent } from '../registry/pull.js';
 
 export interface ResolverOptions {
@@ -12,6 +13,9 @@ export interface ResolverOptions {
   onPull?: (ref: string, event: PullEvent) => void;
   /** Pull every registry reference even when the store has it (`kiln build --pull`). */
   alwaysPull?: boolean;
+  /** The build's progress: each pull is a step of its own whose layers' bytes show as `kiln pull` shows them. */
+  progress?: ProgressSink;
+  numbers?: ProgressNumbers;
 }
 
 /**
@@ -23,7 +27,24 @@ export function storeResolver(store: Store, options: ResolverOptions = {}): Imag
   const pull = async (ref: string, platform: Parameters<ImageResolver['resolve']>[1]['platform'], signal?: AbortSignal) => {
     // The registry client loads only when a build needs an image the store lacks.
     const { pullImage } = await import('../registry/pull.js');
-    return pullImage(store, ref, { platform, signal, insecureRegistries: options.insecureRegistries, onEvent: (e) => options.onPull?.(ref, e) });
+    const { progress, numbers } = options;
+    const id = numbers?.id(`internal:pull:${ref}`) ?? 0;
+    const start = Date.now();
+    progress?.({ type: 'vertex.start', id, name: `pulling ${ref}`, time: start });
+    try {
+      const pulled = await pullImage(store, ref, {
+        platform,
+        signal,
+        insecureRegistries: options.insecureRegistries,
+        onEvent: (e) => options.onPull?.(ref, e),
+        onTransfer: progress && ((t) => progress({ type: 'transfer', id, ...t, time: Date.now() })),
+      });
+      progress?.({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start });
+      return pulled;
+    } catch (err) {
+      progress?.({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - start, message: err instanceof Error ? err.message : String(err) });
+      throw err;
+    }
   };
   return {
     async resolve(ref, { platform, signal }) {

@@ -2,7 +2,7 @@ import type { LayerRow } from '../../cache/db.js';
 import type { Digest } from '../../cache/digest.js';
 import { cacheMountsDir } from '../../cache/cachemounts.js';
 import { diffTar } from '../../cache/diff.js';
-import { storeLayerTar } from '../../cache/layers.js';
+import { ensureLayerBlob, storeLayerTar } from '../../cache/layers.js';
 import type { Store } from '../../cache/store.js';
 import { join } from 'node:path';
 import type { ImageConfig } from '../../solver/graph.js';
@@ -34,6 +34,8 @@ interface Artifact {
 
 /** Writes a cache export where `to` says: pushed to a registry, or an OCI layout directory. */
 export async function exportCache(store: Store, to: Exclude<CacheTo, { type: 'inline' }>, records: readonly SolvedRecord[], options: CacheExportOptions = {}): Promise<Digest> {
+  // Hits of an imported cache that nothing needed are still remote: an export carries their blobs.
+  await Promise.all(records.flatMap((r) => (r.layer ? [ensureLayerBlob(store, r.layer.diffId, options.signal)] : [])));
   const artifact = await writeArtifact(store, records, to.cacheMounts ? (options.cacheMountIds ?? []) : [], options.signal);
   if (to.type === 'registry') {
     // The cache is pushed like an image: HEAD first, cross-repository mounts, retries.
@@ -121,7 +123,7 @@ async function writeLayout(store: Store, dest: string, artifact: Artifact, signa
 /**
  * The image config with inline cache records: each points at its layer by position in the
  * image's own layers, so pushing the image carries its cache and nothing more. Records whose
- * layer the image lacks (rewritten for SOURCE_DATE_EPOCH, say) are left out.
+ * layer the image lacks (a step of another stage) are left out.
  */
 export function withInlineCache(config: ImageConfig, records: readonly SolvedRecord[]): ImageConfig {
   const diffIds = config.rootfs.diff_ids;

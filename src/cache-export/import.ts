@@ -7,7 +7,7 @@ import type { LayerRow } from '../../cache/db.js';
 import { type Digest, digestHex, digestOf, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
-import { decompressed } from '../../cache/layers.js';
+import { addRemoteLayer, decompressed } from '../../cache/layers.js';
 import type { Store } from '../../cache/store.js';
 import { unpackLayer } from '../../cache/unpack.js';
 import type { CacheImport } from '../../solver/worker.js';
@@ -35,10 +35,17 @@ interface Found {
   layer: Descriptor | null;
 }
 
-/** An imported cache: the records of one export, and its layers fetched on the first hit that needs them. */
+/**
+ * An imported cache: the records of one export. A hit costs nothing at first: its layer becomes a
+ * remote layer of the store (cache/layers.ts), downloaded the first time a step mounts it or an
+ * image, push or export needs its blob. Layers of steps whose files nothing reads (a builder
+ * stage cached whole, whose output no step that runs copies) are never downloaded.
+ */
 export class ImportedCache implements CacheImport {
   private readonly byDiffId = new Map<Digest, Descriptor>();
   private readonly fetching = new Map<Digest, Promise<LayerRow>>();
+  /** What to record once a layer is in the store: the solver's local cache records. */
+  private readonly onStored = new Map<Digest, (() => void)[]>();
 
   constructor(
     private readonly store: Store,
@@ -59,7 +66,24 @@ export class ImportedCache implements CacheImport {
     return r && { diffId: r.diffId, created: r.created };
   }
 
-  fetchLayer(diffId: Digest, signal: AbortSignal): Promise<LayerRow> {
+  async fetchLayer(diffId: Digest, _signal: AbortSignal, stored: () => void): Promise<LayerRow> {
+    const desc = this.byDiffId.get(diffId);
+    if (!desc) throw new KilnError('CACHE_IMPORT_INVALID', `The imported cache names layer "${diffId}" but carries no blob for it`);
+    const row = this.store.db.getLayer(diffId);
+    if (row) {
+      stored();
+      return row;
+    }
+    let waiting = this.onStored.get(diffId);
+    if (!waiting) this.onStored.set(diffId, (waiting = []));
+    waiting.push(stored);
+    addRemoteLayer(this.store, diffId, (signal) => this.download(diffId, signal));
+    // The diff id is the exporter's word until the layer is unpacked: ensureLayerFs checks it then.
+    return { diffId, blob: parseDigest(desc.digest), blobSize: desc.size, mediaType: desc.mediaType };
+  }
+
+  /** Downloads a layer once, however many steps and images ask for it at the same time. */
+  private download(diffId: Digest, signal?: AbortSignal): Promise<LayerRow> {
     let p = this.fetching.get(diffId);
     if (!p) {
       p = this.fetch(diffId, signal);
@@ -69,17 +93,17 @@ export class ImportedCache implements CacheImport {
     return p;
   }
 
-  private async fetch(diffId: Digest, signal: AbortSignal): Promise<LayerRow> {
-    const desc = this.byDiffId.get(diffId);
-    if (!desc) throw new KilnError('CACHE_IMPORT_INVALID', `The imported cache names layer "${diffId}" but carries no blob for it`);
+  private async fetch(diffId: Digest, signal?: AbortSignal): Promise<LayerRow> {
+    const desc = this.byDiffId.get(diffId)!;
     const blob = parseDigest(desc.digest);
     if (!(await this.store.blobs.has(blob))) await this.source.store(this.store, desc, signal);
-    // The diff id is the exporter's word until the layer is unpacked: ensureLayerFs checks it then.
     const layer: LayerRow = { diffId, blob, blobSize: desc.size, mediaType: desc.mediaType };
     this.store.db.transaction(() => {
       this.store.db.putBlob(blob, desc.size, desc.mediaType);
       this.store.db.putLayer(layer);
+      for (const record of this.onStored.get(diffId) ?? []) record();
     });
+    this.onStored.delete(diffId);
     return layer;
   }
 

@@ -1,13 +1,28 @@
 import { resolve } from 'node:path';
+import type { Store } from '../../cache/store.js';
 import { KilnError } from '../../cache/errors.js';
-import { type ConvertOptions, parseCompression } from '../image/convert.js';
+import type { ConvertOptions } from '../image/convert.js';
+import type { Compression } from '../image/oci.js';
+import type { LocalImage } from '../image/local.js';
 import { parseReference } from '../image/reference.js';
-import { DockerExporter } from './docker.js';
-import type { Exporter } from './exporter.js';
+import type { ExportOptions, Exporter } from './exporter.js';
 import { ImageExporter } from './image.js';
-import { LocalDirExporter } from './local.js';
-import { OciExporter } from './oci.js';
-import { TarExporter } from './tar.js';
+
+/**
+ * An exporter whose module (and what it brings: archive writing, the image converter, tar-stream)
+ * loads only when the build gets to export: parsing `-o` is on every build's path, exporting not.
+ */
+function lazy(load: () => Promise<Exporter>): Exporter {
+  let exporter: Promise<Exporter> | undefined;
+  return {
+    async export(store: Store, image: LocalImage, options?: ExportOptions): Promise<void> {
+      exporter ??= load();
+      return (await exporter).export(store, image, options);
+    },
+  };
+}
+
+const COMPRESSIONS: readonly Compression[] = ['gzip', 'zstd', 'uncompressed'];
 
 function invalid(value: string, why: string): KilnError {
   return new KilnError('INVALID_OUTPUT', `Invalid --output "${value}": ${why}`, { exitCode: 2 });
@@ -44,11 +59,8 @@ export function parseOutput(value: string, context: OutputContext = {}): Exporte
   const convert: ConvertOptions = {};
   const compression = fields.get('compression');
   if (compression !== undefined) {
-    try {
-      convert.compression = parseCompression(compression);
-    } catch {
-      throw invalid(value, `compression must be gzip, zstd or uncompressed, not "${compression}"`);
-    }
+    if (!(COMPRESSIONS as readonly string[]).includes(compression)) throw invalid(value, `compression must be gzip, zstd or uncompressed, not "${compression}"`);
+    convert.compression = compression as Compression;
   }
   const level = fields.get('compression-level');
   if (level !== undefined) {
@@ -74,14 +86,23 @@ export function parseOutput(value: string, context: OutputContext = {}): Exporte
     return dest === '-' ? '-' : resolve(dest);
   };
   switch (type) {
-    case 'local':
-      return new LocalDirExporter(needDest());
-    case 'tar':
-      return new TarExporter(needDest());
-    case 'oci':
-      return new OciExporter(needDest(), { names, tar: bool('tar', true), convert });
-    case 'docker':
-      return new DockerExporter(needDest(), { names, convert });
+    case 'local': {
+      const dir = needDest();
+      return lazy(async () => new (await import('./local.js')).LocalDirExporter(dir));
+    }
+    case 'tar': {
+      const file = needDest();
+      return lazy(async () => new (await import('./tar.js')).TarExporter(file));
+    }
+    case 'oci': {
+      const file = needDest();
+      const tar = bool('tar', true);
+      return lazy(async () => new (await import('./oci.js')).OciExporter(file, { names, tar, convert }));
+    }
+    case 'docker': {
+      const file = needDest();
+      return lazy(async () => new (await import('./docker.js')).DockerExporter(file, { names, convert }));
+    }
     case 'image':
       return new ImageExporter({ names, push: bool('push', false), tag: true, convert, insecureRegistries: context.insecureRegistries });
     default:

@@ -2,6 +2,8 @@ import type { LayerRow } from '../../cache/db.js';
 import { type Digest, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
+import { ensureLayerBlob } from '../../cache/layers.js';
+import { crashPoint } from '../../cache/trace.js';
 import type { ImageConfig } from '../../solver/graph.js';
 import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, documentMediaType, isManifestType, type Manifest } from './oci.js';
 import { normalizeName } from './reference.js';
@@ -63,8 +65,12 @@ export async function loadImage(store: Store, manifestDigest: Digest): Promise<L
   return { manifestDigest, manifest, configDigest, config, layers };
 }
 
-/** Writes config and manifest blobs and records the image; layers must be stored already. */
-export async function writeImage(store: Store, config: ImageConfig, layers: readonly LayerRow[]): Promise<LocalImage> {
+/**
+ * Writes config and manifest blobs and records the image. Layers must be stored already, or be
+ * remote layers of an imported cache, which are downloaded first: an image in the store is whole.
+ */
+export async function writeImage(store: Store, config: ImageConfig, layers: readonly LayerRow[], options: { signal?: AbortSignal } = {}): Promise<LocalImage> {
+  await Promise.all(layers.map((l) => ensureLayerBlob(store, l.diffId, options.signal)));
   const configBytes = Buffer.from(JSON.stringify(config));
   const configBlob = await store.blobs.writeBuffer(configBytes);
   const manifest: Manifest = {
@@ -78,6 +84,7 @@ export async function writeImage(store: Store, config: ImageConfig, layers: read
   store.db.transaction(() => {
     store.db.putBlob(configBlob.digest, configBlob.size, MEDIA_TYPE_CONFIG);
     store.db.putBlob(manifestBlob.digest, manifestBlob.size, MEDIA_TYPE_MANIFEST);
+    crashPoint('image-commit');
     store.db.putManifest({
       digest: manifestBlob.digest,
       config: configBlob.digest,
@@ -135,6 +142,9 @@ export async function recordImage(store: Store, manifestBytes: Buffer, options: 
 export function tagImage(store: Store, image: LocalImage, names: readonly string[]): void {
   const normalized = names.map(normalizeName);
   store.db.transaction(() => {
-    for (const n of normalized) store.db.setTag(n, image.manifestDigest);
+    for (const [i, n] of normalized.entries()) {
+      if (i === 1) crashPoint('tag-commit');
+      store.db.setTag(n, image.manifestDigest);
+    }
   });
 }

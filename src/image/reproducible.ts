@@ -1,10 +1,4 @@
-import { Readable } from 'node:stream';
-import type { LayerRow } from '../../cache/db.js';
 import { KilnError } from '../../cache/errors.js';
-import { decompressed, storeLayerTar } from '../../cache/layers.js';
-import type { Store } from '../../cache/store.js';
-import { encodeTarHeader, endOfArchive, paddingFor } from '../../cache/tarheader.js';
-import { readTar } from '../../cache/tarreader.js';
 import type { ImageConfig } from '../../solver/graph.js';
 
 /** `SOURCE_DATE_EPOCH` from the build args, else the environment; seconds since the epoch. */
@@ -22,41 +16,16 @@ function clampTime(iso: string | undefined, epoch: number): string {
   return Number.isNaN(t) || t > epoch * 1000 ? limit : iso;
 }
 
-async function* clampedTar(source: Readable, epoch: number): AsyncGenerator<Buffer> {
-  for await (const entry of readTar(source)) {
-    const mtime = Math.floor(entry.header.mtime);
-    yield encodeTarHeader({ ...entry.header, mtime: mtime > epoch ? epoch : mtime });
-    for await (const chunk of entry.body) yield chunk;
-    const pad = paddingFor(entry.header.size);
-    if (pad > 0) yield Buffer.alloc(pad);
-  }
-  yield endOfArchive();
-}
-
 /**
- * Makes a build's image reproducible as BuildKit does with SOURCE_DATE_EPOCH and
- * rewrite-timestamp: times in the config and history no later than the epoch, and the
- * modification times in the layers this build made (`from` onwards; base layers stay as
- * pulled) clamped to it. Rewritten layers are new layers, stored and recorded like any other.
+ * Makes a build's image config reproducible as BuildKit does with SOURCE_DATE_EPOCH: times in
+ * the config and history no later than the epoch. The layers need no rewriting: each step
+ * wrote its own with file times clamped to the epoch (the solver passes it down, and keys the
+ * steps by it), and base layers stay as pulled.
  */
-export async function clampImage(store: Store, config: ImageConfig, layers: readonly LayerRow[], options: { epoch: number; from: number; signal?: AbortSignal }): Promise<{ config: ImageConfig; layers: LayerRow[] }> {
-  const out: LayerRow[] = [];
-  for (const [i, l] of layers.entries()) {
-    if (i < options.from) {
-      out.push(l);
-      continue;
-    }
-    options.signal?.throwIfAborted();
-    const tar = Readable.from(clampedTar(decompressed(store.blobs.open(l.blob), l.mediaType), options.epoch));
-    out.push(await storeLayerTar(store, tar, options.signal));
-  }
+export function clampConfig(config: ImageConfig, epoch: number): ImageConfig {
   return {
-    config: {
-      ...config,
-      created: clampTime(config.created, options.epoch),
-      history: config.history?.map((h) => ({ ...h, created: clampTime(h.created, options.epoch) })),
-      rootfs: { type: 'layers', diff_ids: out.map((l) => l.diffId) },
-    },
-    layers: out,
+    ...config,
+    created: clampTime(config.created, epoch),
+    history: config.history?.map((h) => ({ ...h, created: clampTime(h.created, epoch) })),
   };
 }

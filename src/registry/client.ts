@@ -112,6 +112,7 @@ export class RegistryClient {
         const ok = req.expect ? req.expect.includes(res.status) : res.status >= 200 && res.status < 300;
         if (ok) return res;
         const body = req.method === 'HEAD' ? '' : (await readBody(res, 1 << 20)).toString('utf8');
+        if (res.status === 401) throw await this.refusal(res.headers['www-authenticate'], body, req);
         failure = errorFromResponse(res.status, body, req.what);
         if (failure.temporary) failure = withRetryAfter(failure, res.headers['retry-after']);
       } catch (err) {
@@ -127,7 +128,8 @@ export class RegistryClient {
           if (!failure.temporary) throw failure;
         }
       }
-      if (attempt >= attempts || !failure.temporary) {
+      if (!failure.temporary) throw failure;
+      if (attempt >= attempts) {
         throw new RegistryError(failure.code, attempts > 1 ? `${failure.message} (gave up after ${attempt} attempts)` : failure.message, { temporary: true, status: failure.status, hint: failure.hint, cause: failure });
       }
       const delay = retryDelay(failure, attempt, this.retryBase());
@@ -151,6 +153,23 @@ export class RegistryClient {
         await sleep(this.retryBase() * 2 ** (attempt - 1), undefined, { signal: req.signal });
       }
     }
+  }
+
+  /**
+   * The error for a 401 that a fresh token did not cure. A bearer challenge with
+   * `error="insufficient_scope"` means the token server authenticated the user but did not grant
+   * what the request needs: that is a refusal (DENIED), not a matter of logging in.
+   */
+  private async refusal(header: string | string[] | undefined, body: string, req: RegistryRequest): Promise<RegistryError> {
+    const challenge = typeof header === 'string' ? parseChallenge(header) : undefined;
+    if (challenge?.scheme !== 'bearer' || challenge.params.error !== 'insufficient_scope') return errorFromResponse(401, body, req.what);
+    const creds = await this.creds();
+    const wanted = challenge.params.scope ?? req.scopes.join(' ');
+    const who = creds ? `"${creds.username}"` : 'anonymous users';
+    return new RegistryError('DENIED', `${req.what}: DENIED: the registry's token server does not grant ${who} "${wanted}"`, {
+      status: 401,
+      hint: creds ? `Ask for that access, or log in as a user who has it with "kiln login ${this.registry}"` : `Log in with "kiln login ${this.registry}"`,
+    });
   }
 
   /** Whether another attempt with credentials can answer this challenge; fetches the token. */

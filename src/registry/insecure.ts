@@ -14,7 +14,7 @@ function configuredInsecure(env: NodeJS.ProcessEnv): string[] {
     text = readFileSync(path, 'utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return [];
-    throw err;
+    throw new KilnError('CONFIG_INVALID', `Cannot read the Kiln config "${path}": ${(err as Error).message}`, { cause: err });
   }
   try {
     const list = (JSON.parse(text) as { 'insecure-registries'?: unknown })['insecure-registries'];

@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type Digest, digestOf, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
+import { crashPoint } from '../../cache/trace.js';
 import { countTransfer, type TransferSink } from '../../solver/progress.js';
 import { type Manifest, MEDIA_TYPE_MANIFEST, documentMediaType } from '../image/oci.js';
 import { type Reference, formatReference, parseReference } from '../image/reference.js';
@@ -79,7 +80,9 @@ export async function pushImage(store: Store, manifestDigest: Digest, names: rea
       else result.uploaded++;
     }
     recordBlobSources(store, ref.domain, ref.path, blobs.map((b) => b.digest));
+    crashPoint('push-manifest');
     for (const r of group) {
+      if (r !== group[0]) crashPoint('push-tag');
       const reference = r.digest ?? r.tag ?? 'latest';
       if (r.digest && r.digest !== manifestDigest) {
         throw new KilnError('DIGEST_MISMATCH', `Cannot push to "${formatReference(r)}": the image's manifest is "${manifestDigest}"`);
@@ -150,6 +153,7 @@ async function pushBlob(store: Store, client: RegistryClient, ref: Reference, bl
       options.onEvent?.({ type: 'blob', ...blob, status: 'pushing' });
       await upload(store, client, location, blob, scopes, what, options);
       options.onEvent?.({ type: 'blob', ...blob, status: 'pushed' });
+      crashPoint('push-blob');
       return 'pushed';
     } catch (err) {
       // A session that failed part way cannot be trusted: a new one starts from the first byte.

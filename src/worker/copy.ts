@@ -1,12 +1,35 @@
-import { constants } from 'node:fs';
-import { chmod, chown, copyFile, lchown, lstat, lutimes, mkdir, readdir, readlink, rm, stat, symlink, utimes } from 'node:fs/promises';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  lstatSync,
+  lutimesSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeSync,
+  type Stats,
+} from 'node:fs';
+import { chmod, chown, copyFile, lstat, mkdir, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import type { CopyAction } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
+import { TimeSlice } from '../fsutil/timeslice.js';
 import { detectArchive, extractArchive } from '../sources/archive.js';
-import { cleanSource, type Exclusion, type Selection } from '../sources/select.js';
+import { cleanSource, NO_EXCLUSION, type Exclusion, type Selection } from '../sources/select.js';
 
 export interface CopyOptions {
   /** Owner for everything created; absent: root for context files, the source owner otherwise. */
@@ -79,7 +102,7 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
   const destHost = await secureJoin(destRoot, dest);
   const destIsDir = endsWithSlash || matches.length > 1 || (await isDir(destHost));
   const mode = action.chmod === undefined ? undefined : parseChmod(action.chmod);
-  const ctx: EntryCtx = { ...o, mode, destRoot };
+  const ctx: EntryCtx = { ...o, mode, destRoot, slice: new TimeSlice(o.signal) };
   for (const m of matches) {
     const st = await lstat(m.host);
     if (o.excludes?.excluded(posix.basename(m.rel))) continue;
@@ -87,7 +110,7 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
     if (action.parents) {
       const target = posix.join(dest, parentsPath(m.pattern, m.rel));
       await mkdirOwned(destRoot, posix.dirname(target), ctx);
-      await copyEntry(m.host, await secureJoin(destRoot, target), ctx, true);
+      await copyTop(m.host, await secureJoin(destRoot, target), ctx);
       continue;
     }
     const archive = action.extract && !st.isDirectory() ? await detectArchive(m.host, o.signal) : undefined;
@@ -98,12 +121,12 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
       continue;
     }
     if (st.isDirectory()) {
-      await mkdirOwned(destRoot, dest, ctx);
-      await copyChildren(m.host, destHost, ctx);
+      const fresh = await mkdirOwned(destRoot, dest, ctx);
+      await copyChildren(m.host, destHost, ctx, fresh);
     } else {
       const target = destIsDir ? posix.join(dest, posix.basename(m.rel)) : dest;
       await mkdirOwned(destRoot, posix.dirname(target), ctx);
-      await copyEntry(m.host, await secureJoin(destRoot, target), ctx, true);
+      await copyTop(m.host, await secureJoin(destRoot, target), ctx);
     }
   }
 }
@@ -113,6 +136,9 @@ interface EntryCtx extends CopyOptions {
   destRoot: string;
   /** The matched source being copied, which --exclude patterns are relative to. */
   matchRoot?: string;
+  slice: TimeSlice;
+  /** The copy buffer of small files, allocated by the first one. */
+  buffer?: Buffer;
 }
 
 async function isDir(p: string): Promise<boolean> {
@@ -124,13 +150,18 @@ async function isDir(p: string): Promise<boolean> {
   }
 }
 
-/** mkdir -p inside the root; directories it creates get the copy's owner. */
-async function mkdirOwned(root: string, path: string, ctx: EntryCtx): Promise<void> {
+/**
+ * mkdir -p inside the root; directories it creates get the copy's owner. True when it created
+ * the last one, which is then empty.
+ */
+async function mkdirOwned(root: string, path: string, ctx: EntryCtx): Promise<boolean> {
   const parts = path.split('/').filter(Boolean);
   let cur = '/';
+  let created = false;
   for (const part of parts) {
     cur = posix.join(cur, part);
     const host = await secureJoin(root, cur);
+    created = false;
     try {
       const st = await lstat(host);
       if (!st.isDirectory()) {
@@ -142,9 +173,11 @@ async function mkdirOwned(root: string, path: string, ctx: EntryCtx): Promise<vo
       for (const dir of await mkdirResolved(root, host)) {
         await chmod(dir, 0o755);
         await chown(dir, owner.uid, owner.gid);
+        created = true;
       }
     }
   }
+  return created;
 }
 
 /**
@@ -164,59 +197,99 @@ export async function mkdirResolved(root: string, host: string): Promise<string[
   return made;
 }
 
-async function copyChildren(srcDir: string, destDir: string, ctx: EntryCtx): Promise<void> {
-  const names = (await readdir(srcDir)).sort();
+/*
+ * Below the matched sources, files are copied with synchronous calls, paced by a TimeSlice: a
+ * context is mostly small files, each needing about eight calls, and an asynchronous call is a
+ * thread pool round trip several times dearer than the call itself (5,000 files took 8 s that
+ * way). File owners, modes and times are set through the open descriptor, and a directory this
+ * copy created is known to be empty, so its entries are written without looking for old ones.
+ */
+
+/** Files up to this size are copied through one buffer; larger ones by the kernel (reflink or sendfile) in the thread pool. */
+const SMALL_FILE = 1024 * 1024;
+
+/** Copies the entries of `srcDir` into `destDir`; `fresh`: this copy created `destDir` just now. */
+async function copyChildren(srcDir: string, destDir: string, ctx: EntryCtx, fresh: boolean): Promise<void> {
+  const names = readdirSync(srcDir).sort();
   for (const name of names) {
+    const wait = ctx.slice.pause();
+    if (wait) await wait;
     const src = `${srcDir}/${name}`;
-    if (ctx.fromContext && ctx.exclusion.excluded(posix.relative(ctx.srcRoot, src))) continue;
-    if (ctx.excludes && ctx.matchRoot && ctx.excludes.excluded(posix.relative(ctx.matchRoot, src))) continue;
+    if (ctx.fromContext && ctx.exclusion !== NO_EXCLUSION && ctx.exclusion.excluded(posix.relative(ctx.srcRoot, src))) continue;
+    if (ctx.excludes && ctx.excludes !== NO_EXCLUSION && ctx.matchRoot && ctx.excludes.excluded(posix.relative(ctx.matchRoot, src))) continue;
+    const st = lstatSync(src);
     let dest = `${destDir}/${name}`;
-    const existing = await lstatOrNull(dest);
-    if (existing?.isSymbolicLink() && (await lstat(src)).isDirectory()) {
+    let existing = fresh ? null : lstatOrNull(dest);
+    if (existing?.isSymbolicLink() && st.isDirectory()) {
       // Copying a directory onto a symlink to a directory writes through it, as Docker does,
       // but the link is resolved inside the root.
       dest = await secureJoin(ctx.destRoot, posix.join('/', posix.relative(ctx.destRoot, destDir), name));
+      existing = lstatOrNull(dest);
     }
-    await copyEntry(src, dest, ctx, false);
+    await copyEntry(src, st, dest, existing, ctx);
   }
 }
 
-async function lstatOrNull(p: string) {
-  try {
-    return await lstat(p);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return null;
-    throw err;
-  }
+function lstatOrNull(p: string): Stats | null {
+  return lstatSync(p, { throwIfNoEntry: false }) ?? null;
 }
 
-async function copyEntry(src: string, dest: string, ctx: EntryCtx, top: boolean): Promise<void> {
-  // The top source was resolved through symlinks; inside a directory, links are copied as links.
-  const st = top ? await stat(src) : await lstat(src);
+/** Copies the matched source `src` itself, which was resolved through symlinks, to `dest`. */
+async function copyTop(src: string, dest: string, ctx: EntryCtx): Promise<void> {
+  await copyEntry(src, statSync(src), dest, lstatOrNull(dest), ctx);
+}
+
+/** Copies one entry; `st` describes `src`, `existing` what `dest` is now (null: nothing). */
+async function copyEntry(src: string, st: Stats, dest: string, existing: Stats | null, ctx: EntryCtx): Promise<void> {
   const owner = ctx.owner ?? (ctx.fromContext ? { uid: 0, gid: 0 } : { uid: st.uid, gid: st.gid });
   const mode = ctx.mode ? ctx.mode(st.mode & 0o7777, st.isDirectory()) : st.mode & 0o7777;
-  const existing = await lstatOrNull(dest);
   if (st.isDirectory()) {
-    if (existing && !existing.isDirectory()) await rm(dest, { force: true });
-    if (!existing?.isDirectory()) await mkdir(dest);
-    await copyChildren(src, dest, ctx);
-    await chown(dest, owner.uid, owner.gid);
-    await chmod(dest, mode);
-    await utimes(dest, st.atime, st.mtime);
+    if (existing && !existing.isDirectory()) rmSync(dest, { force: true });
+    const fresh = !existing?.isDirectory();
+    if (fresh) mkdirSync(dest);
+    await copyChildren(src, dest, ctx, fresh);
+    chownSync(dest, owner.uid, owner.gid);
+    chmodSync(dest, mode);
+    utimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
     return;
   }
-  if (existing) await rm(dest, { recursive: existing.isDirectory(), force: true });
+  if (existing) rmSync(dest, { recursive: existing.isDirectory(), force: true });
   if (st.isSymbolicLink()) {
-    await symlink(await readlink(src), dest);
-    await lchown(dest, owner.uid, owner.gid);
-    await lutimes(dest, st.atime, st.mtime);
+    symlinkSync(readlinkSync(src), dest);
+    lchownSync(dest, owner.uid, owner.gid);
+    lutimesSync(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
     return;
   }
   if (!st.isFile()) {
     throw new KilnError('COPY_UNSUPPORTED', `Cannot copy "${src}": only files, directories and symbolic links can be copied`);
   }
-  await copyFile(src, dest, constants.COPYFILE_FICLONE);
-  await chown(dest, owner.uid, owner.gid);
-  await chmod(dest, mode);
-  await utimes(dest, st.atime, st.mtime);
+  if (st.size > SMALL_FILE) {
+    // Off the event loop: copying a large file takes long enough to stall progress and Ctrl-C.
+    await copyFile(src, dest, constants.COPYFILE_FICLONE);
+    await chown(dest, owner.uid, owner.gid);
+    await chmod(dest, mode);
+    await utimes(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
+    return;
+  }
+  const buffer = (ctx.buffer ??= Buffer.allocUnsafe(SMALL_FILE));
+  const input = openSync(src, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    const output = openSync(dest, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      // To the end of the file as it is now, not as it was stat'ed: the copy is whole either way.
+      for (;;) {
+        const length = readSync(input, buffer, 0, buffer.length, null);
+        if (length === 0) break;
+        for (let done = 0; done < length; ) done += writeSync(output, buffer, done, length - done);
+      }
+      // chown before chmod: changing the owner clears the set-user-ID and set-group-ID bits.
+      fchownSync(output, owner.uid, owner.gid);
+      fchmodSync(output, mode);
+      futimesSync(output, st.atimeMs / 1000, st.mtimeMs / 1000);
+    } finally {
+      closeSync(output);
+    }
+  } finally {
+    closeSync(input);
+  }
 }

@@ -4,8 +4,8 @@ import { getAttributeSync } from '@napi-rs/xattr';
 import { posix } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { LayerRow } from '../../cache/db.js';
-import { KilnError } from '../../cache/errors.js';
-import { isErrno } from '../../cache/fsutil.js';
+import { KilnError, NO_SPACE_HINT } from '../../cache/errors.js';
+import { diskFull, isErrno } from '../../cache/fsutil.js';
 import { commitWorkspace } from '../../cache/layers.js';
 import { traced } from '../../cache/trace.js';
 import { unmount } from '../../cache/overlay.js';
@@ -73,9 +73,12 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
     }
     await removeStubs(ws.upper, stubs);
     if (code !== 0) {
-      throw new KilnError('STEP_FAILED', `Process "${op.args.join(' ')}" did not complete successfully: exit code ${code}`);
+      // A step whose writes filled the store's disk fails with its own words ("I/O error"): say why.
+      const full = await diskFull(store.root);
+      const why = full ? ` (the store's disk at "${store.root}" has no space left on device)` : '';
+      throw new KilnError('STEP_FAILED', `Process "${op.args.join(' ')}" did not complete successfully: exit code ${code}${why}`, full ? { hint: NO_SPACE_HINT } : {});
     }
-    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal }));
+    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch }));
   } finally {
     await store.disposeWorkspace(ws);
   }
@@ -139,12 +142,32 @@ async function missingPaths(rootfs: string, paths: readonly string[]): Promise<S
 }
 
 /**
+ * Whether every parent of `rel` in `upper` is a directory. The step may have turned one into a
+ * link, whose target the host would resolve: `/x -> /home` made `x/y/stub` a host path.
+ */
+async function throughDirectories(upper: string, rel: string): Promise<boolean> {
+  const parts = rel.split('/').filter((s) => s !== '');
+  let p = upper;
+  for (const part of parts.slice(0, -1)) {
+    p = posix.join(p, part);
+    try {
+      if (!(await lstat(p)).isDirectory()) return false;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
+      throw err;
+    }
+  }
+  return true;
+}
+
+/**
  * Removes mount-point stubs from the upper directory, but only while they are still empty. An
  * existing directory that was copied up only to hold a stub goes too; one that the step changed
  * gets its times back.
  */
 async function removeStubs(upper: string, stubs: Stubs): Promise<void> {
   for (const stub of stubs.missing) {
+    if (!(await throughDirectories(upper, stub))) continue;
     const p = posix.join(upper, stub);
     try {
       const st = await lstat(p);
@@ -159,6 +182,7 @@ async function removeStubs(upper: string, stubs: Stubs): Promise<void> {
     }
   }
   for (const [dir, before] of stubs.parents) {
+    if (!(await throughDirectories(upper, dir))) continue;
     const p = posix.join(upper, dir);
     let st: Stats;
     try {

@@ -38,7 +38,7 @@ export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedV
     } finally {
       await unmount(ws.mnt);
     }
-    return await commitWorkspace(store, ws, { signal: ctx.signal });
+    return await commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch });
   } finally {
     await store.disposeWorkspace(ws);
   }
@@ -81,7 +81,7 @@ export async function writeLayer(store: Store, ctx: StepContext, fill: (root: st
     } finally {
       await unmount(ws.mnt);
     }
-    return await commitWorkspace(store, ws, { signal: ctx.signal });
+    return await commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch });
   } finally {
     await store.disposeWorkspace(ws);
   }

@@ -1,4 +1,4 @@
-import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, lchown, link, lstat, mkdir, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { acquireCacheMount } from '../../cache/cachemounts.js';
 import type { LayerRow } from '../../cache/db.js';
@@ -12,6 +12,8 @@ import type { ExecOp } from '../../solver/graph.js';
 import { EMPTY_SESSION, type SolvedVertex, type StepContext } from '../../solver/worker.js';
 import type { SpecMount } from '../executor/executor.js';
 import { secureJoin } from '../fsutil/securejoin.js';
+import { exclusionFor } from '../sources/exclusion.js';
+import { NO_EXCLUSION, type Exclusion } from '../sources/select.js';
 
 /**
  * Mounts a chain of layers on `target`: with `upper`, a writable view whose changes land there;
@@ -190,16 +192,31 @@ async function inputPath(
   if (!input) throw new KilnError('INTERNAL', `A mount refers to input ${index}, which the step does not have`);
   const op = input.vertex.op;
   let root: string;
-  if (op.kind === 'context' && !writable) {
-    root = op.source;
+  // The context as .dockerignore leaves it: what COPY sees and what the step's key covers.
+  let context = op.kind === 'context' ? op.source : undefined;
+  let path: string | undefined;
+  if (op.kind === 'context') {
+    const exclusion = exclusionFor(op.exclude);
+    if (exclusion !== NO_EXCLUSION) {
+      const host = await secureJoin(op.source, source);
+      const rel = posix.relative(op.source, host);
+      await lstatOrMissing(host, source, input.vertex.meta.name || op.kind);
+      context = join(await scratch('context'), 'view');
+      await mkdir(join(context, rel, '..'), { recursive: true });
+      await copyFiltered(op.source, host, join(context, rel), exclusion);
+      path = rel;
+    }
+  }
+  if (context !== undefined && !writable) {
+    root = context;
   } else {
     const dir = await scratch('bind');
     const mnt = join(dir, 'mnt');
     await mkdir(mnt);
-    if (op.kind === 'context') {
+    if (context !== undefined) {
       await mkdir(join(dir, 'upper'));
       await mkdir(join(dir, 'work'));
-      await mountOverlay(mnt, { lower: [op.source], upper: join(dir, 'upper'), work: join(dir, 'work') });
+      await mountOverlay(mnt, { lower: [context], upper: join(dir, 'upper'), work: join(dir, 'work') });
     } else if (writable) {
       await mkdir(join(dir, 'upper'));
       await mkdir(join(dir, 'work'));
@@ -209,12 +226,53 @@ async function inputPath(
     }
     root = mnt;
   }
-  const path = await secureJoin(root, source);
+  if (path !== undefined) return join(root, path);
+  const joined = await secureJoin(root, source);
+  await lstatOrMissing(joined, source, input.vertex.meta.name || op.kind);
+  return joined;
+}
+
+async function lstatOrMissing(path: string, source: string, what: string): Promise<void> {
   try {
     await lstat(path);
   } catch (err) {
     if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
-    throw new KilnError('MOUNT_SOURCE_MISSING', `Mount source "${source}" not found in ${input.vertex.meta.name || op.kind}`);
+    throw new KilnError('MOUNT_SOURCE_MISSING', `Mount source "${source}" not found in ${what}`);
   }
-  return path;
+}
+
+/**
+ * Copies `from` (under the context `root`) to `to`, leaving out what `exclusion` excludes, as the
+ * context checksum walks it (src/sources/checksum.ts): an excluded directory is skipped whole.
+ * Files are hard links where the store shares the context's filesystem (the view is mounted
+ * read-only, or under an overlay whose writes go to its upper layer), copies elsewhere.
+ */
+async function copyFiltered(root: string, from: string, to: string, exclusion: Exclusion): Promise<void> {
+  const visit = async (src: string, dst: string, top: boolean): Promise<void> => {
+    const rel = posix.relative(root, src);
+    if (!top && rel !== '' && exclusion.excluded(rel)) return;
+    const st = await lstat(src);
+    if (st.isDirectory()) {
+      await mkdir(dst);
+      for (const name of await readdir(src)) await visit(join(src, name), join(dst, name), false);
+      await chown(dst, st.uid, st.gid);
+      await chmod(dst, st.mode & 0o7777);
+      await utimes(dst, st.atime, st.mtime);
+    } else if (st.isSymbolicLink()) {
+      await symlink(await readlink(src), dst);
+      await lchown(dst, st.uid, st.gid);
+    } else if (st.isFile()) {
+      try {
+        await link(src, dst);
+      } catch (err) {
+        if (!isErrno(err, 'EXDEV') && !isErrno(err, 'EPERM')) throw err;
+        await copyFile(src, dst);
+        await chown(dst, st.uid, st.gid);
+        await chmod(dst, st.mode & 0o7777);
+        await utimes(dst, st.atime, st.mtime);
+      }
+    }
+    // Sockets, fifos and devices are not reproduced: a bind mount of a context has no use for them.
+  };
+  await visit(from, to, true);
 }

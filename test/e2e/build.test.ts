@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { cpSync, readFileSync, statSync, writeFileSync, utimesSync, lstatSync, existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { cpSync, readFileSync, statSync, writeFileSync, utimesSync, lstatSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, kilnContainers, mountsUnder, REPO, stepCached, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
@@ -168,6 +169,76 @@ describe('a multi-stage build through runc', () => {
     } finally {
       await out.cleanup();
     }
+  });
+
+  it('leaves nothing mounted or running', () => {
+    expect(mountsUnder(root)).toEqual([]);
+    expect(kilnContainers(root)).toEqual([]);
+  });
+});
+
+describe('a context of many files', () => {
+  let root: string;
+  let work: ReturnType<typeof tempDir>;
+  let cleanupStore: () => Promise<void>;
+  let ctx: string;
+
+  /** `sha256sum` lines of every file the image has below /ctx, as busybox prints them. */
+  const listing = (files: Record<string, string>) =>
+    Object.keys(files)
+      .sort()
+      .map((rel) => `${createHash('sha256').update(files[rel]!).digest('hex')}  ./${rel}`)
+      .join('\n');
+
+  beforeAll(async () => {
+    ({ root, cleanup: cleanupStore } = await storeWithBase());
+    work = tempDir();
+    ctx = join(work.path, 'ctx');
+  });
+
+  afterAll(async () => {
+    await work.cleanup();
+    await cleanupStore();
+  });
+
+  it('copies every file with owner and mode, keeps the base beside it, and recopies after an edit', async () => {
+    const expected: Record<string, string> = {};
+    for (let d = 0; d < 12; d++) {
+      for (let f = 0; f < 100; f++) {
+        const rel = `d${d}/f${f}.${f % 25 === 0 ? 'tmp' : 'txt'}`;
+        mkdirSync(join(ctx, `d${d}`), { recursive: true });
+        writeFileSync(join(ctx, rel), `file ${d}/${f}\n`.repeat(f % 7));
+        if (!rel.endsWith('.tmp')) expected[rel] = `file ${d}/${f}\n`.repeat(f % 7);
+      }
+    }
+    mkdirSync(join(ctx, 'etc'));
+    writeFileSync(join(ctx, 'etc/extra.conf'), 'extra\n');
+    writeFileSync(join(ctx, '.dockerignore'), '**/*.tmp\n');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      [
+        'FROM test/base:1',
+        'RUN echo before > /before',
+        'COPY --chown=1001:1001 --exclude=etc --exclude=Dockerfile --exclude=.dockerignore . /ctx/',
+        'COPY etc/ /etc/',
+        'RUN cd /ctx && find . -type f | sort | xargs sha256sum > /sums && stat -c "%u:%g %a" d3/f1.txt d11 > /owners',
+      ].join('\n'),
+    );
+    const first = await kiln(root, ['build', '--progress', 'plain', '-t', 'test/many:1', ctx]);
+    expect(first.code, first.stderr).toBe(0);
+    const show = () => kiln(root, ['run', '--rm', 'test/many:1', 'sh', '-c', 'cat /sums; echo; cat /owners /etc/extra.conf; head -1 /etc/passwd']);
+    let r = await show();
+    expect(r.stdout).toBe(`${listing(expected)}\n\n1001:1001 644\n1001:1001 755\nextra\nroot:x:0:0:root:/root:/bin/sh\n`);
+
+    writeFileSync(join(ctx, 'd7/f50.txt'), 'edited\n');
+    expected['d7/f50.txt'] = 'edited\n';
+    const second = await kiln(root, ['build', '--progress', 'plain', '-t', 'test/many:1', ctx]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(stepCached(second.stderr, 'RUN echo before')).toBe(true);
+    expect(stepRan(second.stderr, 'COPY --chown=1001:1001')).toBe(true);
+    expect(stepCached(second.stderr, 'COPY etc/ /etc/')).toBe(false);
+    r = await show();
+    expect(r.stdout).toBe(`${listing(expected)}\n\n1001:1001 644\n1001:1001 755\nextra\nroot:x:0:0:root:/root:/bin/sh\n`);
   });
 
   it('leaves nothing mounted or running', () => {

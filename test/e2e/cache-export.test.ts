@@ -1,8 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kiln, stepCached, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
-import { type TestRegistry, registryApi, startRegistry, tempDocker } from '../helpers/registry.js';
+import { kiln, mountsUnder, stepCached, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { type TestRegistry, registryApi, startFaultProxy, startRegistry, tempDocker } from '../helpers/registry.js';
 
 /**
  * Cache export and import between stores that share nothing but a registry (or a directory):
@@ -101,6 +102,105 @@ describe('cache export and import', () => {
     expect(stepRan(third.log, 'RUN echo built')).toBe(true);
     expect(stepCached(third.log, 'RUN cat /artifact')).toBe(true);
     expect(third.id).toBe(first.id);
+  });
+
+  it('downloads an imported layer only when a step needs its files or the image its blob', async () => {
+    // The cache goes through a proxy that counts blob downloads; the base comes from the registry itself.
+    const proxy = await startFaultProxy(reg.host, () => 'pass');
+    try {
+      const lctx = join(work.path, 'lazy');
+      mkdirSync(lctx);
+      writeFileSync(
+        join(lctx, 'Dockerfile'),
+        [
+          `FROM ${base} AS builder`,
+          'RUN head -c 300000 /dev/urandom > /big1 && echo lazy-built > /artifact',
+          'RUN head -c 200000 /dev/urandom > /big2',
+          `FROM ${base}`,
+          'ARG V=1',
+          'RUN echo "v$V" > /v',
+          'COPY --from=builder /artifact /artifact',
+          'CMD ["cat", "/artifact", "/v"]',
+          '',
+        ].join('\n'),
+      );
+      const ref = `${proxy.host}/cache/lazy:max`;
+      const a = emptyStore();
+      const first = await build(a, ['-t', 'lazy:1', '--cache-to', `type=registry,ref=${ref},mode=max`], lctx);
+      const { manifest } = await configOf('cache/lazy', 'max');
+      const cacheLayers = (manifest as unknown as { layers: { digest: string }[] }).layers.map((l) => l.digest);
+      const inspect = JSON.parse((await kiln(a, ['inspect', '--format', 'json', 'lazy:1'])).stdout) as { Manifest: { layers: { digest: string }[] } };
+      const imageLayers = new Set(inspect.Manifest.layers.map((l) => l.digest));
+      const finalLayers = cacheLayers.filter((d) => imageLayers.has(d));
+      const builderLayers = cacheLayers.filter((d) => !imageLayers.has(d));
+      expect(finalLayers).toHaveLength(2);
+      expect(builderLayers).toHaveLength(2);
+      const blobGets = (from: number) => proxy.seen.slice(from).flatMap((s) => /^GET \/v2\/cache\/lazy\/blobs\/(sha256:[a-f0-9]{64})$/.exec(s)?.[1] ?? []);
+
+      // Everything cached: the final stage's layers are downloaded for the image, the builder's never.
+      let mark = proxy.seen.length;
+      const b = emptyStore();
+      const second = await build(b, ['-t', 'lazy:1', '--cache-from', ref], lctx);
+      expect(stepCached(second.log, 'RUN head -c 300000')).toBe(true);
+      expect(stepCached(second.log, 'COPY --from=builder')).toBe(true);
+      expect(second.id).toBe(first.id);
+      expect(blobGets(mark).sort()).toEqual([manifest.config.digest, ...finalLayers].sort());
+      expect((await kiln(b, ['run', '--rm', 'lazy:1'])).stdout).toBe('lazy-built\nv1\n');
+      const verifyB = await kiln(b, ['store', 'verify']);
+      expect(verifyB.code, verifyB.stdout + verifyB.stderr).toBe(0);
+
+      // A changed final stage runs COPY --from, which mounts the builder's chain: now its layers come, once each.
+      mark = proxy.seen.length;
+      const c = emptyStore();
+      const third = await build(c, ['-t', 'lazy:2', '--build-arg', 'V=2', '--cache-from', ref], lctx);
+      expect(stepCached(third.log, 'RUN head -c 200000')).toBe(true);
+      expect(stepRan(third.log, 'COPY --from=builder')).toBe(true);
+      expect(blobGets(mark).sort()).toEqual([manifest.config.digest, ...builderLayers].sort());
+      expect((await kiln(c, ['run', '--rm', 'lazy:2'])).stdout).toBe('lazy-built\nv2\n');
+      const verifyC = await kiln(c, ['store', 'verify']);
+      expect(verifyC.code, verifyC.stdout + verifyC.stderr).toBe(0);
+      expect(mountsUnder(c)).toEqual([]);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('SOURCE_DATE_EPOCH: each layer is written once with clamped times, keyed by the epoch', async () => {
+    const epoch = 1700000000;
+    const sctx = join(work.path, 'epoch');
+    mkdirSync(sctx);
+    writeFileSync(join(sctx, 'f.txt'), 'f\n');
+    writeFileSync(join(sctx, 'Dockerfile'), `FROM ${base}\nRUN echo x > /x && mkdir /d && touch /d/y\nCOPY f.txt /f.txt\n`);
+    const dir = join(work.path, 'epoch-cache');
+    const records = async (root: string) => (JSON.parse((await kiln(root, ['info', '--format', 'json'])).stdout) as { store: { records: { layers: number; blobs: number } } }).store.records;
+    const a = emptyStore();
+    const pulled = await kiln(a, ['pull', '-q', base], { env });
+    expect(pulled.code, pulled.stderr).toBe(0);
+    const before = await records(a);
+    const first = await build(a, ['-t', 'epoch:1', '--build-arg', `SOURCE_DATE_EPOCH=${epoch}`, '--cache-to', `type=local,dest=${dir},mode=max`], sctx);
+    // Two steps, two layers, two blobs: none written a second time to clamp it.
+    expect((await records(a)).layers - before.layers).toBe(2);
+    const oci = join(work.path, 'epoch.tar');
+    expect((await kiln(a, ['save', '-o', oci, 'epoch:1'])).code).toBe(0);
+    const index = JSON.parse(execFileSync('tar', ['-xOf', oci, 'manifest.json'], { encoding: 'utf8' })) as { Layers: string[] }[];
+    const layers = index[0]!.Layers;
+    expect(layers).toHaveLength(3);
+    for (const layer of layers.slice(1)) {
+      const listing = execFileSync('sh', ['-c', `tar -xOf "${oci}" "${layer}" | tar -tv --full-time -f -`], { encoding: 'utf8' });
+      const times = [...listing.matchAll(/ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) /g)].map((m) => Date.parse(`${m[1]}Z`) / 1000);
+      expect(times.length).toBeGreaterThan(0);
+      expect(times.every((t) => t <= epoch)).toBe(true);
+    }
+    // Without the epoch the steps make other layers: they run again rather than reuse the clamped ones.
+    const plain = await build(a, [], sctx);
+    expect(stepRan(plain.log, 'RUN echo x')).toBe(true);
+    expect(plain.id).not.toBe(first.id);
+    // With it, another store reuses the clamped layers from the export and makes the same image.
+    const b = emptyStore();
+    const second = await build(b, ['--build-arg', `SOURCE_DATE_EPOCH=${epoch}`, '--cache-from', `type=local,src=${dir}`], sctx);
+    expect(stepCached(second.log, 'RUN echo x')).toBe(true);
+    expect(stepCached(second.log, 'COPY f.txt')).toBe(true);
+    expect(second.id).toBe(first.id);
   });
 
   it('round-trips through a local directory', async () => {

@@ -1,6 +1,10 @@
-import { chmodSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DANGLING_GRACE_MS, prune } from '../../cache/gc.js';
+import { processStart } from '../../cache/lease.js';
+import { Store } from '../../cache/store.js';
 import { kiln, stepCached, stepNumber, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
 
 const DOCKERFILE = `FROM test/base:1 AS build
@@ -122,5 +126,103 @@ describe('du, prune, store verify and --explain, end to end', () => {
     expect(v.stdout).toContain(`problem: Blob "sha256:${names[0]}" has 15 bytes`);
     expect(v.stdout).toContain(`problem: Blob "sha256:${names[1]}" is recorded but its file is missing`);
     expect(v.stderr).toMatch(/^error: The store at ".*" has \d+ problems$/m);
+  });
+});
+
+describe('untagged images and unpacked sizes in GC', () => {
+  let root: string;
+  let cleanup: () => Promise<void>;
+  let work: ReturnType<typeof tempDir>;
+  let ctx: string;
+
+  beforeAll(async () => {
+    ({ root, cleanup } = await storeWithBase());
+    work = tempDir('kiln-gc-dangling-');
+    ctx = join(work.path, 'ctx');
+    mkdirSync(ctx);
+  });
+
+  afterAll(async () => {
+    await work?.cleanup();
+    await cleanup();
+  });
+
+  /** Builds `RUN echo NAME > /NAME` plus a compressible 3 MB file; returns the image ID. */
+  async function build(name: string, tags: string[] = []): Promise<string> {
+    writeFileSync(join(ctx, 'Dockerfile'), `FROM test/base:1\nRUN echo ${name} > /${name} && head -c 3000000 /dev/zero > /zeros-${name}\n`);
+    const r = await kiln(root, ['build', '-q', ...tags.flatMap((t) => ['-t', t]), ctx]);
+    expect(r.code, r.stderr).toBe(0);
+    return r.stdout.trim();
+  }
+
+  const imageIds = async () => (await kiln(root, ['images', '-q', '--no-trunc'])).stdout.split('\n').filter(Boolean);
+
+  /** Runs `fn` with the store opened in this process. */
+  async function withStore<T>(fn: (store: Store) => Promise<T>): Promise<T> {
+    const store = await Store.open(root);
+    try {
+      return await fn(store);
+    } finally {
+      store.close();
+    }
+  }
+
+  it('records the unpacked size of a layer it makes, and --keep-storage counts it', async () => {
+    await build('sized', ['test/sized:1']);
+    const rows = await withStore(async (store) => store.db.db.prepare('SELECT blob_size AS blob, unpacked_size AS unpacked FROM layers WHERE unpacked_size > 3000000').all() as { blob: number; unpacked: number }[]);
+    // The 3 MB of zeros compress to a few kilobytes: only the unpacked size tells what the layer takes.
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.blob).toBeLessThan(100_000);
+    // Untagged, the record's layer is build cache: 2 MB of room is too little for its 3 MB.
+    expect((await kiln(root, ['rmi', 'test/sized:1'])).code).toBe(0);
+    const r = await kiln(root, ['prune', '-f', '--keep-storage', '2MB']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('RUN echo sized');
+    expect(r.stdout).toMatch(/Total reclaimed space: [3-9]\.\d+MB/);
+  });
+
+  it('an untagged image is kept for an hour, then collected with what only it needs; tagged images never', async () => {
+    const untagged = await build('untagged');
+    const old = await build('moved', ['test/moving:1']);
+    const current = await build('current', ['test/moving:1']);
+    expect(new Set([untagged, old, current]).size).toBe(3);
+    expect(await imageIds()).toEqual(expect.arrayContaining([untagged, old, current]));
+
+    // Within the grace period a plain prune keeps them: `ID=$(kiln build -q .)` must stay usable.
+    expect((await kiln(root, ['prune', '-f'])).code).toBe(0);
+    expect(await imageIds()).toEqual(expect.arrayContaining([untagged, old]));
+    expect((await kiln(root, ['run', '--rm', untagged, 'cat', '/untagged'])).stdout).toBe('untagged\n');
+
+    // While another live process holds a lease, nothing untagged goes, however old.
+    const sleeper = spawn('sleep', ['60'], { stdio: 'ignore' });
+    try {
+      const later = Date.now() + DANGLING_GRACE_MS + 60_000;
+      await withStore(async (store) => {
+        store.db.addLease({ id: 'test-live', pid: sleeper.pid!, pidStart: processStart(sleeper.pid!)!, kind: 'dir', target: join(root, 'tmp', 'nothing') });
+        const busy = await prune(store, { now: later });
+        expect(busy.images).toBe(0);
+        store.db.removeLease('test-live');
+      });
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+
+    const layersBefore = readdirSync(join(root, 'layers')).filter((n) => /^[a-f0-9]{64}$/.test(n)).length;
+    const result = await withStore((store) => prune(store, { now: Date.now() + DANGLING_GRACE_MS + 60_000 }));
+    expect(result.images).toBe(2);
+    expect(result.removed).toEqual(expect.arrayContaining([`${untagged.slice(7, 19)}  untagged image`, `${old.slice(7, 19)}  untagged image`]));
+    // Their RUN records and layers (blob and directory) went with them; the tagged image's stayed.
+    expect(result.records).toBeGreaterThanOrEqual(2);
+    expect(readdirSync(join(root, 'layers')).filter((n) => /^[a-f0-9]{64}$/.test(n)).length).toBe(layersBefore - 2);
+    expect(result.freed).toBeGreaterThan(6_000_000);
+    const ids = await imageIds();
+    expect(ids).not.toContain(untagged);
+    expect(ids).not.toContain(old);
+    expect(ids).toContain(current);
+    expect(existsSync(join(root, 'blobs', 'sha256', untagged.slice(7)))).toBe(false);
+    expect((await kiln(root, ['run', '--rm', 'test/moving:1', 'cat', '/current'])).stdout).toBe('current\n');
+    expect((await kiln(root, ['run', '--rm', 'test/base:1', 'true'])).code).toBe(0);
+    const verify = await kiln(root, ['store', 'verify']);
+    expect(verify.code, verify.stdout).toBe(0);
   });
 });

@@ -9,7 +9,7 @@ import { createSession } from '../../src/build/session.js';
 import { vertex, type ExecMount, type ExecOp, type Vertex } from '../../solver/graph.js';
 import type { ProgressEvent } from '../../solver/progress.js';
 import type { Session } from '../../solver/worker.js';
-import { mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { kiln, mountsUnder, stepNumber, storeWithBase, tempDir } from '../helpers/kiln.js';
 
 /** RUN steps built as graphs directly, run through the real worker: runc on overlayfs. */
 describe('RUN mounts', () => {
@@ -211,6 +211,94 @@ describe('RUN mounts', () => {
     expect(r.output).toBe(`CapEff:\t${own}\n`);
     const sandbox = await run('grep CapEff /proc/self/status');
     expect(sandbox.output).toMatch(/^CapEff:\s+00000000a80425fb\n$/);
+  });
+});
+
+/** Real builds through bin/kiln: a bind mount of the context as .dockerignore leaves it. */
+describe('RUN --mount=type=bind of the build context', () => {
+  let root: string;
+  let cleanup: () => Promise<void>;
+  let work: ReturnType<typeof tempDir>;
+  let ctx: string;
+
+  beforeAll(async () => {
+    ({ root, cleanup } = await storeWithBase());
+    work = tempDir('kiln-bindctx-');
+    ctx = join(work.path, 'ctx');
+    mkdirSync(join(ctx, 'app'), { recursive: true });
+    mkdirSync(join(ctx, 'build'), { recursive: true });
+    writeFileSync(join(ctx, 'app', 'main.txt'), 'main 1\n');
+    writeFileSync(join(ctx, 'app', 'debug.log'), 'noise 1\n');
+    writeFileSync(join(ctx, 'build', 'out.bin'), 'old output\n');
+    writeFileSync(join(ctx, 'secret.txt'), 'do not ship\n');
+    writeFileSync(join(ctx, '.dockerignore'), 'secret.txt\napp/*.log\nbuild\n');
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      [
+        'FROM test/base:1',
+        'RUN --mount=target=/ctx find /ctx | sort; cat /ctx/app/main.txt',
+        'RUN --mount=source=app,target=/a,rw echo scratch > /a/new && ls /a && cat /a/main.txt',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  afterEach(() => {
+    expect(mountsUnder(root)).toEqual([]);
+    expect(ourContainers(root)).toEqual([]);
+  });
+
+  afterAll(async () => {
+    await work?.cleanup();
+    await cleanup?.();
+  });
+
+  /** Builds the context; returns each RUN's output lines and whether it was cached. */
+  async function build() {
+    const r = await kiln(root, ['build', '--progress', 'plain', ctx]);
+    expect(r.stderr).not.toMatch(/ERROR/);
+    expect(r.code).toBe(0);
+    const step = (pattern: string) => {
+      const n = stepNumber(r.stderr, pattern);
+      expect(n).toBeDefined();
+      const lines = r.stderr.split('\n');
+      return {
+        cached: lines.includes(`#${n} CACHED`),
+        output: lines.flatMap((l) => {
+          const m = new RegExp(`^#${n} \\d+\\.\\d+ (.*)$`).exec(l);
+          return m ? [m[1]!] : [];
+        }),
+      };
+    };
+    return { whole: step('RUN --mount=target=/ctx'), sub: step('RUN --mount=source=app') };
+  }
+
+  it('shows only what .dockerignore leaves, and only those files are in the step\'s key', async () => {
+    const first = await build();
+    expect(first.whole.cached).toBe(false);
+    expect(first.whole.output).toEqual(['/ctx', '/ctx/.dockerignore', '/ctx/Dockerfile', '/ctx/app', '/ctx/app/main.txt', 'main 1']);
+    expect(first.sub.output).toEqual(['main.txt', 'new', 'main 1']);
+    // Writes through the read-write mount went to a throwaway layer, never to the context.
+    expect(existsSync(join(ctx, 'app', 'new'))).toBe(false);
+
+    // Ignored files change: both steps stay cached.
+    writeFileSync(join(ctx, 'secret.txt'), 'still not shipped\n');
+    writeFileSync(join(ctx, 'app', 'debug.log'), 'noise 2\n');
+    writeFileSync(join(ctx, 'build', 'out.bin'), 'new output\n');
+    const ignored = await build();
+    expect(ignored.whole.cached).toBe(true);
+    expect(ignored.sub.cached).toBe(true);
+
+    // A mounted file changes: both steps run again and see the new content.
+    writeFileSync(join(ctx, 'app', 'main.txt'), 'main 2\n');
+    const edited = await build();
+    expect(edited.whole.cached).toBe(false);
+    expect(edited.whole.output.at(-1)).toBe('main 2');
+    expect(edited.sub.cached).toBe(false);
+    expect(edited.sub.output).toEqual(['main.txt', 'new', 'main 2']);
+    // The context itself is untouched: the view was made of links, and they are gone.
+    expect(readFileSync(join(ctx, 'secret.txt'), 'utf8')).toBe('still not shipped\n');
+    expect(readdirSync(join(root, 'mnt'))).toEqual([]);
   });
 });
 

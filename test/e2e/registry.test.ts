@@ -109,6 +109,31 @@ describe('push and pull against distribution 2.8', () => {
     }
   });
 
+  it('shows the bytes of a base image pulled during a build as transfer events', async () => {
+    const empty = tempDir('kiln-store-');
+    try {
+      const c3 = join(work.path, 'ctx3');
+      mkdirSync(c3);
+      writeFileSync(join(c3, 'Dockerfile'), `FROM ${reg.host}/acc/app:1\nRUN cat /hello > /third\n`);
+      const r = await kiln(empty.path, ['build', '--progress', 'rawjson', c3], { env });
+      expect(r.code, r.stderr).toBe(0);
+      const events = r.stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { type: string; id?: number; name?: string; current?: number; total?: number; done?: boolean });
+      const start = events.find((e) => e.type === 'vertex.start' && e.name === `pulling ${reg.host}/acc/app:1`);
+      expect(start).toBeDefined();
+      const manifest = JSON.parse((await registryApi(reg.host, '/v2/acc/app/manifests/1')).body) as { layers: { digest: string; size: number }[] };
+      const transfers = events.filter((e) => e.type === 'transfer');
+      expect(transfers.length).toBeGreaterThanOrEqual(manifest.layers.length * 2);
+      expect(transfers.every((t) => t.id === start!.id)).toBe(true);
+      const finished = transfers.filter((t) => t.done).map((t) => ({ name: t.name, current: t.current, total: t.total }));
+      expect(finished.sort((x, y) => x.name!.localeCompare(y.name!))).toEqual(manifest.layers.map((l) => ({ name: l.digest, current: l.size, total: l.size })).sort((x, y) => x.name.localeCompare(y.name)));
+      const done = events.findIndex((e) => e.type === 'vertex.done' && e.id === start!.id);
+      expect(done).toBeGreaterThan(events.lastIndexOf(transfers.at(-1)!));
+      expect(events.at(-1)?.type).toBe('result');
+    } finally {
+      await empty.cleanup();
+    }
+  });
+
   it('pushes zstd layers with -o type=registry and pulls them back', async () => {
     const r = await kiln(base.root, ['build', '-q', '-o', `type=registry,name=${reg.host}/acc/zstd:1,compression=zstd`, ctx], { env });
     expect(r.code, r.stderr).toBe(0);

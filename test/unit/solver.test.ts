@@ -140,6 +140,70 @@ describe('the solver', () => {
     expect(worker.aborted).toEqual(['orphan']);
   });
 
+  it('marks cache hits used in one write at the end, and only those last used over a minute ago', async () => {
+    const [a, b] = [exec('a'), exec('b')];
+    recordLayers('a', 'b');
+    await new Solver(db, worker).solve([a, b]);
+    const lastUsed = () => new Map((db.allCache()).map((r) => [r.description, r.lastUsed]));
+    const stale = Date.now() - 5 * 60_000;
+    db.db.prepare('UPDATE cache SET last_used = ? WHERE description = ?').run(stale, 'RUN a');
+    const recent = lastUsed().get('RUN b')!;
+    const before = Date.now();
+    const results = await new Solver(db, worker).solve([exec('a'), exec('b')]);
+    expect([...results.values()].every((r) => r.cached)).toBe(true);
+    expect(lastUsed().get('RUN a')).toBeGreaterThanOrEqual(before);
+    // Used within the minute: no write at all.
+    expect(lastUsed().get('RUN b')).toBe(recent);
+  });
+
+  it('two solvers on one store (as two processes) run a key once: the second waits for the result', async () => {
+    const otherDb = new StoreDb(`${t.path}/kiln.db`);
+    try {
+      const otherWorker = new FakeWorker();
+      recordLayers('slow');
+      const key = await keyOf('slow');
+      const open = worker.gate('slow');
+      const first = new Solver(db, worker).solve([exec('slow')]);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(db.getRunning(key)).toBeDefined();
+      const events: ProgressEvent[] = [];
+      const second = new Solver(otherDb, otherWorker).solve([exec('slow')], { progress: (e) => events.push(e) });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(otherWorker.runs).toEqual([]);
+      open();
+      const [a, b] = await Promise.all([first, second]);
+      expect(otherWorker.runs).toEqual([]);
+      expect(worker.runs).toEqual(['slow']);
+      expect([...b.values()][0]!.created).toBe([...a.values()][0]!.created);
+      expect(events.some((e) => e.type === 'vertex.log' && /^waiting for kiln process \d+, which is running this step\n$/.test(e.data))).toBe(true);
+      // The claim is gone with the run.
+      expect(db.allRunning()).toEqual([]);
+    } finally {
+      otherDb.close();
+    }
+  });
+
+  it('takes over the run of a key whose owner is dead', async () => {
+    const key = await keyOf('orphan');
+    db.db.prepare('DELETE FROM cache').run();
+    expect(db.claimRun(key, { pid: 2 ** 22 + 1, start: 'gone' })).toBe(true);
+    await new Solver(db, worker).solve([exec('orphan')]);
+    expect(worker.runs).toEqual(['orphan', 'orphan']);
+    expect(db.allRunning()).toEqual([]);
+  });
+
+  /** The cache key of `exec(args)`, as a solve computes it (solved once in a store of its own). */
+  async function keyOf(args: string): Promise<string> {
+    const results = await new Solver(db, worker).solve([exec(args)]);
+    const key = [...results.values()][0]!.key;
+    if (args !== 'orphan') {
+      // Forget the run: only the key was wanted.
+      db.db.prepare('DELETE FROM cache WHERE key = ?').run(key);
+      worker.runs = worker.runs.filter((r) => r !== args);
+    }
+    return key;
+  }
+
   it('reuses recorded results and reports them as cached, keeping their creation time', async () => {
     const solver = new Solver(db, worker);
     const v = exec('x', exec('base'));

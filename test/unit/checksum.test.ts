@@ -1,0 +1,89 @@
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StoreDb } from '../../cache/db.js';
+import { checksumSelections } from '../../src/sources/checksum.js';
+import { exclusionFor } from '../../src/sources/exclusion.js';
+import { selectSources } from '../../src/sources/select.js';
+
+let tmp: string;
+let db: StoreDb;
+
+beforeEach(() => {
+  tmp = mkdtempSync('/dev/shm/kiln-checksum-');
+  db = new StoreDb(join(tmp, 'kiln.db'));
+});
+
+afterEach(() => {
+  db.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+async function sum(ctx: string, patterns: string[], ignore: string[] = [], files?: Record<string, string>): Promise<string> {
+  const exclusion = exclusionFor(ignore);
+  return checksumSelections(db, await selectSources(ctx, patterns, exclusion, 'the build context'), exclusion, ctx, files);
+}
+
+function makeContext(): string {
+  const ctx = join(tmp, 'ctx');
+  for (let d = 0; d < 10; d++) {
+    mkdirSync(join(ctx, `d${d}`), { recursive: true });
+    for (let f = 0; f < 30; f++) writeFileSync(join(ctx, `d${d}/f${f}`), `${d} ${f}\n`);
+  }
+  writeFileSync(join(ctx, 'debug.log'), 'log\n');
+  return ctx;
+}
+
+describe('checksumSelections', () => {
+  it('changes with content and mode, not with times, and leaves out ignored files', async () => {
+    const ctx = makeContext();
+    const files: Record<string, string> = {};
+    const first = await sum(ctx, ['.'], ['*.log'], files);
+    expect(Object.keys(files)).toHaveLength(1 + 10 + 10 * 30);
+    expect(files['d3/f7']).toBe(`file 644 0:0 4 sha256:${createHash('sha256').update('3 7\n').digest('hex')}`);
+    expect(await sum(ctx, ['.'], ['*.log'])).toBe(first);
+
+    utimesSync(join(ctx, 'd3/f7'), 5, 5);
+    writeFileSync(join(ctx, 'debug.log'), 'more log\n');
+    expect(await sum(ctx, ['.'], ['*.log'])).toBe(first);
+
+    writeFileSync(join(ctx, 'd3/f7'), '3 8\n\n');
+    const edited = await sum(ctx, ['.'], ['*.log']);
+    expect(edited).not.toBe(first);
+    writeFileSync(join(ctx, 'd3/f7'), '3 7\n');
+    expect(await sum(ctx, ['.'], ['*.log'])).toBe(first);
+
+    chmodSync(join(ctx, 'd9/f0'), 0o600);
+    expect(await sum(ctx, ['.'], ['*.log'])).not.toBe(first);
+  });
+
+  it('takes unchanged files from the memo, read for a whole directory at once', async () => {
+    const ctx = makeContext();
+    const first = await sum(ctx, ['.']);
+    const memos = db.checksumsUnder(ctx);
+    expect(memos.size).toBe(10 * 30 + 1);
+    // A memo that still matches the file's stat is believed: proof it is what the walk used.
+    const path = join(ctx, 'd4/f4');
+    const memo = memos.get(path)!;
+    db.putChecksums([{ path, ...memo, sum: `sha256:${'0'.repeat(64)}` }]);
+    expect(await sum(ctx, ['.'])).not.toBe(first);
+    // The same through a directory selection and through a file selection (a single lookup).
+    for (const pattern of ['d4', 'd4/f4']) {
+      const files: Record<string, string> = {};
+      await sum(ctx, [pattern], [], files);
+      expect(files['d4/f4']).toContain(`sha256:${'0'.repeat(64)}`);
+    }
+    // Once the file is written again, its stat no longer matches and it is hashed afresh.
+    writeFileSync(path, '4 4\n');
+    expect(await sum(ctx, ['.'])).toBe(first);
+  });
+
+  it('reads only the memo below the directory, not that of a sibling sharing its name as a prefix', () => {
+    const row = (path: string) => ({ path, dev: 1, ino: 2, size: 3, mtimeNs: '4', ctimeNs: '5', sum: `sha256:${'1'.repeat(64)}` });
+    db.putChecksums([row('/c/ctx/a'), row('/c/ctx/sub/b'), row('/c/ctx-b/a'), row('/c/ctx0/a'), row('/c/ctx'), row('/c/ctxa/a'), row('/c/ct/x')]);
+    expect([...db.checksumsUnder('/c/ctx').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub/b']);
+    expect([...db.checksumsUnder('/c/ctx/').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub/b']);
+    expect(db.checksumsUnder('/c/none').size).toBe(0);
+  });
+});
