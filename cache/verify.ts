@@ -3,7 +3,11 @@
  * Problems are what would make a build or an image fail; notes are harmless leftovers that the
  * next collection removes.
  */
+import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { Hasher } from './digest.js';
+import { contextFiles } from './gc.js';
 import { isErrno } from './fsutil.js';
 import { isAlive } from './lease.js';
 import type { Store } from './store.js';
@@ -13,6 +17,8 @@ export interface VerifyReport {
   layers: number;
   images: number;
   records: number;
+  /** Files of the build service's context upload cache, when it has any. */
+  contextFiles?: number;
   problems: string[];
   notes: string[];
 }
@@ -85,9 +91,26 @@ export async function verifyStore(store: Store, options: { signal?: AbortSignal 
   for (const name of await readdir(store.layersDir)) {
     if (/^[a-f0-9]{64}$/.test(name) && !layerSet.has(`sha256:${name}`)) report.notes.push(`Layer directory "${name}" has no index row`);
   }
+  // The build service's uploaded context files: a content's name is its checksum, and a variant's
+  // name starts with the checksum of its content.
+  for (const f of await contextFiles(store)) {
+    options.signal?.throwIfAborted();
+    const name = basename(f.path);
+    const variant = dirname(f.path).endsWith('/variants');
+    const expected = `sha256:${variant ? name.split('-')[0] : name}`;
+    report.contextFiles = (report.contextFiles ?? 0) + 1;
+    const actual = await hashFile(f.path);
+    if (actual !== expected) report.problems.push(`Uploaded context file "${variant ? `variants/${name}` : name}" hashes to "${actual}", not to its name`);
+  }
   for (const l of db.allLeases()) {
     if (!isAlive({ pid: l.pid, start: l.pidStart })) report.problems.push(`Lease "${l.id}" (${l.kind} "${l.target}") of dead process ${l.pid} was not recovered`);
   }
   return report;
 }
 
+
+async function hashFile(path: string): Promise<string> {
+  const h = new Hasher();
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest();
+}

@@ -141,7 +141,11 @@ export function parseBytes(text: string): number | undefined {
 }
 
 /** The JSON `docker buildx build --metadata-file` writes, for the keys Kiln can fill. */
-export async function writeMetadataFile(path: string, image: LocalImage, options: { tags: readonly string[]; manifestSize: number }): Promise<void> {
+export async function writeMetadataFile(
+  path: string,
+  image: Pick<LocalImage, 'configDigest' | 'manifestDigest'> & { manifest: { mediaType?: string } },
+  options: { tags: readonly string[]; manifestSize: number },
+): Promise<void> {
   const { tags, manifestSize } = options;
   const metadata: Record<string, unknown> = {
     'containerimage.config.digest': image.configDigest,

@@ -70,6 +70,11 @@ Commands:
   version   Show version information
   completion  Print a bash or zsh completion script
 
+Global options (before the command):
+  --host URL    Run the command against a build service ("kiln serve"): unix:///PATH or tcp://HOST:PORT;
+                no local store is opened (also KILN_HOST). login, logout and serve refuse it
+  --token-file F, --tls-ca F, --tls-cert F, --tls-key F   Credentials for it (also KILN_TOKEN_FILE, KILN_TLS_*)
+
 Environment:
   KILN_ROOT     Store location (default /var/lib/kiln as root)
   KILN_RUNTIME  OCI runtime binary (default runc)
@@ -78,8 +83,20 @@ Environment:
 
 Run "kiln COMMAND --help" for more on a command.`;
 
-/** Commands that run against a build service when `--host` or `KILN_HOST` names one. */
-const REMOTE_COMMANDS = new Set(['build', 'images', 'tag', 'rmi', 'inspect', 'history', 'push', 'pull', 'version']);
+/**
+ * What `kiln --host URL COMMAND` does. `remote`: runs against the build service, opening no
+ * local store. `here`: needs no store, so it runs on this machine (`debug parse`; `debug graph`
+ * refuses by itself). A string: refused with that reason, since the work belongs to one machine.
+ */
+const ON_HOST: Record<string, 'remote' | 'here' | string> = {
+  build: 'remote', images: 'remote', tag: 'remote', rmi: 'remote', inspect: 'remote', history: 'remote', push: 'remote', pull: 'remote',
+  version: 'remote', info: 'remote', du: 'remote', prune: 'remote', save: 'remote', load: 'remote', import: 'remote', run: 'remote', store: 'remote',
+  debug: 'here',
+  completion: 'here',
+  login: 'the build service pushes and pulls with its own credentials: run "kiln login" on the server',
+  logout: 'the build service pushes and pulls with its own credentials: run "kiln logout" on the server',
+  serve: 'it starts a build service; it does not use one',
+};
 
 /** Global flags before the command: `kiln --host URL [--token-file F] [--tls-ca F …] build …`. */
 function globalHost(argv: readonly string[]): { host: RemoteHost | undefined; explicit: boolean; rest: string[] } {
@@ -111,7 +128,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   const [name, ...rest] = remote.rest;
   // KILN_HOST alone leaves commands that cannot run remotely (serve, say) local; --host does not.
-  const host = remote.explicit || REMOTE_COMMANDS.has(ALIASES[name ?? ''] ?? name ?? '') ? remote.host : undefined;
+  const onHost = ON_HOST[ALIASES[name ?? ''] ?? name ?? ''];
+  const host = remote.explicit || onHost === 'remote' || onHost === 'here' ? remote.host : undefined;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     out(`${TOP_HELP}\n`);
     return name === undefined ? 2 : 0;
@@ -129,8 +147,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
   try {
     if (!load) throw usageError(`Unknown command "${name}"`);
-    if (host && !REMOTE_COMMANDS.has(ALIASES[name] ?? name)) {
-      throw usageError(`"kiln ${name}" does not run against a build service yet`, undefined);
+    if (host && onHost !== 'remote' && onHost !== 'here') {
+      throw usageError(`"kiln ${name}" does not run against a build service (--host): ${onHost ?? 'unknown'}`, undefined);
     }
     const command = await load();
     if (rest.includes('--help') && !(command.spec.stopAtPositional && rest.indexOf('--help') > firstPositional(rest))) {

@@ -3,15 +3,16 @@
  * reads the build's events and rebuilds the server's errors, so that a remote command prints
  * what a local one prints and exits the same way. It never opens a local store.
  */
-import { createReadStream, existsSync, readFileSync } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { lstat, open, readdir, readlink, rename, rm } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { join, relative, resolve, sep } from 'node:path';
-import { Readable } from 'node:stream';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { KilnError } from '../../cache/errors.js';
+import { randomId } from '../../cache/fsutil.js';
 import type { ProgressSink } from '../../solver/progress.js';
 import { formatAddress, parseAddress, type Address } from './address.js';
 import { listContext } from './context-list.js';
@@ -87,6 +88,12 @@ export class KilnClient {
     return JSON.parse(await readAll(res)) as T;
   }
 
+  /** Streams `body` up (an archive, say) and reads the JSON answer. */
+  async sendStream<T>(path: string, body: Readable, signal?: AbortSignal): Promise<T> {
+    const res = await this.request('POST', path, { body, signal });
+    return JSON.parse(await readAll(res)) as T;
+  }
+
   async images(signal?: AbortSignal): Promise<ImageSummary[]> {
     return this.json<ImageSummary[]>('GET', '/images', undefined, signal);
   }
@@ -95,8 +102,8 @@ export class KilnClient {
    * Uploads the context and options, feeds the build's events to `progress`, and returns the
    * image ID; a failed build throws the server's error as it would have been thrown locally.
    */
-  async build(contextDir: string, options: WireBuildOptions & { scope?: string }, handlers: BuildHandlers & { incremental?: boolean }): Promise<{ id: string; manifest: string }> {
-    if (handlers.incremental === false) return this.upload(contextDir, options, handlers, (pack) => packContext(pack, resolve(contextDir), handlers.signal));
+  async build(contextDir: string, options: WireBuildOptions & { scope?: string }, handlers: BuildHandlers & { incremental?: boolean }): Promise<BuildOutcome> {
+    if (handlers.incremental === false) return this.upload(contextDir, options, handlers, (pack) => packDirectory(pack, resolve(contextDir), handlers.signal));
     const list = await listContext(resolve(contextDir), { dockerfile: options.dockerfile, signal: handlers.signal });
     for (let attempt = 0; ; attempt++) {
       let missing: string[];
@@ -124,7 +131,7 @@ export class KilnClient {
     handlers: BuildHandlers,
     fill: (pack: tar.Pack) => Promise<void>,
     headText = `${JSON.stringify(options)}\n`,
-  ): Promise<{ id: string; manifest: string }> {
+  ): Promise<BuildOutcome> {
     const pack = tar.pack();
     const head = Readable.from(
       (async function* () {
@@ -146,10 +153,10 @@ export class KilnClient {
       throw err;
     }
     await packing;
-    let outcome: { id: string; manifest: string } | undefined;
+    let outcome: BuildOutcome | undefined;
     for await (const e of readLines<BuildStreamEvent>(res)) {
       if (e.type === 'queued') handlers.onQueued?.(e.position);
-      else if (e.type === 'result') outcome = { id: e.image, manifest: e.manifest };
+      else if (e.type === 'result') outcome = { id: e.image, manifest: e.manifest, mediaType: e.mediaType, manifestSize: e.manifestSize };
       else if (e.type === 'error') throw fromWireError(e.error);
       else handlers.progress?.(e);
     }
@@ -158,10 +165,53 @@ export class KilnClient {
   }
 }
 
+export interface BuildOutcome {
+  id: string;
+  manifest: string;
+  mediaType?: string;
+  manifestSize?: number;
+}
+
 interface BuildHandlers {
   progress?: ProgressSink;
   onQueued?: (position: number) => void;
   signal?: AbortSignal;
+}
+
+/**
+ * Writes a streamed answer to `dest` (`-`: standard output). A file appears whole or not at all:
+ * a stream the server cut short (it failed midway, or went away) leaves nothing behind.
+ */
+export async function receiveFile(res: IncomingMessage, dest: string, signal?: AbortSignal): Promise<void> {
+  const cut = (err: unknown) => {
+    if (signal?.aborted) return signal.reason;
+    if (err instanceof KilnError) return err;
+    return new KilnError('SERVER_ERROR', `The build service ended the archive early: ${(err as Error).message}`, { hint: 'The server log has the details' });
+  };
+  const complete = new Transform({
+    transform: (chunk, _enc, done) => done(null, chunk),
+    flush: (done) => done(res.complete ? null : new Error('the connection closed before its end')),
+  });
+  if (dest === '-') {
+    await pipeline(res, complete, process.stdout, { signal }).catch((err: unknown) => {
+      throw cut(err);
+    });
+    return;
+  }
+  const tmp = join(dirname(dest), `.${basename(dest)}.${randomId(4)}.tmp`);
+  try {
+    await pipeline(res, complete, createWriteStream(tmp), { signal });
+    const fh = await open(tmp, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, dest);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw cut(err);
+  }
 }
 
 export async function readAll(res: AsyncIterable<Buffer>): Promise<string> {
@@ -186,10 +236,11 @@ export async function* readLines<T>(res: AsyncIterable<Buffer>): AsyncGenerator<
 }
 
 /**
- * The whole context directory as a tar, files in name order: owners, modes and times as they
- * are, symbolic links as links. The server applies `.dockerignore` as a local build would.
+ * A whole directory (a build context, an exported root filesystem) as a tar, files in name
+ * order: owners, modes and times as they are, symbolic links as links. For a context, the server
+ * applies `.dockerignore` as a local build would.
  */
-async function packContext(pack: tar.Pack, root: string, signal?: AbortSignal): Promise<void> {
+export async function packDirectory(pack: tar.Pack, root: string, signal?: AbortSignal): Promise<void> {
   const walk = async (dir: string): Promise<void> => {
     const names = (await readdir(dir)).sort();
     for (const name of names) {

@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import { KilnError } from '../../cache/errors.js';
 import { randomId } from '../../cache/fsutil.js';
 import type { Store } from '../../cache/store.js';
+import { crashPoint } from '../../cache/trace.js';
 import { readTar } from '../../cache/tarreader.js';
 import type { DecodedTarHeader } from '../../cache/tarheader.js';
 import type { ContextFileCache } from './file-cache.js';
@@ -40,6 +41,7 @@ export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, 
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const counted = limitBytes(body, options.maxBytes, (n) => (size = n));
     await unpackContext(await maybeGunzip(counted), dir, options.signal);
+    crashPoint('context-upload');
     return { dir, size, dispose };
   } catch (err) {
     await dispose();
@@ -90,6 +92,7 @@ export async function receiveContextList(
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     seedChecksums(store, materialise(cache, entries, dir, options.signal));
+    crashPoint('context-upload');
     return { dir, size: sent, dispose, filesReceived };
   } catch (err) {
     await dispose();

@@ -14,7 +14,8 @@ import { getImage, tagImage } from '../image/local.js';
 import { DEFAULT_PLATFORM } from '../image/platform.js';
 import { familiarName, familiarRepository, normalizeName, parseReference } from '../image/reference.js';
 import { receiveContext } from './context.js';
-import { LineStream, sendJson } from './http.js';
+import { LineStream, readBody, sendJson } from './http.js';
+import { registryHost } from '../cli/commands/login.js';
 import { imageHistory, listImages, removeImage } from './images.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
@@ -48,6 +49,7 @@ export async function handleDocker(ex: Exchange): Promise<void> {
   if (method === 'GET' && path === '/version') return sendJson(res, 200, versionBody());
   if (method === 'GET' && path === '/info') return sendJson(res, 200, infoBody(ex));
   if (method === 'POST' && path === '/build') return buildRoute(ex);
+  if (method === 'POST' && path === '/auth') return authRoute(ex);
   if (method === 'GET' && path === '/images/json') return imagesJson(ex);
   if (method === 'POST' && path === '/images/create') return pullRoute(ex);
   if (method === 'POST' && path === '/images/load') return loadRoute(ex);
@@ -196,6 +198,80 @@ async function tagRoute(ex: Exchange, name: string): Promise<void> {
   ex.res.writeHead(201).end();
 }
 
+/** A JSON array of strings in a query parameter (`cachefrom=["app:cache"]`); absent or empty is none. */
+function jsonList(v: string | null, what: string): string[] {
+  if (v === null || v === '' || v === 'null') return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(v);
+  } catch {
+    throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON list`, { exitCode: 2 });
+  }
+  if (!Array.isArray(parsed) || parsed.some((x) => typeof x !== 'string')) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON list of strings`, { exitCode: 2 });
+  return parsed as string[];
+}
+
+/**
+ * The RUN settings of the classic builder's query: `networkmode`, `extrahosts` (repeated, or
+ * comma-separated), `shmsize` in bytes (0: the default) and `ulimits` as JSON
+ * (`[{"Name":"nofile","Soft":1024,"Hard":2048}]`), as dockerd reads them. The server checks
+ * them as it checks `kiln build`'s flags.
+ */
+function classicRunFlags(q: URLSearchParams): NonNullable<WireBuildOptions['runFlags']> {
+  const mode = q.get('networkmode') || undefined;
+  if (mode !== undefined && mode !== 'default' && mode !== 'host' && mode !== 'none') {
+    throw new KilnError('INVALID_REQUEST', `Kiln builds with network "default", "host" or "none", not "${mode}" (networkmode)`, { exitCode: 2, hint: 'RUN steps share the host\'s network unless it is "none"' });
+  }
+  const addHost = q.getAll('extrahosts').flatMap((h) => h.split(',')).map((h) => h.trim()).filter(Boolean);
+  const shm = q.get('shmsize');
+  if (shm !== null && shm !== '' && !/^\d+$/.test(shm)) throw new KilnError('INVALID_REQUEST', `The "shmsize" parameter "${shm}" is not a number of bytes`, { exitCode: 2 });
+  const ulimit: string[] = [];
+  const raw = q.get('ulimits');
+  if (raw !== null && raw !== '' && raw !== 'null') {
+    let list: unknown;
+    try {
+      list = JSON.parse(raw);
+    } catch {
+      throw new KilnError('INVALID_REQUEST', 'The "ulimits" parameter is not JSON', { exitCode: 2 });
+    }
+    if (!Array.isArray(list)) throw new KilnError('INVALID_REQUEST', 'The "ulimits" parameter is not a JSON list', { exitCode: 2 });
+    for (const u of list as { Name?: unknown; Soft?: unknown; Hard?: unknown }[]) {
+      if (typeof u?.Name !== 'string' || typeof u.Soft !== 'number' || typeof u.Hard !== 'number') {
+        throw new KilnError('INVALID_REQUEST', 'Each of "ulimits" needs "Name", "Soft" and "Hard"', { exitCode: 2 });
+      }
+      ulimit.push(`${u.Name}=${u.Soft}:${u.Hard}`);
+    }
+  }
+  return { network: mode, addHost, ulimit, shmSize: shm && shm !== '0' ? shm : undefined };
+}
+
+/**
+ * `docker login` asks the daemon to check the credentials against the registry's `/v2/`; the
+ * client keeps them, and sends them with each push or pull (X-Registry-Auth).
+ */
+async function authRoute(ex: Exchange): Promise<void> {
+  const body = await readBody(ex.req, ex.server.limits.maxJsonBytes);
+  let auth: { username?: unknown; password?: unknown; serveraddress?: unknown };
+  try {
+    auth = JSON.parse(body.toString('utf8')) as typeof auth;
+  } catch {
+    throw new KilnError('INVALID_REQUEST', 'The request body is not valid JSON', { exitCode: 2 });
+  }
+  if (typeof auth.username !== 'string' || typeof auth.password !== 'string') throw new KilnError('INVALID_REQUEST', 'A login needs "username" and "password"', { exitCode: 2 });
+  const registry = registryHost(typeof auth.serveraddress === 'string' && auth.serveraddress !== '' ? auth.serveraddress : 'docker.io');
+  const { RegistryClient } = await import('../registry/client.js');
+  const client = new RegistryClient(registry, { credentials: { username: auth.username, password: auth.password }, attempts: 3 });
+  try {
+    await client.ping(ex.signal);
+  } catch (err) {
+    if (err instanceof KilnError && (err.code === 'UNAUTHORIZED' || err.code === 'DENIED')) {
+      throw new KilnError('UNAUTHORIZED', `Login to "${registry}" failed: the registry refused the credentials of "${auth.username}"`);
+    }
+    throw err;
+  }
+  sendJson(ex.res, 200, { Status: 'Login Succeeded', IdentityToken: '' });
+}
+
 function jsonBool(v: string | null): boolean {
   return v === '1' || v === 'true' || v === 'True';
 }
@@ -247,6 +323,8 @@ async function buildRoute(ex: Exchange): Promise<void> {
     target: q.get('target') || undefined,
     noCache: jsonBool(q.get('nocache')),
     pull: jsonBool(q.get('pull')),
+    cacheFrom: jsonList(q.get('cachefrom'), 'cachefrom'),
+    runFlags: classicRunFlags(q),
   };
   const context = await receiveContext(ex.server.engine.store, ex.req as AsyncIterable<Buffer>, { maxBytes: ex.server.limits.maxContextBytes, signal: ex.signal });
   const out = new LineStream(ex.res);

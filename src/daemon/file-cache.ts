@@ -15,10 +15,10 @@ import { join } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { Hasher, isDigest } from '../../cache/digest.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
+import { CONTEXT_FILES_DIR, CONTEXT_FILES_MAX_AGE_MS } from '../../cache/gc.js';
 import type { Store } from '../../cache/store.js';
 import { readTar } from '../../cache/tarreader.js';
 
-const DAY_MS = 24 * 3600 * 1000;
 /** Sweeps run at most this often: listing a large cache is not free. */
 const SWEEP_EVERY_MS = 3600 * 1000;
 
@@ -29,10 +29,10 @@ export class ContextFileCache {
 
   constructor(
     private readonly store: Store,
-    private readonly maxAgeMs = DAY_MS,
+    private readonly maxAgeMs = CONTEXT_FILES_MAX_AGE_MS,
   ) {
-    this.dir = join(store.root, 'context-files', 'sha256');
-    this.variants = join(store.root, 'context-files', 'variants');
+    this.dir = join(store.root, CONTEXT_FILES_DIR, 'sha256');
+    this.variants = join(store.root, CONTEXT_FILES_DIR, 'variants');
   }
 
   path(checksum: string): string {

@@ -6,6 +6,25 @@ import { KilnError } from '../../cache/errors.js';
 import type { TransferSink } from '../../solver/progress.js';
 import { inspectView } from '../cli/commands/inspect.js';
 import { runtimeVersion } from '../cli/commands/version.js';
+import { collectInfo } from '../cli/commands/info.js';
+import { importImage } from '../cli/commands/import.js';
+import { type RunRequest, runImage } from '../cli/commands/run.js';
+import { prepareSave } from '../cli/commands/save.js';
+import { Readable } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseOutput } from '../export/outputs.js';
+import { packDirectory } from './client.js';
+import { pipeline } from 'node:stream/promises';
+import { parseAddHosts, parseShmSize, parseUlimits } from '../cli/build-flags.js';
+import type { CommandSpec } from '../cli/args.js';
+import tar from 'tar-stream';
+import { diskUsage, prune } from '../../cache/gc.js';
+import { verifyStore } from '../../cache/verify.js';
+import { writeDockerArchive } from '../export/docker.js';
+import { loadArchive } from '../image/archive.js';
+import type { ContainerConfig } from '../../solver/graph.js';
 import { parseCompression, prepareExport } from '../image/convert.js';
 import { getImage, tagImage } from '../image/local.js';
 import { DEFAULT_PLATFORM, parsePlatform } from '../image/platform.js';
@@ -33,6 +52,14 @@ export async function handleKiln(ex: Exchange): Promise<void> {
   if (method === 'POST' && path === '/tag') return tag(ex);
   if (method === 'POST' && path === '/push') return push(ex);
   if (method === 'POST' && path === '/pull') return pull(ex);
+  if (method === 'GET' && path === '/du') return du(ex);
+  if (method === 'POST' && path === '/prune') return pruneRoute(ex);
+  if (method === 'POST' && path === '/store/verify') return verify(ex);
+  if (method === 'POST' && path === '/save') return save(ex);
+  if (method === 'POST' && path === '/load') return load(ex);
+  if (method === 'POST' && path === '/import') return importRoute(ex);
+  if (method === 'POST' && path === '/run') return run(ex);
+  if (method === 'POST' && path === '/export') return exportRoute(ex);
   throw new KilnError('NOT_FOUND', `The build service has no endpoint ${method} /v1${path}`);
 }
 
@@ -41,9 +68,11 @@ async function version(ex: Exchange): Promise<void> {
   sendJson(ex.res, 200, { version: kilnVersion(), api: API_VERSION, node: process.version, runtime, runtimeVersion: await runtimeVersion(runtime), store: ex.server.engine.store.root });
 }
 
-function info(ex: Exchange): void {
+async function info(ex: Exchange): Promise<void> {
   const { server } = ex;
   sendJson(ex.res, 200, {
+    // What `kiln info` prints, so that a remote info prints the same.
+    system: await collectInfo(server.engine.store),
     version: kilnVersion(),
     root: server.engine.store.root,
     runtime: process.env.KILN_RUNTIME ?? 'runc',
@@ -113,7 +142,14 @@ async function buildRoute(ex: Exchange): Promise<void> {
       onQueued: (position) => send({ type: 'queued', position }),
       progress: send,
     });
-    send({ type: 'result', image: result.image.configDigest, manifest: result.image.manifestDigest, tags: (options.tags ?? []).map(normalizeName) });
+    send({
+      type: 'result',
+      image: result.image.configDigest,
+      manifest: result.image.manifestDigest,
+      tags: (options.tags ?? []).map(normalizeName),
+      mediaType: result.image.manifest.mediaType,
+      manifestSize: await ex.server.engine.store.blobs.size(result.image.manifestDigest),
+    });
   } catch (err) {
     send({ type: 'error', error: toWireError(err) });
   } finally {
@@ -246,4 +282,197 @@ async function pull(ex: Exchange): Promise<void> {
   } finally {
     out.end();
   }
+}
+
+async function du(ex: Exchange): Promise<void> {
+  sendJson(ex.res, 200, await diskUsage(ex.server.engine.store));
+}
+
+/** The client asked for confirmation on its own terminal: the request is what was confirmed. */
+async function pruneRoute(ex: Exchange): Promise<void> {
+  const o = await jsonBody<{ all?: unknown; olderThanMs?: unknown; keepBytes?: unknown }>(ex);
+  const num = (v: unknown, name: string) => {
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new KilnError('INVALID_REQUEST', `A prune request's "${name}" must be a number of at least 0`);
+    return v;
+  };
+  const options = { all: o.all === true, olderThanMs: num(o.olderThanMs, 'olderThanMs'), keepBytes: num(o.keepBytes, 'keepBytes') };
+  sendJson(ex.res, 200, await ex.server.task(ex.signal, () => prune(ex.server.engine.store, options)));
+}
+
+async function verify(ex: Exchange): Promise<void> {
+  const store = ex.server.engine.store;
+  sendJson(ex.res, 200, { ...(await ex.server.task(ex.signal, (signal) => verifyStore(store, { signal }))), root: store.root });
+}
+
+/**
+ * `{"images": [...]}` in, the docker archive out. Every image is found and prepared before the
+ * answer starts, so an unknown one is a plain error; a failure midway cuts the connection, which
+ * the client reports instead of keeping a truncated file.
+ */
+async function save(ex: Exchange): Promise<void> {
+  const { images } = await jsonBody<{ images?: unknown }>(ex);
+  if (!Array.isArray(images) || images.length === 0 || images.some((i) => typeof i !== 'string')) throw new KilnError('INVALID_REQUEST', 'A save request needs "images", a list of names or IDs');
+  const store = ex.server.engine.store;
+  await ex.server.task(ex.signal, async (signal) => {
+    const prepared = await prepareSave(store, images as string[], signal);
+    try {
+      ex.res.writeHead(200, { 'Content-Type': 'application/x-tar' });
+      const pack = tar.pack();
+      const sending = pipeline(pack, ex.res, { signal });
+      try {
+        await writeDockerArchive(pack, prepared, signal);
+        pack.finalize();
+        await sending;
+      } catch (err) {
+        pack.destroy();
+        await sending.catch(() => undefined);
+        ex.res.destroy();
+        if (!signal.aborted) ex.server.logError('saving images', err);
+      }
+    } finally {
+      for (const p of prepared) await p.image.dispose();
+    }
+  });
+}
+
+/** The archive is the body; the answer lists the images loaded. */
+async function load(ex: Exchange): Promise<void> {
+  const loaded = await ex.server.task(ex.signal, (signal) => loadArchive(ex.server.engine.store, ex.req, { platform: DEFAULT_PLATFORM, signal }));
+  sendJson(ex.res, 200, loaded.map((l) => ({ id: l.image.configDigest, names: l.names })));
+}
+
+/** One JSON line (`ref`, `config`, `comment`), then the root filesystem tar, already unpacked from gzip. */
+async function importRoute(ex: Exchange): Promise<void> {
+  const { line, rest } = await splitFirstLine(ex.req as AsyncIterable<Buffer>, ex.server.limits.maxJsonBytes);
+  let o: { ref?: unknown; config?: unknown; comment?: unknown };
+  try {
+    o = JSON.parse(line) as typeof o;
+  } catch {
+    throw new KilnError('INVALID_REQUEST', 'The import options are not valid JSON');
+  }
+  if (o.ref !== undefined && typeof o.ref !== 'string') throw new KilnError('INVALID_REQUEST', 'An import\'s "ref" must be a string');
+  if (o.ref !== undefined) parseReference(o.ref);
+  if (typeof o.config !== 'object' || o.config === null || Array.isArray(o.config)) throw new KilnError('INVALID_REQUEST', 'An import needs "config", an object');
+  const image = await ex.server.task(ex.signal, (signal) =>
+    importImage(ex.server.engine.store, Readable.from(rest), { ref: o.ref as string | undefined, config: o.config as ContainerConfig, comment: typeof o.comment === 'string' ? o.comment : 'kiln import', signal }),
+  );
+  sendJson(ex.res, 200, { id: image.configDigest });
+}
+
+/**
+ * One JSON line (a RunRequest and whether standard input follows), then that input. The answer
+ * streams the container's output as it comes and ends with its exit code. Bind mounts are never
+ * taken from the wire: a client must not reach the server's files.
+ */
+async function run(ex: Exchange): Promise<void> {
+  const { line, rest } = await splitFirstLine(ex.req as AsyncIterable<Buffer>, ex.server.limits.maxJsonBytes);
+  let r: RunRequest & { stdin?: boolean };
+  try {
+    r = JSON.parse(line) as RunRequest & { stdin?: boolean };
+  } catch {
+    throw new KilnError('INVALID_REQUEST', 'The run options are not valid JSON');
+  }
+  const strings = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string');
+  if (typeof r.ref !== 'string' || !strings(r.cmd) || !strings(r.env) || (r.network !== 'host' && r.network !== 'none')) {
+    throw new KilnError('INVALID_REQUEST', 'A run request needs "ref", "cmd", "env" and "network" (host or none)');
+  }
+  const request: RunRequest = {
+    ref: r.ref,
+    cmd: r.cmd,
+    entrypoint: typeof r.entrypoint === 'string' ? r.entrypoint : undefined,
+    env: r.env,
+    workdir: typeof r.workdir === 'string' ? r.workdir : undefined,
+    user: typeof r.user === 'string' ? r.user : undefined,
+    network: r.network,
+    // Checked again here, against this machine's limits, as `kiln run` checks its flags.
+    extraHosts: parseAddHosts(list<{ host: unknown; ip: unknown }>(r.extraHosts).map((h) => `${String(h?.host)}:${String(h?.ip)}`), RUN_SPEC),
+    ulimits: parseUlimits(list<{ name: unknown; soft: unknown; hard: unknown }>(r.ulimits).map((u) => `${String(u?.name)}=${String(u?.soft)}:${String(u?.hard)}`), RUN_SPEC),
+    shmSize: r.shmSize === undefined ? undefined : parseShmSize(String(r.shmSize), RUN_SPEC),
+  };
+  const stdin = r.stdin === true ? Readable.from(rest) : undefined;
+  if (!stdin) void drain(rest);
+  const out = new LineStream(ex.res);
+  out.start('application/x-ndjson');
+  try {
+    const code = await ex.server.task(ex.signal, (signal) =>
+      runImage(ex.server.engine, request, {
+        signal,
+        stdin,
+        onStdout: (c) => out.write({ type: 'stdout', data: c.toString('base64') }),
+        onStderr: (c) => out.write({ type: 'stderr', data: c.toString('base64') }),
+      }),
+    );
+    out.write({ type: 'exit', code });
+  } catch (err) {
+    out.write({ type: 'error', error: toWireError(err) });
+  } finally {
+    stdin?.destroy();
+    out.end();
+  }
+}
+
+/** The spec a run request's settings are checked as. */
+const RUN_SPEC: CommandSpec = { name: 'run', usage: 'kiln run [OPTIONS] IMAGE [COMMAND [ARG...]]', description: '', minPositionals: 1, maxPositionals: Infinity, options: [] };
+
+function list<T>(v: unknown): Partial<T>[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) throw new KilnError('INVALID_REQUEST', 'A run request\'s "extraHosts" and "ulimits" must be lists');
+  return v as Partial<T>[];
+}
+
+async function drain(body: AsyncIterable<Buffer>): Promise<void> {
+  try {
+    for await (const _ of body) void _;
+  } catch {
+    // The client went away: the request's own signal ends what it asked for.
+  }
+}
+
+/** Output types whose result lands on the client's disk: the server makes it, then streams it. */
+export const CLIENT_OUTPUTS = ['local', 'tar', 'oci', 'docker'];
+
+/**
+ * `{"image", "output", "tags"}` in, where `output` is a `-o` spec without its `dest`: the server
+ * exports into a directory of its own under a lease, then streams it (a file as it is, a
+ * directory as a tar; `X-Kiln-Export` says which) and removes it.
+ */
+async function exportRoute(ex: Exchange): Promise<void> {
+  const { image: ref, output, tags } = await jsonBody<{ image?: unknown; output?: unknown; tags?: unknown }>(ex);
+  if (typeof ref !== 'string' || typeof output !== 'string') throw new KilnError('INVALID_REQUEST', 'An export request needs "image" and "output"');
+  if (tags !== undefined && (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string'))) throw new KilnError('INVALID_REQUEST', 'An export\'s "tags" must be a list of strings');
+  if (/(?:^|,)\s*dest=/.test(output)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" names a dest: the client writes it`, { exitCode: 2 });
+  const type = /(?:^|,)\s*type=([^,]*)/.exec(output)?.[1]?.trim();
+  if (type === undefined || !CLIENT_OUTPUTS.includes(type)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" is not one the client writes: type must be ${CLIENT_OUTPUTS.join(', ')}`, { exitCode: 2 });
+  const store = ex.server.engine.store;
+  const dir = store.blobs.tempPath('export');
+  await store.withLease('dir', dir, () =>
+    ex.server.task(ex.signal, async (signal) => {
+      try {
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        const dest = join(dir, 'out');
+        const exporter = parseOutput(`${output},dest=${dest}`);
+        const image = await getImage(store, ref);
+        await exporter.export(store, image, { signal, tags: (tags as string[] | undefined) ?? [] });
+        const isDir = (await stat(dest)).isDirectory();
+        ex.res.writeHead(200, { 'Content-Type': isDir ? 'application/x-tar' : 'application/octet-stream', 'X-Kiln-Export': isDir ? 'dir' : 'file' });
+        try {
+          if (isDir) {
+            const pack = tar.pack();
+            const sending = pipeline(pack, ex.res, { signal });
+            await packDirectory(pack, dest, signal);
+            await sending;
+          } else {
+            await pipeline(createReadStream(dest), ex.res, { signal });
+          }
+        } catch (err) {
+          // Headers are out: cutting the connection is how the client learns the result is not whole.
+          ex.res.destroy();
+          if (!signal.aborted) ex.server.logError('streaming an export', err);
+        }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }),
+  );
 }

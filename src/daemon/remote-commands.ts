@@ -1,26 +1,107 @@
 /**
- * `kiln build` and `kiln images` against a build service (`--host`, `KILN_HOST`). They parse the
- * same flags and report through the same views as the local commands, so output and exit codes
- * match; flags whose work would happen on the client's machine are refused by name.
+ * `kiln build` against a build service (`--host`, `KILN_HOST`): the same flags as a local build,
+ * turned into a request, and a build presented by the same code (src/cli/commands/build.ts), so
+ * output and exit codes match; flags whose work would happen on the client's machine are refused
+ * by name.
  */
 import { readFileSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { usageError, type CommandSpec, type ParsedArgs } from '../cli/args.js';
 import { parseExtraBuildFlags } from '../cli/build-flags.js';
-import { humanSize, table, timeAgo } from '../cli/format.js';
 import type { CommandIO } from '../cli/main.js';
-import { openProgressView, resolveProgressMode } from '../cli/progress.js';
-import { familiarRepository, parseReference } from '../image/reference.js';
-import { ExplainCollector } from '../../solver/explain.js';
-import { KilnClient, type RemoteHost } from './client.js';
+import type { BuildRunner } from '../cli/commands/build.js';
+import { parseReference } from '../image/reference.js';
+import { KilnClient, receiveFile, type RemoteHost } from './client.js';
+import { parseEntitlement, parseSecretSpec } from '../build/session.js';
+import { parseCacheFrom, parseCacheTo } from '../cache-export/spec.js';
+import { parseOutput } from '../export/outputs.js';
+import { unpackLayer } from '../../cache/unpack.js';
+import type { IncomingMessage } from 'node:http';
 import type { WireBuildOptions } from './wire.js';
 
-/** Flags of `kiln build` that need the client's own machine: secrets and agents, local outputs. */
-const LOCAL_ONLY = ['secret', 'ssh', 'check', 'metadata-file'] as const;
+/** Flags of `kiln build` that need the client's own machine. */
+const LOCAL_ONLY = ['check'] as const;
+
+/**
+ * What the client sends for `--secret`: the values it read itself (a file, or its environment),
+ * checked as a local build checks them, so that the server never needs the client's files.
+ */
+async function readSecrets(specs: readonly string[], spec: CommandSpec): Promise<{ id: string; value: string }[]> {
+  const out: { id: string; value: string }[] = [];
+  for (const raw of specs) {
+    let s;
+    try {
+      s = parseSecretSpec(raw);
+    } catch (err) {
+      if (err instanceof KilnError && err.exitCode === 2) throw usageError(err.message, spec);
+      throw err;
+    }
+    let value: Buffer;
+    if ('file' in s) {
+      try {
+        value = await readFile(s.file);
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT') && !isErrno(err, 'EISDIR')) throw err;
+        throw new KilnError('SECRET_MISSING', `Cannot read the secret "${s.id}" from "${s.file}": no such file`);
+      }
+    } else {
+      const v = process.env[s.env];
+      if (v === undefined) throw new KilnError('SECRET_MISSING', `Cannot read the secret "${s.id}": the environment variable "${s.env}" is not set`);
+      value = Buffer.from(v, 'utf8');
+    }
+    out.push({ id: s.id, value: value.toString('base64') });
+  }
+  return out;
+}
+
+/** `-o` specs split by where their result lands: the server's store or registry, or this machine's disk. */
+function splitOutputs(specs: readonly string[], insecureRegistries: string[], spec: CommandSpec): { server: string[]; client: { output: string; dest: string }[] } {
+  const server: string[] = [];
+  const client: { output: string; dest: string }[] = [];
+  for (const o of specs) {
+    try {
+      // Checked here, as a local build checks it, before anything is sent.
+      parseOutput(o, { insecureRegistries });
+    } catch (err) {
+      if (err instanceof KilnError && err.code === 'INVALID_OUTPUT') throw usageError(err.message, spec);
+      throw err;
+    }
+    if (o === '-') client.push({ output: 'type=tar', dest: '-' });
+    else if (!o.includes('=')) client.push({ output: 'type=local', dest: o });
+    else {
+      const type = /(?:^|,)\s*type=([^,]*)/.exec(o)?.[1]?.trim();
+      if (type === 'image' || type === 'registry') server.push(o);
+      else {
+        const dest = /(?:^|,)\s*dest=([^,]*)/.exec(o)![1]!.trim();
+        client.push({ output: o.split(',').filter((f) => !/^\s*dest=/.test(f)).join(','), dest });
+      }
+    }
+  }
+  return { server, client };
+}
+
+/** Cache specs the server runs (registry, inline); a path would be the server's, so it is refused. */
+function cacheSpecs(options: Record<string, unknown>, spec: CommandSpec): { cacheTo: string[]; cacheFrom: string[] } {
+  const check = (flag: 'cache-to' | 'cache-from', parse: (v: string) => { type: string }) =>
+    ((options[flag] as string[] | undefined) ?? []).map((v) => {
+      let type;
+      try {
+        type = parse(v).type;
+      } catch (err) {
+        if (err instanceof KilnError && err.code === 'INVALID_CACHE_SPEC') throw usageError(err.message, spec);
+        throw err;
+      }
+      if (type === 'local') {
+        throw usageError(`"--${flag} ${v}" names a directory on this machine, which the build service cannot reach: against a build service use type=registry`, spec);
+      }
+      return v;
+    });
+  return { cacheTo: check('cache-to', parseCacheTo), cacheFrom: check('cache-from', parseCacheFrom) };
+}
 
 function buildArgs(values: readonly string[], spec: CommandSpec): Record<string, string> {
   const out: Record<string, string> = {};
@@ -46,16 +127,38 @@ async function checkContext(dir: string): Promise<void> {
   }
 }
 
-export async function remoteBuild(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO, spec: CommandSpec): Promise<number> {
+/**
+ * `kiln build` against a build service: the flags checked and turned into a request here, the
+ * result presented by src/cli/commands/build.ts as a local build's is.
+ */
+export async function remoteBuild(
+  host: RemoteHost,
+  { options, positionals }: ParsedArgs,
+  io: CommandIO,
+  spec: CommandSpec,
+): Promise<{ run: BuildRunner; tags: string[]; source: (name: string) => string | undefined }> {
   for (const flag of LOCAL_ONLY) {
     if (options[flag] !== undefined) throw usageError(`"--${flag}" does not work against a build service (--host)`, spec);
   }
-  const mode = options.quiet === true ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-  const quiet = mode === 'quiet';
+  if (options.ssh !== undefined) {
+    throw usageError('"--ssh" does not work against a build service (--host): the agent socket is on this machine and is not forwarded; clone with credentials from --secret, or build on the machine that has the agent', spec);
+  }
   const extra = parseExtraBuildFlags(options, spec);
   const tags = (options.tag as string[] | undefined) ?? [];
   for (const t of tags) parseReference(t);
   if (options.push === true && tags.length === 0) throw usageError('"--push" needs at least one -t REF to push to', spec);
+  const insecureRegistries = (options['insecure-registry'] as string[] | undefined) ?? [];
+  const outputs = splitOutputs((options.output as string[] | undefined) ?? [], insecureRegistries, spec);
+  const caches = cacheSpecs(options, spec);
+  const allow = ((options.allow as string[] | undefined) ?? []).map((a) => {
+    try {
+      return parseEntitlement(a);
+    } catch (err) {
+      if (err instanceof KilnError && err.exitCode === 2) throw usageError(err.message, spec);
+      throw err;
+    }
+  });
+  const secrets = await readSecrets((options.secret as string[] | undefined) ?? [], spec);
   const contextDir = resolve(positionals[0]!);
   await checkContext(contextDir);
   const file = options.file as string | undefined;
@@ -65,9 +168,18 @@ export async function remoteBuild(host: RemoteHost, { options, positionals }: Pa
     target: options.target as string | undefined,
     noCache: options['no-cache'] === true,
     noCacheFilter: (options['no-cache-filter'] as string[] | undefined) ?? [],
-    outputs: (options.output as string[] | undefined) ?? [],
+    outputs: outputs.server,
     push: options.push === true,
-    insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+    insecureRegistries,
+    runFlags: {
+      network: options.network as string | undefined,
+      addHost: (options['add-host'] as string[] | undefined) ?? [],
+      ulimit: (options.ulimit as string[] | undefined) ?? [],
+      shmSize: options['shm-size'] as string | undefined,
+    },
+    allow,
+    secrets,
+    ...caches,
     labels: extra.labels,
     pull: extra.pull,
     scope: `${contextDir}\0${file === undefined || file === '-' ? 'Dockerfile' : resolve(file)}`,
@@ -95,54 +207,31 @@ export async function remoteBuild(host: RemoteHost, { options, positionals }: Pa
     else wire.dockerfileText = source;
   }
   const text = source;
-  const report = options.explain === true ? new ExplainCollector() : undefined;
-  const printReport = () => {
-    if (!report) return;
-    if (mode === 'rawjson') io.stderr(`${JSON.stringify({ type: 'explain', text: report.format() })}\n`);
-    else if (!quiet) io.stderr(`\n${report.format()}`);
-  };
   const fileName = file === undefined || file === '-' ? 'Dockerfile' : basename(file);
-  const view = await openProgressView(mode, process.stderr, { source: (name) => (name === fileName ? text : undefined) });
   const client = new KilnClient(host);
-  try {
+  const run: BuildRunner = async ({ progress, notice }) => {
     const result = await client.build(contextDir, wire, {
       signal: io.signal,
-      onQueued: (position) => {
-        if (!quiet && mode !== 'rawjson') io.stderr(`Waiting for a build slot on the build service: number ${position} in the queue\n`);
-      },
-      progress: (e) => {
-        if (!quiet) view.handle(e);
-        report?.handle(e);
-      },
+      onQueued: (position) => notice(`Waiting for a build slot on the build service: number ${position} in the queue\n`),
+      progress,
     });
-    if (options.iidfile) await writeFile(options.iidfile as string, result.id);
-    await view.succeed({ imageId: result.id, tags });
-    printReport();
-    if (quiet) io.stdout(`${result.id}\n`);
-    return 0;
-  } catch (err) {
-    await view.fail(err);
-    printReport();
-    return err instanceof KilnError ? err.exitCode : 1;
-  }
+    for (const o of outputs.client) {
+      const res = await client.request('POST', '/export', { json: { image: result.manifest, output: o.output, tags }, signal: io.signal });
+      await receiveExport(res, o.dest, io.signal);
+    }
+    return { id: result.id, manifestDigest: result.manifest, mediaType: result.mediaType, manifestSize: result.manifestSize ?? 0 };
+  };
+  return { run, tags, source: (name: string) => (name === fileName ? text : undefined) };
 }
 
-export async function remoteImages(host: RemoteHost, { options }: ParsedArgs, io: CommandIO): Promise<number> {
-  const images = await new KilnClient(host).images(io.signal);
-  const id = (config: string) => (options['no-trunc'] ? config : config.slice(7, 19));
-  const rows: string[][] = [];
-  const tagged: string[][] = [];
-  for (const img of images) {
-    for (const name of img.names) {
-      const ref = parseReference(name);
-      tagged.push([name, familiarRepository(ref), ref.tag ?? '<none>', id(img.id), timeAgo(img.created), humanSize(img.size)]);
-    }
+/** A file result is written whole; a directory result (type=local, oci with tar=false) is unpacked into `dest`. */
+async function receiveExport(res: IncomingMessage, dest: string, signal: AbortSignal): Promise<void> {
+  if (res.headers['x-kiln-export'] !== 'dir') return receiveFile(res, dest === '-' ? '-' : resolve(dest), signal);
+  try {
+    await unpackLayer(res, resolve(dest), { signal });
+  } catch (err) {
+    if (signal.aborted) throw signal.reason;
+    if (err instanceof KilnError && err.code === 'UNSAFE_ARCHIVE') throw err;
+    throw new KilnError('SERVER_ERROR', `The build service ended the export to "${dest}" early: ${(err as Error).message}`, { hint: 'The server log has the details' });
   }
-  // Names in order, then the untagged images, as the local listing prints them.
-  tagged.sort((a, b) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0));
-  for (const t of tagged) rows.push(t.slice(1));
-  for (const img of images) if (img.names.length === 0) rows.push(['<none>', '<none>', id(img.id), timeAgo(img.created), humanSize(img.size)]);
-  if (options.quiet) io.stdout([...new Set(rows.map((r) => r[2]))].map((r) => `${r}\n`).join(''));
-  else io.stdout(table([['REPOSITORY', 'TAG', 'IMAGE ID', 'CREATED', 'SIZE'], ...rows]));
-  return 0;
 }

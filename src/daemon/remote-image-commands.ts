@@ -1,16 +1,18 @@
 /**
- * `kiln tag`, `rmi`, `inspect`, `history`, `push`, `pull` and `version` against a build service
+ * `kiln tag`, `rmi`, `inspect` and `version` against a build service
  * (`--host`, `KILN_HOST`): the same checks before anything is sent, the same lines out and the
- * same exit codes as the local commands, with the server's store in place of a local one.
+ * same exit codes as the local commands, with the server's store in place of a local one. The
+ * transport of push and pull is here too; src/cli/commands/push.ts and pull.ts present them as
+ * they present a local push or pull.
  */
 import { KilnError } from '../../cache/errors.js';
 import type { ParsedArgs } from '../cli/args.js';
-import { humanSize, table, timeAgo } from '../cli/format.js';
 import type { CommandIO } from '../cli/main.js';
-import { openProgressView, resolveProgressMode } from '../cli/progress.js';
 import { checkImageArg } from '../cli/refs.js';
 import { printInspected } from '../cli/commands/inspect.js';
-import { familiarName, familiarRepository, parseReference } from '../image/reference.js';
+import type { PushSource } from '../cli/commands/push.js';
+import type { PullSource } from '../cli/commands/pull.js';
+import { parseReference } from '../image/reference.js';
 import { KilnClient, readLines, type RemoteHost } from './client.js';
 import { fromWireError, type WireError } from './wire.js';
 
@@ -54,34 +56,6 @@ export async function remoteInspect(host: RemoteHost, { options, positionals }: 
   return printInspected(positionals, view, options.format as string | undefined, io);
 }
 
-/** Commands are cut to this many characters in the table, as the local history does. */
-const CREATED_BY_WIDTH = 45;
-
-export async function remoteHistory(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO): Promise<number> {
-  const ref = positionals[0]!;
-  checkImageArg(ref);
-  const image = await new KilnClient(host).json<RemoteImage>('GET', imagePath(ref), undefined, io.signal);
-  const noTrunc = options['no-trunc'] === true;
-  const id = noTrunc ? image.id : image.id.slice(7, 19);
-  if (options.quiet) {
-    io.stdout(`${id}\n`);
-    return 0;
-  }
-  const out = [['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT']];
-  image.history.forEach((h, i) => {
-    const by = h.createdBy.replace(/\s*\n\s*/g, ' ');
-    out.push([
-      i === 0 ? id : '<missing>',
-      h.created ? timeAgo(h.created) : 'N/A',
-      noTrunc || by.length <= CREATED_BY_WIDTH ? by : `${by.slice(0, CREATED_BY_WIDTH - 1)}…`,
-      humanSize(h.size),
-      h.comment,
-    ]);
-  });
-  io.stdout(table(out));
-  return 0;
-}
-
 /** The server's half of `kiln version`: its runtime and store. */
 export async function remoteEngineVersion(host: RemoteHost, signal?: AbortSignal): Promise<{ runtime: string; runtimeVersion: string; store: string }> {
   const v = await new KilnClient(host).json<{ runtime: string; runtimeVersion: string; store: string }>('GET', '/version', undefined, signal);
@@ -96,106 +70,42 @@ type TransferEvent =
   | { type: 'result'; digest: string; size: number; config: string; names: string[]; name: string; downloaded: number }
   | { type: 'error'; error: WireError };
 
-export async function remotePush(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO): Promise<number> {
-  const name = positionals[0]!;
-  const ref = parseReference(name);
-  const quiet = options.quiet === true;
-  const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-  const say = (s: string) => {
-    if (!quiet) io.stdout(`${s}\n`);
+/** A push that the build service runs; its events come back over the connection. */
+export function remotePushSource(
+  host: RemoteHost,
+  request: { name: string; insecureRegistries: string[]; compression?: string; forceCompression: boolean },
+  signal: AbortSignal,
+): PushSource {
+  return {
+    async open() {
+      // The server finds the image before its answer starts: an unknown one is an error status here.
+      const res = await new KilnClient(host).request('POST', '/push', { json: request, signal });
+      return {
+        async push(h) {
+          for await (const e of readLines<TransferEvent>(res)) {
+            if (e.type === 'prepared') h.onPrepared(e.config);
+            else if (e.type === 'push') h.onBlob(e.event);
+            else if (e.type === 'transfer') h.onTransfer(e.transfer);
+            else if (e.type === 'error') throw fromWireError(e.error);
+            else if (e.type === 'result') return { digest: e.digest, size: e.size, config: e.config, names: e.names };
+          }
+          throw new KilnError('SERVER_ERROR', `The build service at "${host.url}" ended the push stream without a result`);
+        },
+      };
+    },
   };
-  // The live view draws each layer itself; per-layer lines would only interleave with it.
-  const sayLayer = mode === 'tty' ? () => {} : say;
-  const res = await new KilnClient(host)
-    .request('POST', '/push', {
-      json: {
-        name,
-        insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
-        compression: options.compression as string | undefined,
-        forceCompression: options['force-compression'] === true,
-      },
-      signal: io.signal,
-    })
-    .catch((err: unknown) => {
-      if (err instanceof KilnError && err.code === 'IMAGE_UNKNOWN') {
-        throw new KilnError('IMAGE_UNKNOWN', `No such image "${name}" in the store`, { hint: `Name an image first with "kiln tag IMAGE ${name}"` });
-      }
-      throw err;
-    });
-  say(`The push refers to repository [${familiarRepository(ref)}]`);
-  const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pushing', done: 'Pushed' } });
-  const id = 1;
-  const started = Date.now();
-  view.handle({ type: 'vertex.start', id, name: `pushing ${name}`, time: started });
-  let config = '';
-  try {
-    for await (const e of readLines<TransferEvent>(res)) {
-      if (e.type === 'prepared') config = e.config;
-      else if (e.type === 'push') {
-        if (e.event.type !== 'blob' || e.event.digest === config) continue;
-        const short = e.event.digest.slice(7, 19);
-        if (e.event.status === 'exists') sayLayer(`${short}: Layer already exists`);
-        else if (e.event.status === 'mounted') sayLayer(`${short}: Mounted from another repository`);
-        else if (e.event.status === 'pushed') sayLayer(`${short}: Pushed`);
-      } else if (e.type === 'transfer') {
-        if (e.transfer.name !== config) view.handle({ type: 'transfer', id, ...e.transfer, time: Date.now() });
-      } else if (e.type === 'error') throw fromWireError(e.error);
-      else if (e.type === 'result') {
-        view.handle({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - started });
-        await view.succeed({ imageId: e.config, tags: e.names, summary: `Pushed ${e.names.join(', ')}` });
-        if (quiet) io.stdout(`${e.digest}\n`);
-        else say(`${ref.digest ? familiarName(name) : ref.tag}: digest: ${e.digest} size: ${e.size}`);
-        return 0;
-      }
-    }
-    throw new KilnError('SERVER_ERROR', `The build service at "${host.url}" ended the push stream without a result`);
-  } catch (err) {
-    view.handle({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - started, message: err instanceof Error ? err.message : String(err) });
-    await view.fail(err);
-    return err instanceof KilnError ? err.exitCode : 1;
-  }
 }
 
-export async function remotePull(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO): Promise<number> {
-  const input = positionals[0]!;
-  const ref = parseReference(input);
-  const quiet = options.quiet === true;
-  const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-  const say = (s: string) => {
-    if (!quiet) io.stdout(`${s}\n`);
-  };
-  const sayLayer = mode === 'tty' ? () => {} : say;
-  const short = (d: string) => d.slice(7, 19);
-  say(`${ref.digest ?? ref.tag}: Pulling from ${familiarName(`${ref.domain}/${ref.path}`)}`);
-  const res = await new KilnClient(host).request('POST', '/pull', {
-    json: { name: input, platform: options.platform as string | undefined, insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [] },
-    signal: io.signal,
-  });
-  const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pulling', done: 'Pulled' } });
-  const id = 1;
-  view.handle({ type: 'vertex.start', id, name: `pulling ${input}`, time: Date.now() });
-  const started = Date.now();
-  try {
+/** A pull that the build service runs into its store; its events come back over the connection. */
+export function remotePullSource(host: RemoteHost, request: { name: string; platform?: string; insecureRegistries: string[] }, signal: AbortSignal): PullSource {
+  return async (h) => {
+    const res = await new KilnClient(host).request('POST', '/pull', { json: request, signal });
     for await (const e of readLines<TransferEvent>(res)) {
-      if (e.type === 'pull') {
-        if (e.event.type !== 'layer') continue;
-        if (e.event.status === 'exists') sayLayer(`${short(e.event.digest)}: Already exists`);
-        else if (e.event.status === 'done') sayLayer(`${short(e.event.digest)}: Pull complete`);
-      } else if (e.type === 'transfer') view.handle({ type: 'transfer', id, ...e.transfer, time: Date.now() });
+      if (e.type === 'pull') h.onEvent(e.event);
+      else if (e.type === 'transfer') h.onTransfer(e.transfer);
       else if (e.type === 'error') throw fromWireError(e.error);
-      else if (e.type === 'result') {
-        view.handle({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - started });
-        await view.succeed({ imageId: e.config, tags: [e.name], summary: `Pulled ${e.name}` });
-        say(`Digest: ${e.digest}`);
-        say(`Status: ${e.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(e.name)}`);
-        io.stdout(`${e.name}\n`);
-        return 0;
-      }
+      else if (e.type === 'result') return { name: e.name, digest: e.digest, downloaded: e.downloaded, config: e.config };
     }
     throw new KilnError('SERVER_ERROR', `The build service at "${host.url}" ended the pull stream without a result`);
-  } catch (err) {
-    view.handle({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - started, message: err instanceof Error ? err.message : String(err) });
-    await view.fail(err);
-    return err instanceof KilnError ? err.exitCode : 1;
-  }
+  };
 }

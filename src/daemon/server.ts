@@ -19,6 +19,11 @@ import { sendJson, statusOf } from './http.js';
 import { handleKiln } from './kiln-api.js';
 import { BuildSlots } from './queue.js';
 import { toWireError, type WireBuildOptions } from './wire.js';
+import { parseCacheFrom, parseCacheTo } from '../cache-export/spec.js';
+import { parseEntitlement } from '../build/session.js';
+import { parseExtraBuildFlags } from '../cli/build-flags.js';
+import type { CommandSpec } from '../cli/args.js';
+import type { Session } from '../../solver/worker.js';
 
 export interface Limits {
   /** Bytes of an uploaded context, as sent. */
@@ -59,6 +64,8 @@ export interface ServeOptions {
   auth?: TokenAuth;
   maxConcurrentBuilds: number;
   limits?: Partial<Limits>;
+  /** Entitlements clients may ask for with `--allow` (`security.insecure`); none by default. */
+  entitlements?: string[];
   log?: (line: string) => void;
 }
 
@@ -210,25 +217,33 @@ export class BuildServer {
 
   /** Runs one build in a slot; the build stays known to `shutdown` until it settles. */
   async build(b: ServerBuild): Promise<BuildResult> {
-    if (this.closing) throw new KilnError('SHUTTING_DOWN', 'The build service is shutting down');
-    const controller = new AbortController();
-    const onAbort = () => controller.abort(b.signal.reason);
-    b.signal.addEventListener('abort', onAbort, { once: true });
-    if (b.signal.aborted) onAbort();
-    const run = (async () => {
-      const release = await this.slots.acquire({ signal: controller.signal, onQueued: b.onQueued });
+    return this.task(b.signal, async (signal) => {
+      const release = await this.slots.acquire({ signal, onQueued: b.onQueued });
       try {
-        return await build(this.engine, { ...(await this.request(b)), progress: b.progress, signal: controller.signal });
+        return await build(this.engine, { ...(await this.request(b)), progress: b.progress, signal });
       } finally {
         release();
       }
-    })();
+    });
+  }
+
+  /**
+   * Runs work on the engine (a build, a container, a prune) so that `shutdown` waits for it and
+   * then cancels it before the engine closes; `signal` is the client's.
+   */
+  async task<T>(signal: AbortSignal, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    if (this.closing) throw new KilnError('SHUTTING_DOWN', 'The build service is shutting down');
+    const controller = new AbortController();
+    const onAbort = () => controller.abort(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    const run = work(controller.signal);
     this.builds.set(run, controller);
     try {
       return await run;
     } finally {
       this.builds.delete(run);
-      b.signal.removeEventListener('abort', onAbort);
+      signal.removeEventListener('abort', onAbort);
     }
   }
 
@@ -260,6 +275,39 @@ export class BuildServer {
       return parseOutput(spec, { insecureRegistries });
     });
     if (o.push) exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
+    const strings = (v: unknown, what: string): string[] => {
+      if (v === undefined) return [];
+      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new KilnError('INVALID_REQUEST', `The build's "${what}" must be a list of strings`);
+      return v as string[];
+    };
+    const cacheTo = strings(o.cacheTo, 'cacheTo').map((spec) => {
+      const c = parseCacheTo(spec);
+      if (c.type === 'local') throw clientPath('--cache-to', spec);
+      return c;
+    });
+    const cacheFrom = strings(o.cacheFrom, 'cacheFrom').map((spec) => {
+      const c = parseCacheFrom(spec);
+      if (c.type === 'local') throw clientPath('--cache-from', spec);
+      return c;
+    });
+    const flags = o.runFlags ?? {};
+    const { runDefaults } = parseExtraBuildFlags(
+      { network: typeof flags.network === 'string' ? flags.network : undefined, 'add-host': strings(flags.addHost, 'runFlags.addHost'), ulimit: strings(flags.ulimit, 'runFlags.ulimit'), 'shm-size': typeof flags.shmSize === 'string' ? flags.shmSize : undefined },
+      BUILD_SPEC,
+    );
+    const allow = strings(o.allow, 'allow').map(parseEntitlement);
+    for (const a of allow) {
+      if (!this.options.entitlements?.includes(a)) {
+        throw new KilnError('ENTITLEMENT_DENIED', `The build service does not grant "${a}"`, { hint: `Start "kiln serve" with --allow-entitlement ${a} to let clients ask for it` });
+      }
+    }
+    const secrets = new Map<string, Buffer>();
+    for (const sec of (o.secrets ?? []) as unknown[]) {
+      const { id, value } = (sec ?? {}) as { id?: unknown; value?: unknown };
+      if (typeof id !== 'string' || typeof value !== 'string') throw new KilnError('INVALID_REQUEST', 'A build\'s "secrets" must be a list of {"id", "value"}');
+      secrets.set(id, Buffer.from(value, 'base64'));
+    }
+    const session: Session = { secret: async (id) => secrets.get(id), ssh: () => undefined, allow: new Set(allow) };
     return {
       contextDir: dir,
       dockerfile,
@@ -274,6 +322,10 @@ export class BuildServer {
       labels: o.labels,
       pull: o.pull,
       scope: b.scope,
+      cacheTo,
+      cacheFrom,
+      runDefaults,
+      session,
     };
   }
 
@@ -302,6 +354,16 @@ export class BuildServer {
     for (const s of this.sockets) removeSocket(s);
     this.engine.close();
   }
+}
+
+/** The build spec whose flags a request's RUN settings are checked as. */
+const BUILD_SPEC: CommandSpec = { name: 'build', usage: 'kiln build [OPTIONS] CONTEXT', description: '', minPositionals: 1, maxPositionals: 1, options: [] };
+
+function clientPath(flag: string, spec: string): KilnError {
+  return new KilnError('INVALID_CACHE_SPEC', `The cache "${spec}" names a path, which the build service would read or write on its own disk`, {
+    exitCode: 2,
+    hint: `Against a build service, ${flag} takes type=registry (or type=inline); export to a registry and import from it`,
+  });
 }
 
 function dockerfileTooLarge(limits: Limits): KilnError {

@@ -24,6 +24,21 @@ export interface WireBuildOptions {
   labels?: Record<string, string>;
   /** Ask the registry for every base image even when the store has it. */
   pull?: boolean;
+  /**
+   * Settings of every RUN step as the flags gave them (`--network`, `--add-host`, `--ulimit`,
+   * `--shm-size`): the server checks them against its own limits, as a local build would.
+   */
+  runFlags?: { network?: string; addHost?: string[]; ulimit?: string[]; shmSize?: string };
+  /** Entitlements asked for with `--allow`; the server grants only those it was started to. */
+  allow?: string[];
+  /**
+   * Secret values the client read (`--secret`), base64: held in memory only, handed to the
+   * steps that mount them on their tmpfs, never written or logged by the server.
+   */
+  secrets?: { id: string; value: string }[];
+  /** `--cache-to` / `--cache-from` specs the server runs itself: registry and inline types. */
+  cacheTo?: string[];
+  cacheFrom?: string[];
   /** How the context follows the options: a tar (the default) or a list of entries and missing contents. */
   context?: 'tar' | 'list';
 }
@@ -61,7 +76,7 @@ export interface WireError {
 export type BuildStreamEvent =
   | ProgressEvent
   | { type: 'queued'; position: number }
-  | { type: 'result'; image: string; manifest: string; tags: string[] }
+  | { type: 'result'; image: string; manifest: string; tags: string[]; mediaType?: string; manifestSize?: number }
   | { type: 'error'; error: WireError };
 
 /** Only a KilnError's own fields leave the server: never a stack or an internal message. */

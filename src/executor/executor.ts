@@ -39,8 +39,8 @@ export interface RunOptions {
   /** Called with output chunks; absent streams are inherited from this process. */
   onStdout?: (chunk: Buffer) => void;
   onStderr?: (chunk: Buffer) => void;
-  /** Inherit this process's stdin (kiln run). */
-  stdin?: boolean;
+  /** Inherit this process's stdin (kiln run), or feed it from a stream (kiln run through a build service). */
+  stdin?: boolean | NodeJS.ReadableStream;
   /** Keep the bundle (whose config holds the environment) in memory: it carries a secret. */
   sensitive?: boolean;
 }

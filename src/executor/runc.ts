@@ -54,8 +54,13 @@ export class RuncExecutor implements Executor {
   private runBundle(id: string, bundle: string, options: RunOptions): Promise<number> {
     return new Promise((resolve, reject) => {
       const child = spawn(this.runtime, ['run', '--bundle', bundle, id], {
-        stdio: [options.stdin ? 'inherit' : 'ignore', options.onStdout ? 'pipe' : 'inherit', options.onStderr ? 'pipe' : 'inherit'],
+        stdio: [options.stdin === true ? 'inherit' : options.stdin ? 'pipe' : 'ignore', options.onStdout ? 'pipe' : 'inherit', options.onStderr ? 'pipe' : 'inherit'],
       });
+      if (options.stdin && options.stdin !== true) {
+        // A container that exits without reading all of its input closes the pipe: not an error of ours.
+        child.stdin!.on('error', () => {});
+        options.stdin.pipe(child.stdin!);
+      }
       if (options.onStdout) {
         child.stdout!.once('data', () => crashPoint('run'));
         child.stdout!.on('data', options.onStdout);

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KILN, kiln, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { type Served, startServe } from './serve-helpers.js';
 
-const CLIENTS = 12;
+const CLIENTS = 20;
 
 /**
  * Every RUN step reports itself to a counter on the host (RUN steps share the host's network),
@@ -20,6 +20,8 @@ describe('kiln serve: concurrent builds from separate clients', () => {
   let counter: http.Server;
   const hits = new Map<string, number>();
   let port = 0;
+  // The clients keep their context memo under XDG_CACHE_HOME: in the test's directory, not the user's.
+  const clientEnv = () => ({ XDG_CACHE_HOME: join(work.path, 'cache') });
 
   beforeAll(async () => {
     [store, work] = [await storeWithBase(), tempDir('kiln-serve-')];
@@ -48,7 +50,7 @@ describe('kiln serve: concurrent builds from separate clients', () => {
         join(ctx, 'Dockerfile'),
         ['FROM test/base:1', `RUN ${hit('shared-1')} && sleep 1`, `RUN ${hit('shared-2')}`, `RUN ${hit(`own-${i}`)} && echo ${i} > /own`, `RUN ${hit(`own2-${i}`)}`, ''].join('\n'),
       );
-      return kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', '--progress', 'plain', '-t', `acc/c${i}:1`, ctx]);
+      return kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', '--progress', 'plain', '-t', `acc/c${i}:1`, ctx], { env: clientEnv() });
     });
     const results = await Promise.all(builds);
     for (const r of results) expect(r.code, r.stderr).toBe(0);
@@ -58,8 +60,12 @@ describe('kiln serve: concurrent builds from separate clients', () => {
       expect(hits.get(`/own-${i}`)).toBe(1);
       expect(hits.get(`/own2-${i}`)).toBe(1);
     }
-    const images = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'images']);
+    const images = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'images'], { env: clientEnv() });
     for (let i = 0; i < CLIENTS; i++) expect(images.stdout).toMatch(new RegExp(`^acc/c${i} +1 `, 'm'));
+    // The server is idle now: its store must hold together after twenty builds wrote into it at once.
+    const v = await kiln(store.root, ['store', 'verify']);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/Checked \d+ blobs, \d+ layers, [1-9]\d* images, \d+ cache records, [1-9]\d* uploaded context files: no problems\n$/);
   });
 
   it('queues builds beyond the limit and tells the client', async () => {
@@ -69,7 +75,7 @@ describe('kiln serve: concurrent builds from separate clients', () => {
         const ctx = join(work.path, `q${i}`);
         mkdirSync(ctx);
         writeFileSync(join(ctx, 'Dockerfile'), `FROM test/base:1\nRUN sleep 1 && echo queued-${i} > /q\n`);
-        return kiln(join(work.path, 'no-store'), ['--host', `unix://${limited.socket}`, 'build', '--progress', 'plain', ctx]);
+        return kiln(join(work.path, 'no-store'), ['--host', `unix://${limited.socket}`, 'build', '--progress', 'plain', ctx], { env: clientEnv() });
       });
       const results = await Promise.all(runs);
       for (const r of results) expect(r.code, r.stderr).toBe(0);
@@ -86,7 +92,7 @@ describe('kiln serve: concurrent builds from separate clients', () => {
     function hit(name: string) {
       return `wget -q -O /dev/null http://127.0.0.1:${port}/${name}`;
     }
-    const client = spawn(KILN, ['--host', `unix://${served!.socket}`, 'build', ctx], { stdio: 'ignore' });
+    const client = spawn(KILN, ['--host', `unix://${served!.socket}`, 'build', ctx], { stdio: 'ignore', env: { ...process.env, ...clientEnv() } });
     const exited = new Promise((r) => client.once('exit', r));
     for (let i = 0; i < 100 && !hits.has('/cancel-start'); i++) await new Promise((r) => setTimeout(r, 100));
     expect(hits.has('/cancel-start')).toBe(true);
@@ -109,5 +115,6 @@ describe('kiln serve: concurrent builds from separate clients', () => {
     expect(mountsUnder(store.root)).toEqual([]);
     const v = await kiln(store.root, ['store', 'verify']);
     expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toMatch(/: no problems\n$/);
   });
 });

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import tar from 'tar-stream';
@@ -159,5 +159,40 @@ describe('kiln serve: incremental context upload', () => {
     const missing = await post('/v1/context/missing', JSON.stringify({ checksums: ['nope'] }));
     expect(missing.status).toBe(400);
     expect(missing.text).toContain('is not a sha256 checksum');
+  });
+  it('lets store verify check, du count and prune remove the uploaded context files', async () => {
+    const dir = join(store.root, 'context-files', 'sha256');
+    const contents = readdirSync(dir);
+    expect(contents.length).toBeGreaterThanOrEqual(FILES);
+    const variants = readdirSync(join(store.root, 'context-files', 'variants'));
+    const v = await kiln(store.root, ['store', 'verify']);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(v.stdout).toContain(`, ${contents.length + variants.length} uploaded context files: no problems\n`);
+
+    // A content whose bytes no longer hash to its name is a problem that names it.
+    const victim = join(dir, contents[0]!);
+    const original = readFileSync(victim);
+    writeFileSync(victim, Buffer.concat([original.subarray(0, 10), Buffer.from('x')]));
+    const bad = await kiln(store.root, ['store', 'verify']);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toContain(`problem: Uploaded context file "${contents[0]}" hashes to "sha256:`);
+    writeFileSync(victim, original);
+
+    const du = await kiln(store.root, ['du', '-v']);
+    const row = /^contexts +context-files +(\S+) .* false +true +uploaded context files \((\d+)\)$/m.exec(du.stdout);
+    expect(row, du.stdout).not.toBeNull();
+    expect(Number(row![2])).toBe(contents.length + variants.length);
+    // Used moments ago: a plain prune keeps them for the next upload.
+    expect((await kiln(store.root, ['prune', '-f'])).stdout).not.toMatch(/uploaded context file/);
+    expect(readdirSync(dir).length).toBe(contents.length);
+    const all = await kiln(store.root, ['prune', '-f', '-a']);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toContain(`contexts      ${contents.length + variants.length} uploaded context files\n`);
+    expect(readdirSync(dir)).toEqual([]);
+    expect((await kiln(store.root, ['du'])).stdout).not.toMatch(/^contexts /m);
+    // The next upload sends the contents again and builds as before.
+    const again = await build();
+    expect(again.code, again.stderr).toBe(0);
+    expect(readdirSync(dir).length).toBeGreaterThanOrEqual(FILES);
   });
 });

@@ -136,6 +136,51 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(m.status).toBe(200);
   });
 
+  it('docker build passes network, extra hosts, shm size, ulimits and cache-from to the RUN steps', async () => {
+    const docker = DOCKERS[0]!;
+    const params = join(work.path, 'params');
+    mkdirSync(params, { recursive: true });
+    writeFileSync(join(params, 'Dockerfile'), "FROM test/base:1\nRUN grep db /etc/hosts > /hosts; ulimit -n > /nofile; df -k /dev/shm | tail -1 | awk '{print $2}' > /shm; ls /sys/class/net > /net\n");
+    const b = await run(docker, ['build', '--network', 'none', '--add-host', 'db:10.1.2.3', '--shm-size', '16m', '--ulimit', 'nofile=512:1024', '--cache-from', 'acc/dk:1', '-t', 'acc/params:1', params], env);
+    expect(b.code, b.stderr + b.stdout.toString()).toBe(0);
+    const r = await kiln(store.root, ['run', 'acc/params:1', 'cat', '/hosts', '/nofile', '/shm', '/net']);
+    expect(r.stdout).toBe('10.1.2.3\tdb\n512\n16384\nlo\n');
+    const bad = await run(docker, ['build', '--network', 'bridge', params], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/Kiln builds with network "default", "host" or "none", not "bridge"/);
+  });
+
+  it('docker login checks credentials through the API, and docker push sends them to an authenticated registry', async () => {
+    const docker = DOCKERS[0]!;
+    const user = { user: 'kiln', password: 'pass-w0rd' };
+    const authed = await startRegistry({ htpasswd: user });
+    const config = tempDocker();
+    const authEnv = { ...env, DOCKER_CONFIG: config.dir };
+    try {
+      const name = `${authed.host}/acc/private:1`;
+      expect((await run(docker, ['tag', 'acc/dk:1', name], authEnv)).code).toBe(0);
+      const denied = await run(docker, ['push', name], authEnv);
+      expect(denied.code).not.toBe(0);
+      expect(denied.stdout.toString() + denied.stderr).toMatch(/unauthorized|authentication required|credentials/i);
+
+      const wrong = await run(docker, ['login', authed.host, '-u', user.user, '--password-stdin'], authEnv, Buffer.from('nope\n'));
+      expect(wrong.code).not.toBe(0);
+      expect(wrong.stderr).toContain(`Login to "${authed.host}" failed: the registry refused the credentials of "kiln"`);
+      const login = await run(docker, ['login', authed.host, '-u', user.user, '--password-stdin'], authEnv, Buffer.from(`${user.password}\n`));
+      expect(login.code, login.stderr).toBe(0);
+      expect(login.stdout.toString()).toMatch(/Login Succeeded/);
+
+      const pushed = await run(docker, ['push', name], authEnv);
+      expect(pushed.code, pushed.stderr).toBe(0);
+      expect(pushed.stdout.toString()).toMatch(/1: digest: sha256:[0-9a-f]{64}/);
+      const m = await registryApi(authed.host, '/v2/acc/private/manifests/1', { auth: `${user.user}:${user.password}` });
+      expect(m.status).toBe(200);
+    } finally {
+      config.cleanup();
+      await authed.stop();
+    }
+  });
+
   it('answers endpoints it does not serve with Docker error JSON naming them', async () => {
     const r = await request(served.socket, 'GET', '/v1.43/containers/json');
     expect(r.status).toBe(501);
@@ -188,6 +233,8 @@ describe('kiln serve: listeners and tokens', () => {
 
   it('needs the bearer token on TCP, and kiln --host --token-file builds with it', async () => {
     const port = await freePort();
+    // The client keeps its context memo under XDG_CACHE_HOME: in the test's directory, not the user's.
+    const clientEnv = { XDG_CACHE_HOME: join(work.path, 'cache') };
     writeFileSync(join(work.path, 'tokens'), '# clients\nsecret-token-1\n');
     const socket = join(work.path, 'tcp.sock');
     const served = await startServe(store.root, socket, ['--addr', `tcp://127.0.0.1:${port}`, '--insecure', '--token-file', join(work.path, 'tokens')]);
@@ -202,10 +249,10 @@ describe('kiln serve: listeners and tokens', () => {
       const ctx = join(work.path, 'ctx');
       mkdirSync(ctx, { recursive: true });
       writeFileSync(join(ctx, 'Dockerfile'), 'FROM test/base:1\nRUN echo tcp > /t\n');
-      const noToken = await kiln(join(work.path, 'none'), ['--host', `tcp://127.0.0.1:${port}`, 'images']);
+      const noToken = await kiln(join(work.path, 'none'), ['--host', `tcp://127.0.0.1:${port}`, 'images'], { env: clientEnv });
       expect(noToken.code).toBe(1);
       expect(noToken.stderr).toMatch(/needs a valid bearer token/);
-      const b = await kiln(join(work.path, 'none'), ['--host', `tcp://127.0.0.1:${port}`, '--token-file', join(work.path, 'tokens'), 'build', '-t', 'acc/tcp:1', ctx]);
+      const b = await kiln(join(work.path, 'none'), ['--host', `tcp://127.0.0.1:${port}`, '--token-file', join(work.path, 'tokens'), 'build', '-t', 'acc/tcp:1', ctx], { env: clientEnv });
       expect(b.code, b.stderr).toBe(0);
       expect(b.stderr).toMatch(/Built sha256:[0-9a-f]{64} as acc\/tcp:1/);
       expect(existsSync(join(work.path, 'none'))).toBe(false);
@@ -213,7 +260,7 @@ describe('kiln serve: listeners and tokens', () => {
       mkdirSync(bad);
       writeFileSync(join(bad, 'Dockerfile'), 'FROM test/base:1\nRUN exit 4\n');
       const local = await kiln(store.root, ['build', '--progress', 'plain', bad]);
-      const remote = await kiln(join(work.path, 'none'), ['--host', `tcp://127.0.0.1:${port}`, '--token-file', join(work.path, 'tokens'), 'build', '--progress', 'plain', bad]);
+      const remote = await kiln(join(work.path, 'none'), ['--host', `tcp://127.0.0.1:${port}`, '--token-file', join(work.path, 'tokens'), 'build', '--progress', 'plain', bad], { env: clientEnv });
       expect(remote.code).toBe(local.code);
       const tail = (s: string) => s.slice(s.indexOf('error:'));
       expect(tail(remote.stderr)).toBe(tail(local.stderr));

@@ -8,11 +8,13 @@ export interface Served {
   stop(): Promise<number | null>;
   /** Kills the server without warning, as a crash would, and waits for it to be gone. */
   crash(): Promise<void>;
+  /** Waits for the server to end by itself: its exit code, or the signal that ended it. */
+  exit(): Promise<number | NodeJS.Signals | null>;
 }
 
 /** Starts `kiln serve` on a unix socket in `dir` over the store at `root`; stop() sends SIGTERM. */
-export async function startServe(root: string, socket: string, args: string[] = []): Promise<Served> {
-  const child: ChildProcess = spawn(KILN, ['serve', '--addr', `unix://${socket}`, ...args], { env: { ...process.env, KILN_ROOT: root }, stdio: ['ignore', 'ignore', 'pipe'] });
+export async function startServe(root: string, socket: string, args: string[] = [], options: { env?: Record<string, string> } = {}): Promise<Served> {
+  const child: ChildProcess = spawn(KILN, ['serve', '--addr', `unix://${socket}`, ...args], { env: { ...process.env, KILN_ROOT: root, ...options.env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (c: Buffer) => (log += c.toString()));
   // Listeners start one after the other: wait until every address is listening.
@@ -27,9 +29,11 @@ export async function startServe(root: string, socket: string, args: string[] = 
     throw new Error(`kiln serve did not start: ${log}`);
   }
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const ended = new Promise<number | NodeJS.Signals | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ?? code)));
   return {
     socket,
     log: () => log,
+    exit: () => ended,
     async crash() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       await exited;

@@ -9,7 +9,9 @@ import { parseOutput } from '../../export/outputs.js';
 import { type CacheFrom, type CacheTo, parseCacheFrom, parseCacheTo } from '../../cache-export/spec.js';
 import { parseReference } from '../../image/reference.js';
 import { usageError, type CommandSpec } from '../args.js';
-import type { Command } from '../main.js';
+import type { Command, CommandIO } from '../main.js';
+import type { ProgressSink } from '../../../solver/progress.js';
+import { parseDigest } from '../../../cache/digest.js';
 import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
 import { parseExtraBuildFlags, writeMetadataFile } from '../build-flags.js';
 import { runCheck } from '../check.js';
@@ -91,12 +93,29 @@ async function buildSession(options: Record<string, unknown>) {
   }
 }
 
+/** What the presentation needs of a built image, from this process or from a build service. */
+export interface BuiltImage {
+  id: string;
+  manifestDigest: string;
+  mediaType?: string;
+  manifestSize: number;
+}
+
+/**
+ * Runs a build, feeding its progress events; `notice` takes a line for the user (the build
+ * service's queue position).
+ */
+export type BuildRunner = (h: { progress?: ProgressSink; notice: (line: string) => void }) => Promise<BuiltImage>;
+
 export const buildCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
-    if (io.host) return (await import('../../daemon/remote-commands.js')).remoteBuild(io.host, { options, positionals }, io, spec);
-    const mode = options.quiet === true ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-    const quiet = mode === 'quiet';
+    // A bad mode is a usage error before any work, here or on a build service.
+    if (options.quiet !== true) resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+    if (io.host) {
+      const remote = await (await import('../../daemon/remote-commands.js')).remoteBuild(io.host, { options, positionals }, io, spec);
+      return presentBuild(remote.run, { options, io, tags: remote.tags, source: remote.source });
+    }
     const extra = parseExtraBuildFlags(options, spec);
     const tags = (options.tag as string[] | undefined) ?? [];
     for (const t of tags) parseReference(t);
@@ -133,60 +152,83 @@ export const buildCommand: Command = {
     if (parallelism !== undefined && !/^[1-9]\d*$/.test(parallelism)) {
       throw usageError(`Invalid --max-parallelism "${parallelism}": expected a positive number`, spec);
     }
-    const report = options.explain === true ? new ExplainCollector() : undefined;
-    const printReport = () => {
-      if (!report) return;
-      if (mode === 'rawjson') io.stderr(`${JSON.stringify({ type: 'explain', text: report.format() })}\n`);
-      else if (!quiet) io.stderr(`\n${report.format()}`);
-    };
     const engine = await Engine.open({ maxParallelism: parallelism === undefined ? undefined : Number(parallelism) });
-    const view = await openProgressView(mode, process.stderr, { source: dockerfileSource(positionals[0]!, file, dockerfileText) });
     try {
-      const result = await build(engine, {
-        contextDir: positionals[0]!,
-        dockerfile: file === '-' ? undefined : file,
-        dockerfileText,
-        buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? []),
-        tags,
-        target: options.target as string | undefined,
-        noCache: options['no-cache'] === true,
-        noCacheFilter: (options['no-cache-filter'] as string[] | undefined) ?? [],
-        session,
-        exporters,
-        insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
-        cacheTo,
-        cacheFrom,
-        labels: extra.labels,
-        runDefaults: extra.runDefaults,
-        pull: extra.pull,
-        progress:
-          !quiet || report
-            ? (e) => {
-                view.handle(e);
-                report?.handle(e);
-              }
-            : undefined,
-        signal: io.signal,
-      });
-      const id = result.image.configDigest;
-      if (options.iidfile) await writeFile(options.iidfile as string, id);
-      if (options['metadata-file']) {
-        await writeMetadataFile(options['metadata-file'] as string, result.image, { tags, manifestSize: await engine.store.blobs.size(result.image.manifestDigest) });
-      }
-      await view.succeed({ imageId: id, tags });
-      printReport();
-      if (quiet) io.stdout(`${id}\n`);
-      return 0;
-    } catch (err) {
-      // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
-      await view.fail(err);
-      printReport();
-      return err instanceof KilnError ? err.exitCode : 1;
+      const run: BuildRunner = async ({ progress }) => {
+        const result = await build(engine, {
+          contextDir: positionals[0]!,
+          dockerfile: file === '-' ? undefined : file,
+          dockerfileText,
+          buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? []),
+          tags,
+          target: options.target as string | undefined,
+          noCache: options['no-cache'] === true,
+          noCacheFilter: (options['no-cache-filter'] as string[] | undefined) ?? [],
+          session,
+          exporters,
+          insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+          cacheTo,
+          cacheFrom,
+          labels: extra.labels,
+          runDefaults: extra.runDefaults,
+          pull: extra.pull,
+          progress,
+          signal: io.signal,
+        });
+        const { image } = result;
+        return { id: image.configDigest, manifestDigest: image.manifestDigest, mediaType: image.manifest.mediaType, manifestSize: await engine.store.blobs.size(image.manifestDigest) };
+      };
+      return await presentBuild(run, { options, io, tags, source: dockerfileSource(positionals[0]!, file, dockerfileText) });
     } finally {
       engine.close();
     }
   },
 };
+
+/**
+ * One presentation of a build, local or remote: the progress view in its mode, `--explain`,
+ * `--iidfile`, `--metadata-file`, the image ID for `-q`, the failure report and the exit code.
+ */
+async function presentBuild(run: BuildRunner, o: { options: Record<string, unknown>; io: CommandIO; tags: string[]; source: (name: string) => string | undefined }): Promise<number> {
+  const { options, io, tags } = o;
+  const mode = options.quiet === true ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+  const quiet = mode === 'quiet';
+  const report = options.explain === true ? new ExplainCollector() : undefined;
+  const printReport = () => {
+    if (!report) return;
+    if (mode === 'rawjson') io.stderr(`${JSON.stringify({ type: 'explain', text: report.format() })}\n`);
+    else if (!quiet) io.stderr(`\n${report.format()}`);
+  };
+  const view = await openProgressView(mode, process.stderr, { source: o.source });
+  try {
+    const result = await run({
+      progress:
+        !quiet || report
+          ? (e) => {
+              view.handle(e);
+              report?.handle(e);
+            }
+          : undefined,
+      notice: (line) => {
+        if (!quiet && mode !== 'rawjson') io.stderr(line);
+      },
+    });
+    if (options.iidfile) await writeFile(options.iidfile as string, result.id);
+    if (options['metadata-file']) {
+      const image = { configDigest: parseDigest(result.id), manifestDigest: parseDigest(result.manifestDigest), manifest: { mediaType: result.mediaType } };
+      await writeMetadataFile(options['metadata-file'] as string, image, { tags, manifestSize: result.manifestSize });
+    }
+    await view.succeed({ imageId: result.id, tags });
+    printReport();
+    if (quiet) io.stdout(`${result.id}\n`);
+    return 0;
+  } catch (err) {
+    // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
+    await view.fail(err);
+    printReport();
+    return err instanceof KilnError ? err.exitCode : 1;
+  }
+}
 
 /** The Dockerfile's text by the name error locations give it, read only when a step failed. */
 function dockerfileSource(context: string, file: string | undefined, stdinText: string | undefined): (name: string) => string | undefined {

@@ -54,6 +54,9 @@ export const debugCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     const [what, context = '.'] = positionals as [string, string | undefined];
+    if (what === 'graph' && io.host) {
+      throw usageError('"kiln debug graph" does not work against a build service (--host): it resolves base images in a local store', spec);
+    }
     const { text, file } = readDockerfile(options, context);
     if (what === 'parse') {
       io.stdout(formatParseTree(parseDockerfile(text, { file })));

@@ -1,4 +1,4 @@
-import { diskUsage } from '../../../cache/gc.js';
+import { diskUsage, type Usage } from '../../../cache/gc.js';
 import { Engine } from '../../engine.js';
 import type { CommandSpec } from '../args.js';
 import { humanSize, table, timeAgo } from '../format.js';
@@ -16,24 +16,30 @@ const spec: CommandSpec = {
 export const duCommand: Command = {
   spec,
   async run({ options }, io) {
-    const engine = await Engine.open();
-    try {
-      const usage = await diskUsage(engine.store);
-      const rows = [['ID', 'TYPE', 'SIZE', 'LAST USED', 'SHARED', 'RECLAIMABLE', 'DESCRIPTION']];
-      for (const r of [...usage.records].sort((a, b) => b.lastUsed - a.lastUsed)) {
-        const id = options.verbose ? r.id : r.id.replace(/^sha256:/, '').slice(0, 12);
-        rows.push([id, r.type, humanSize(r.size), timeAgo(r.lastUsed), r.shared ? 'true' : 'false', r.reclaimable ? 'true' : 'false', `${r.description}${r.inUse ? ' (in use)' : ''}`]);
+    let usage: Usage;
+    if (io.host) {
+      const { KilnClient } = await import('../../daemon/client.js');
+      usage = await new KilnClient(io.host).json<Usage>('GET', '/du', undefined, io.signal);
+    } else {
+      const engine = await Engine.open();
+      try {
+        usage = await diskUsage(engine.store);
+      } finally {
+        engine.close();
       }
-      if (usage.records.length > 0) io.stdout(table(rows));
-      io.stdout(table([
-        ['Records:', String(usage.records.length)],
-        ['Images:', humanSize(usage.images)],
-        ['Reclaimable:', humanSize(usage.reclaimable)],
-        ['Total:', humanSize(usage.total)],
-      ]));
-      return 0;
-    } finally {
-      engine.close();
     }
+    const rows = [['ID', 'TYPE', 'SIZE', 'LAST USED', 'SHARED', 'RECLAIMABLE', 'DESCRIPTION']];
+    for (const r of [...usage.records].sort((a, b) => b.lastUsed - a.lastUsed)) {
+      const id = options.verbose ? r.id : r.id.replace(/^sha256:/, '').slice(0, 12);
+      rows.push([id, r.type, humanSize(r.size), timeAgo(r.lastUsed), r.shared ? 'true' : 'false', r.reclaimable ? 'true' : 'false', `${r.description}${r.inUse ? ' (in use)' : ''}`]);
+    }
+    if (usage.records.length > 0) io.stdout(table(rows));
+    io.stdout(table([
+      ['Records:', String(usage.records.length)],
+      ['Images:', humanSize(usage.images)],
+      ['Reclaimable:', humanSize(usage.reclaimable)],
+      ['Total:', humanSize(usage.total)],
+    ]));
+    return 0;
   },
 };

@@ -3,6 +3,7 @@ import { getImage } from '../../image/local.js';
 import type { CommandSpec } from '../args.js';
 import { humanSize, table, timeAgo } from '../format.js';
 import type { Command } from '../main.js';
+import { imageHistory } from '../../daemon/images.js';
 import { checkImageArg } from '../refs.js';
 
 const spec: CommandSpec = {
@@ -26,38 +27,37 @@ export const historyCommand: Command = {
   async run({ options, positionals }, io) {
     const ref = positionals[0]!;
     checkImageArg(ref);
-    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteHistory(io.host, { options, positionals }, io);
-    const engine = await Engine.open();
-    try {
-      const image = await getImage(engine.store, ref);
-      const noTrunc = options['no-trunc'] === true;
-      const id = noTrunc ? image.configDigest : image.configDigest.slice(7, 19);
-      if (options.quiet) {
-        io.stdout(`${id}\n`);
-        return 0;
+    let image: { id: string; history: ReturnType<typeof imageHistory> };
+    if (io.host) {
+      const { KilnClient } = await import('../../daemon/client.js');
+      image = await new KilnClient(io.host).json<typeof image>('GET', `/images/${encodeURIComponent(ref)}`, undefined, io.signal);
+    } else {
+      const engine = await Engine.open();
+      try {
+        const local = await getImage(engine.store, ref);
+        image = { id: local.configDigest, history: imageHistory(local) };
+      } finally {
+        engine.close();
       }
-      const history = image.config.history ?? [];
-      // Entries that made a layer take the image's layers in order; the rest made none.
-      let layer = 0;
-      const rows = history.map((h) => {
-        const size = h.empty_layer ? 0 : (image.layers[layer++]?.blobSize ?? 0);
-        return { h, size };
-      });
-      const out = [['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT']];
-      rows.reverse().forEach(({ h, size }, i) => {
-        const by = (h.created_by ?? '').replace(/\s*\n\s*/g, ' ');
-        out.push([
-          i === 0 ? id : '<missing>',
-          h.created ? timeAgo(Date.parse(h.created)) : 'N/A',
-          noTrunc || by.length <= CREATED_BY_WIDTH ? by : `${by.slice(0, CREATED_BY_WIDTH - 1)}…`,
-          humanSize(size),
-          h.comment ?? '',
-        ]);
-      });
-      io.stdout(table(out));
-      return 0;
-    } finally {
-      engine.close();
     }
+    const noTrunc = options['no-trunc'] === true;
+    const id = noTrunc ? image.id : image.id.slice(7, 19);
+    if (options.quiet) {
+      io.stdout(`${id}\n`);
+      return 0;
+    }
+    const out = [['IMAGE', 'CREATED', 'CREATED BY', 'SIZE', 'COMMENT']];
+    image.history.forEach((h, i) => {
+      const by = h.createdBy.replace(/\s*\n\s*/g, ' ');
+      out.push([
+        i === 0 ? id : '<missing>',
+        h.created ? timeAgo(h.created) : 'N/A',
+        noTrunc || by.length <= CREATED_BY_WIDTH ? by : `${by.slice(0, CREATED_BY_WIDTH - 1)}…`,
+        humanSize(h.size),
+        h.comment,
+      ]);
+    });
+    io.stdout(table(out));
+    return 0;
   },
 };

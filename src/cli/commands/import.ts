@@ -10,6 +10,7 @@ import { parseReference } from '../../image/reference.js';
 import type { ContainerConfig, ImageConfig } from '../../../solver/graph.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
+import type { Store } from '../../../cache/store.js';
 
 const spec: CommandSpec = {
   name: 'import',
@@ -89,25 +90,45 @@ export const importCommand: Command = {
     if (ref !== undefined) parseReference(ref);
     let containerConfig: ContainerConfig = {};
     for (const c of (options.change as string[] | undefined) ?? []) containerConfig = applyChange(containerConfig, c);
+    const comment = (options.message as string | undefined) || `Imported from ${file === '-' ? 'standard input' : file}`;
     const input = await openInput(file);
-    const engine = await Engine.open();
-    try {
-      const layer = await importLayerTar(engine.store, input, io.signal);
-      const created = new Date().toISOString();
-      const config: ImageConfig = {
-        created,
-        architecture: 'amd64',
-        os: 'linux',
-        config: containerConfig,
-        rootfs: { type: 'layers', diff_ids: [layer.diffId] },
-        history: [{ created, created_by: 'kiln import', ...(options.message ? { comment: options.message as string } : { comment: 'Imported from ' + (file === '-' ? 'standard input' : file) }) }],
-      };
-      const image = await writeImage(engine.store, config, [layer]);
-      if (ref !== undefined) tagImage(engine.store, image, [ref]);
-      io.stdout(`${image.configDigest}\n`);
-      return 0;
-    } finally {
-      engine.close();
+    let id: string;
+    if (io.host) {
+      const { KilnClient } = await import('../../daemon/client.js');
+      const head = Buffer.from(`${JSON.stringify({ ref, config: containerConfig, comment })}\n`);
+      const body = Readable.from(
+        (async function* () {
+          yield head;
+          yield* input;
+        })(),
+      );
+      id = (await new KilnClient(io.host).sendStream<{ id: string }>('/import', body, io.signal)).id;
+    } else {
+      const engine = await Engine.open();
+      try {
+        id = (await importImage(engine.store, input, { ref, config: containerConfig, comment, signal: io.signal })).configDigest;
+      } finally {
+        engine.close();
+      }
     }
+    io.stdout(`${id}\n`);
+    return 0;
   },
 };
+
+/** A root filesystem tar (already unpacked from gzip) becomes a one-layer image, named `ref` if given. */
+export async function importImage(store: Store, input: AsyncIterable<Buffer> & Readable, o: { ref?: string; config: ContainerConfig; comment: string; signal?: AbortSignal }) {
+  const layer = await importLayerTar(store, input, o.signal);
+  const created = new Date().toISOString();
+  const config: ImageConfig = {
+    created,
+    architecture: 'amd64',
+    os: 'linux',
+    config: o.config,
+    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+    history: [{ created, created_by: 'kiln import', comment: o.comment }],
+  };
+  const image = await writeImage(store, config, [layer]);
+  if (o.ref !== undefined) tagImage(store, image, [o.ref]);
+  return image;
+}

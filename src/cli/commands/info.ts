@@ -4,7 +4,8 @@ import { defaultKeepBytes, diskUsage } from '../../../cache/gc.js';
 import { Engine } from '../../engine.js';
 import type { CommandSpec } from '../args.js';
 import { humanSize } from '../format.js';
-import type { Command } from '../main.js';
+import type { Command, CommandIO } from '../main.js';
+import type { Store } from '../../../cache/store.js';
 import { runtimeVersion } from './version.js';
 
 const spec: CommandSpec = {
@@ -27,65 +28,82 @@ function overlaySupported(): boolean {
   }
 }
 
+/** What `kiln info` shows, as data: the server's `/v1/info` carries it for `kiln --host … info`. */
+export async function collectInfo(store: Store) {
+  const db = store.db;
+  const count = (table: string) => (db.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+  const usage = await diskUsage(store);
+  const fs = await statfs(store.root);
+  const keep = await defaultKeepBytes(store);
+  const runtime = process.env.KILN_RUNTIME ?? 'runc';
+  return {
+    store: {
+      root: store.root,
+      size: usage.total,
+      imagesSize: usage.images,
+      reclaimable: usage.reclaimable,
+      diskFree: fs.bavail * fs.bsize,
+      records: {
+        images: count('manifests'),
+        tags: count('tags'),
+        layers: count('layers'),
+        blobs: count('blobs'),
+        cacheRecords: count('cache'),
+        cacheMounts: count('cache_mounts'),
+        leases: count('leases'),
+      },
+    },
+    runtime: { name: runtime, version: await runtimeVersion(runtime) },
+    storageDriver: { name: 'overlay', supported: overlaySupported() },
+    gc: { keepStorage: keep ?? null, source: process.env.KILN_GC_KEEP_STORAGE !== undefined ? 'KILN_GC_KEEP_STORAGE' : 'the default: 10% of the disk, at most 10GB' },
+  };
+}
+
+export type StoreInfo = Awaited<ReturnType<typeof collectInfo>>;
+
 export const infoCommand: Command = {
   spec,
   async run({ options }, io) {
-    const engine = await Engine.open();
-    try {
-      const { store } = engine;
-      const db = store.db;
-      const count = (table: string) => (db.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
-      const usage = await diskUsage(store);
-      const fs = await statfs(store.root);
-      const keep = await defaultKeepBytes(store);
-      const runtime = process.env.KILN_RUNTIME ?? 'runc';
-      const info = {
-        store: {
-          root: store.root,
-          size: usage.total,
-          imagesSize: usage.images,
-          reclaimable: usage.reclaimable,
-          diskFree: fs.bavail * fs.bsize,
-          records: {
-            images: count('manifests'),
-            tags: count('tags'),
-            layers: count('layers'),
-            blobs: count('blobs'),
-            cacheRecords: count('cache'),
-            cacheMounts: count('cache_mounts'),
-            leases: count('leases'),
-          },
-        },
-        runtime: { name: runtime, version: await runtimeVersion(runtime) },
-        storageDriver: { name: 'overlay', supported: overlaySupported() },
-        gc: { keepStorage: keep ?? null, source: process.env.KILN_GC_KEEP_STORAGE !== undefined ? 'KILN_GC_KEEP_STORAGE' : 'the default: 10% of the disk, at most 10GB' },
-      };
-      if (options.format === 'json') {
-        io.stdout(`${JSON.stringify(info)}\n`);
-        return 0;
+    let info: StoreInfo;
+    if (io.host) {
+      const { KilnClient } = await import('../../daemon/client.js');
+      info = (await new KilnClient(io.host).json<{ system: StoreInfo }>('GET', '/info', undefined, io.signal)).system;
+    } else {
+      const engine = await Engine.open();
+      try {
+        info = await collectInfo(engine.store);
+      } finally {
+        engine.close();
       }
-      const r = info.store.records;
-      io.stdout(
-        [
-          'Store:',
-          ` Root:            ${info.store.root}`,
-          ` Size:            ${humanSize(info.store.size)} (images ${humanSize(info.store.imagesSize)}, reclaimable ${humanSize(info.store.reclaimable)})`,
-          ` Disk free:       ${humanSize(info.store.diskFree)}`,
-          ` Images:          ${r.images} (${r.tags} tag${r.tags === 1 ? '' : 's'})`,
-          ` Layers:          ${r.layers}`,
-          ` Blobs:           ${r.blobs}`,
-          ` Cache records:   ${r.cacheRecords}`,
-          ` Cache mounts:    ${r.cacheMounts}`,
-          ` Leases:          ${r.leases}`,
-          `Runtime:          ${info.runtime.version}`,
-          `Storage driver:   overlay${info.storageDriver.supported ? '' : ' (not supported by this kernel)'}`,
-          `GC policy:        ${keep === undefined ? 'off' : `keep ${humanSize(keep)} of build cache`} (${info.gc.source})`,
-          '',
-        ].join('\n'),
-      );
-      return 0;
-    } finally {
-      engine.close();
     }
+    printInfo(info, options.format as string | undefined, io);
+    return 0;
   },
 };
+
+function printInfo(info: StoreInfo, format: string | undefined, io: CommandIO): void {
+  if (format === 'json') {
+    io.stdout(`${JSON.stringify(info)}\n`);
+    return;
+  }
+  const r = info.store.records;
+  const keep = info.gc.keepStorage;
+  io.stdout(
+    [
+      'Store:',
+      ` Root:            ${info.store.root}`,
+      ` Size:            ${humanSize(info.store.size)} (images ${humanSize(info.store.imagesSize)}, reclaimable ${humanSize(info.store.reclaimable)})`,
+      ` Disk free:       ${humanSize(info.store.diskFree)}`,
+      ` Images:          ${r.images} (${r.tags} tag${r.tags === 1 ? '' : 's'})`,
+      ` Layers:          ${r.layers}`,
+      ` Blobs:           ${r.blobs}`,
+      ` Cache records:   ${r.cacheRecords}`,
+      ` Cache mounts:    ${r.cacheMounts}`,
+      ` Leases:          ${r.leases}`,
+      `Runtime:          ${info.runtime.version}`,
+      `Storage driver:   overlay${info.storageDriver.supported ? '' : ' (not supported by this kernel)'}`,
+      `GC policy:        ${keep === null ? 'off' : `keep ${humanSize(keep)} of build cache`} (${info.gc.source})`,
+      '',
+    ].join('\n'),
+  );
+}

@@ -35,18 +35,24 @@ export const loadCommand: Command = {
   spec,
   async run({ options }, io) {
     const input = await openInput((options.input as string | undefined) ?? '-');
-    const engine = await Engine.open();
-    try {
-      const loaded = await loadArchive(engine.store, input, { platform: DEFAULT_PLATFORM, signal: io.signal });
-      if (options.quiet !== true) {
-        for (const l of loaded) {
-          if (l.names.length === 0) io.stdout(`Loaded image ID: ${l.image.configDigest}\n`);
-          for (const n of l.names) io.stdout(`Loaded image: ${familiarName(n)}\n`);
-        }
+    let loaded: { id: string; names: string[] }[];
+    if (io.host) {
+      const { KilnClient } = await import('../../daemon/client.js');
+      loaded = await new KilnClient(io.host).sendStream<{ id: string; names: string[] }[]>('/load', input, io.signal);
+    } else {
+      const engine = await Engine.open();
+      try {
+        loaded = (await loadArchive(engine.store, input, { platform: DEFAULT_PLATFORM, signal: io.signal })).map((l) => ({ id: l.image.configDigest, names: l.names }));
+      } finally {
+        engine.close();
       }
-      return 0;
-    } finally {
-      engine.close();
     }
+    if (options.quiet !== true) {
+      for (const l of loaded) {
+        if (l.names.length === 0) io.stdout(`Loaded image ID: ${l.id}\n`);
+        for (const n of l.names) io.stdout(`Loaded image: ${familiarName(n)}\n`);
+      }
+    }
+    return 0;
   },
 };

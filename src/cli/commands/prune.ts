@@ -1,5 +1,5 @@
 import { createInterface } from 'node:readline/promises';
-import { parseDuration, parseSize, prune } from '../../../cache/gc.js';
+import { parseDuration, parseSize, prune, type PruneResult } from '../../../cache/gc.js';
 import { KilnError } from '../../../cache/errors.js';
 import { Engine } from '../../engine.js';
 import { usageError, type CommandSpec } from '../args.js';
@@ -46,14 +46,21 @@ export const pruneCommand: Command = {
       rl.close();
       if (!/^y(es)?$/i.test(answer.trim())) return 0;
     }
-    const engine = await Engine.open();
-    try {
-      const r = await prune(engine.store, { all, olderThanMs, keepBytes });
-      if (r.removed.length > 0) io.stdout(`Deleted build cache objects:\n${r.removed.map((l) => `${l}\n`).join('')}\n`);
-      io.stdout(`Total reclaimed space: ${humanSize(r.freed)}\n`);
-      return 0;
-    } finally {
-      engine.close();
+    let r: PruneResult;
+    if (io.host) {
+      // Asked above, on this terminal; the server only does what was confirmed.
+      const { KilnClient } = await import('../../daemon/client.js');
+      r = await new KilnClient(io.host).json<PruneResult>('POST', '/prune', { all, olderThanMs, keepBytes }, io.signal);
+    } else {
+      const engine = await Engine.open();
+      try {
+        r = await prune(engine.store, { all, olderThanMs, keepBytes });
+      } finally {
+        engine.close();
+      }
     }
+    if (r.removed.length > 0) io.stdout(`Deleted build cache objects:\n${r.removed.map((l) => `${l}\n`).join('')}\n`);
+    io.stdout(`Total reclaimed space: ${humanSize(r.freed)}\n`);
+    return 0;
   },
 };

@@ -4,7 +4,7 @@ import { DEFAULT_PLATFORM, parsePlatform } from '../../image/platform.js';
 import { familiarName, parseReference } from '../../image/reference.js';
 import { pullImage } from '../../registry/pull.js';
 import { usageError, type CommandSpec } from '../args.js';
-import type { Command } from '../main.js';
+import type { Command, CommandIO } from '../main.js';
 import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
 
 const spec: CommandSpec = {
@@ -27,7 +27,7 @@ export const pullCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     const input = positionals[0]!;
-    const ref = parseReference(input);
+    parseReference(input);
     let platform = DEFAULT_PLATFORM;
     if (options.platform !== undefined) {
       try {
@@ -36,45 +36,64 @@ export const pullCommand: Command = {
         throw usageError((err as Error).message, spec);
       }
     }
-    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remotePull(io.host, { options, positionals }, io);
-    const quiet = options.quiet === true;
-    const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-    const say = (s: string) => {
-      if (!quiet) io.stdout(`${s}\n`);
-    };
-    // The live view draws each layer itself; docker's per-layer lines would only interleave with it.
-    const sayLayer = mode === 'tty' ? () => {} : say;
-    say(`${ref.digest ?? ref.tag}: Pulling from ${familiarName(`${ref.domain}/${ref.path}`)}`);
-    const engine = await Engine.open();
-    const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pulling', done: 'Pulled' } });
-    const id = 1;
-    view.handle({ type: 'vertex.start', id, name: `pulling ${input}`, time: Date.now() });
-    const started = Date.now();
+    const insecureRegistries = (options['insecure-registry'] as string[] | undefined) ?? [];
+    if (io.host) {
+      const { remotePullSource } = await import('../../daemon/remote-image-commands.js');
+      return presentPull(input, options, io, remotePullSource(io.host, { name: input, platform: options.platform as string | undefined, insecureRegistries }, io.signal));
+    }
+    let engine: Engine | undefined;
     try {
-      const result = await pullImage(engine.store, input, {
-        platform,
-        signal: io.signal,
-        insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
-        onEvent: (e) => {
-          if (e.type !== 'layer') return;
-          if (e.status === 'exists') sayLayer(`${short(e.digest)}: Already exists`);
-          else if (e.status === 'done') sayLayer(`${short(e.digest)}: Pull complete`);
-        },
-        onTransfer: (t) => view.handle({ type: 'transfer', id, ...t, time: Date.now() }),
+      return await presentPull(input, options, io, async (h) => {
+        engine = await Engine.open();
+        const result = await pullImage(engine.store, input, { platform, signal: io.signal, insecureRegistries, onEvent: h.onEvent, onTransfer: h.onTransfer });
+        return { name: result.name, digest: result.digest, downloaded: result.downloaded, config: result.image.configDigest };
       });
-      view.handle({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - started });
-      await view.succeed({ imageId: result.image.configDigest, tags: [result.name], summary: `Pulled ${result.name}` });
-      say(`Digest: ${result.digest}`);
-      say(`Status: ${result.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(result.name)}`);
-      io.stdout(`${result.name}\n`);
-      return 0;
-    } catch (err) {
-      view.handle({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - started, message: err instanceof Error ? err.message : String(err) });
-      // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
-      await view.fail(err);
-      return err instanceof KilnError ? err.exitCode : 1;
     } finally {
-      engine.close();
+      engine?.close();
     }
   },
 };
+
+/** A pull, run by this process or by a build service, reporting as it goes. */
+export type PullSource = (h: {
+  onEvent(e: { type: string; status?: string; digest: string }): void;
+  onTransfer(t: { name: string; current: number; total: number; done?: boolean }): void;
+}) => Promise<{ name: string; digest: string; downloaded: number; config: string }>;
+
+/** docker pull's lines on stdout, the transfer view on stderr and the stored name last, whichever process pulls. */
+async function presentPull(input: string, options: Record<string, unknown>, io: CommandIO, source: PullSource): Promise<number> {
+  const ref = parseReference(input);
+  const quiet = options.quiet === true;
+  const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+  const say = (s: string) => {
+    if (!quiet) io.stdout(`${s}\n`);
+  };
+  // The live view draws each layer itself; docker's per-layer lines would only interleave with it.
+  const sayLayer = mode === 'tty' ? () => {} : say;
+  say(`${ref.digest ?? ref.tag}: Pulling from ${familiarName(`${ref.domain}/${ref.path}`)}`);
+  const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pulling', done: 'Pulled' } });
+  const id = 1;
+  view.handle({ type: 'vertex.start', id, name: `pulling ${input}`, time: Date.now() });
+  const started = Date.now();
+  try {
+    const result = await source({
+      onEvent: (e) => {
+        if (e.type !== 'layer') return;
+        if (e.status === 'exists') sayLayer(`${short(e.digest)}: Already exists`);
+        else if (e.status === 'done') sayLayer(`${short(e.digest)}: Pull complete`);
+      },
+      onTransfer: (t) => view.handle({ type: 'transfer', id, ...t, time: Date.now() }),
+    });
+    view.handle({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - started });
+    await view.succeed({ imageId: result.config, tags: [result.name], summary: `Pulled ${result.name}` });
+    say(`Digest: ${result.digest}`);
+    say(`Status: ${result.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(result.name)}`);
+    io.stdout(`${result.name}\n`);
+    return 0;
+  } catch (err) {
+    view.handle({ type: 'vertex.error', id, time: Date.now(), duration: Date.now() - started, message: err instanceof Error ? err.message : String(err) });
+    // The view reports the failure in its own form (a paragraph, or a JSON event in rawjson).
+    await view.fail(err);
+    return err instanceof KilnError ? err.exitCode : 1;
+  }
+}

@@ -8,7 +8,10 @@ import { mountLayers } from '../../worker/mount.js';
 import { mkdir, stat } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { isErrno } from '../../../cache/fsutil.js';
-import type { SpecMount } from '../../executor/executor.js';
+import type { RunOptions, SpecMount } from '../../executor/executor.js';
+import type { ExtraHost, Ulimit } from '../../../solver/graph.js';
+import type { RemoteHost } from '../../daemon/client.js';
+import { Readable } from 'node:stream';
 import { parseAddHosts, parseShmSize, parseUlimits } from '../build-flags.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
@@ -43,7 +46,14 @@ export const runCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     try {
-      return await runContainer(options, positionals, io.signal);
+      const request = await runRequest(options, positionals, io.host !== undefined);
+      if (io.host) return await remoteRun(io.host, request, io.signal);
+      const engine = await Engine.open();
+      try {
+        return await runImage(engine, request, { signal: io.signal, stdin: !process.stdin.isTTY });
+      } finally {
+        engine.close();
+      }
     } catch (err) {
       if (err instanceof KilnError && err.exitCode !== 130) {
         throw new KilnError(err.code, err.message, { hint: err.hint, cause: err, exitCode: 125 });
@@ -53,50 +63,130 @@ export const runCommand: Command = {
   },
 };
 
-async function runContainer(options: Record<string, unknown>, positionals: string[], signal: AbortSignal): Promise<number> {
+/**
+ * What `kiln run` asks for, checked and resolved on the machine that typed it (`-e NAME` takes
+ * this environment's value), so that a build service runs exactly what a local run would.
+ */
+export interface RunRequest {
+  ref: string;
+  cmd: string[];
+  entrypoint?: string;
+  /** `K=V` entries laid over the image's environment. */
+  env: string[];
+  workdir?: string;
+  user?: string;
+  network: 'host' | 'none';
+  extraHosts: ExtraHost[];
+  ulimits: Ulimit[];
+  shmSize?: number;
+  /** Host paths to bind: never taken from a remote client. */
+  mounts?: SpecMount[];
+}
+
+async function runRequest(options: Record<string, unknown>, positionals: string[], remote: boolean): Promise<RunRequest> {
   const [ref, ...cmd] = positionals as [string, ...string[]];
   const network = (options.network as string | undefined) ?? 'host';
   if (network !== 'host' && network !== 'none' && network !== 'default') throw usageError(`Invalid --network "${network}": expected host or none`, spec);
-  const volumes = await parseVolumes((options.volume as string[] | undefined) ?? []);
-  const extraHosts = parseAddHosts((options['add-host'] as string[] | undefined) ?? [], spec);
-  const ulimits = parseUlimits((options.ulimit as string[] | undefined) ?? [], spec);
-  const shmSize = parseShmSize(options['shm-size'] as string | undefined, spec);
-  const engine = await Engine.open();
+  const volumes = (options.volume as string[] | undefined) ?? [];
+  if (remote && volumes.length > 0) {
+    throw new KilnError('UNSUPPORTED', '"--volume" does not work against a build service (--host): the container runs on the server, which cannot see this machine\'s files', {
+      hint: 'Put the files into the image with a build (COPY), or run "kiln run -v" on the server',
+    });
+  }
+  const env: string[] = [];
+  for (const e of (options.env as string[] | undefined) ?? []) {
+    const k = e.split('=', 1)[0]!;
+    const value = e.includes('=') ? e : process.env[k] !== undefined ? `${k}=${process.env[k]}` : undefined;
+    if (value !== undefined) env.push(value);
+  }
+  return {
+    ref,
+    cmd,
+    entrypoint: options.entrypoint as string | undefined,
+    env,
+    workdir: options.workdir as string | undefined,
+    user: options.user as string | undefined,
+    network: network === 'none' ? 'none' : 'host',
+    extraHosts: parseAddHosts((options['add-host'] as string[] | undefined) ?? [], spec),
+    ulimits: parseUlimits((options.ulimit as string[] | undefined) ?? [], spec),
+    shmSize: parseShmSize(options['shm-size'] as string | undefined, spec),
+    mounts: remote ? undefined : await parseVolumes(volumes),
+  };
+}
+
+/** Runs one container from a stored image to its end and returns its exit code (`kiln run`, and the server's `/v1/run`). */
+export async function runImage(engine: Engine, r: RunRequest, io: Pick<RunOptions, 'signal' | 'stdin' | 'onStdout' | 'onStderr'>): Promise<number> {
+  const image = await getImage(engine.store, r.ref);
+  const c = image.config.config;
+  const entrypoint = r.entrypoint !== undefined ? (r.entrypoint === '' ? [] : [r.entrypoint]) : (c.Entrypoint ?? []);
+  const args = [...entrypoint, ...(r.cmd.length > 0 ? r.cmd : r.entrypoint !== undefined ? [] : (c.Cmd ?? []))];
+  if (args.length === 0) throw new KilnError('NO_COMMAND', `No command specified: image "${r.ref}" has no CMD or ENTRYPOINT`, { hint: 'Give one after the image name' });
+  const env = [...(c.Env ?? [])];
+  for (const value of r.env) {
+    const k = value.split('=', 1)[0]!;
+    const i = env.findIndex((x) => x.split('=', 1)[0] === k);
+    if (i >= 0) env[i] = value;
+    else env.push(value);
+  }
+  const cwd = r.workdir ?? (c.WorkingDir || '/');
+  const ws = await engine.store.createWorkspace();
   try {
-    const image = await getImage(engine.store, ref);
-    const c = image.config.config;
-    const entrypoint = options.entrypoint !== undefined ? ((options.entrypoint as string) === '' ? [] : [options.entrypoint as string]) : (c.Entrypoint ?? []);
-    const args = [...entrypoint, ...(cmd.length > 0 ? cmd : options.entrypoint !== undefined ? [] : (c.Cmd ?? []))];
-    if (args.length === 0) throw new KilnError('NO_COMMAND', `No command specified: image "${ref}" has no CMD or ENTRYPOINT`, { hint: 'Give one after the image name' });
-    const env = [...(c.Env ?? [])];
-    for (const e of (options.env as string[] | undefined) ?? []) {
-      const k = e.split('=', 1)[0]!;
-      const value = e.includes('=') ? e : process.env[k] !== undefined ? `${k}=${process.env[k]}` : undefined;
-      if (value === undefined) continue;
-      const i = env.findIndex((x) => x.split('=', 1)[0] === k);
-      if (i >= 0) env[i] = value;
-      else env.push(value);
-    }
-    const cwd = (options.workdir as string | undefined) ?? (c.WorkingDir || '/');
-    const ws = await engine.store.createWorkspace();
+    await mountLayers(engine.store, image.layers, ws.mnt, ws, io.signal);
     try {
-      await mountLayers(engine.store, image.layers, ws.mnt, ws, signal);
-      try {
-        await mkdir(await secureJoin(ws.mnt, cwd), { recursive: true });
-        const user = await resolveUser(ws.mnt, (options.user as string | undefined) ?? c.User ?? '');
-        return await engine.executor.run(
-          { args, env, cwd, user, network: network === 'none' ? 'none' : 'host', mounts: volumes, extraHosts, ulimits, shmSize },
-          { rootfs: ws.mnt, signal, stdin: !process.stdin.isTTY },
-        );
-      } finally {
-        await unmount(ws.mnt);
-      }
+      await mkdir(await secureJoin(ws.mnt, cwd), { recursive: true });
+      const user = await resolveUser(ws.mnt, r.user ?? c.User ?? '');
+      return await engine.executor.run(
+        { args, env, cwd, user, network: r.network, mounts: r.mounts ?? [], extraHosts: r.extraHosts, ulimits: r.ulimits, shmSize: r.shmSize },
+        { rootfs: ws.mnt, ...io },
+      );
     } finally {
-      await engine.store.disposeWorkspace(ws);
+      await unmount(ws.mnt);
     }
   } finally {
-    engine.close();
+    await engine.store.disposeWorkspace(ws);
   }
+}
+
+/**
+ * The container runs on the build service; its output comes back as it is written and this
+ * process's standard input (unless a terminal, as locally) goes up to it.
+ */
+async function remoteRun(host: RemoteHost, request: RunRequest, signal: AbortSignal): Promise<number> {
+  const { KilnClient, readLines } = await import('../../daemon/client.js');
+  const { fromWireError } = await import('../../daemon/wire.js');
+  const stdin = !process.stdin.isTTY;
+  const body = Readable.from(
+    (async function* () {
+      yield Buffer.from(`${JSON.stringify({ ...request, stdin })}\n`);
+      if (stdin) yield* process.stdin;
+    })(),
+  );
+  try {
+    const res = await new KilnClient(host).request('POST', '/run', { body, signal });
+    for await (const e of readLines<RunStreamEvent>(res)) {
+      if (e.type === 'stdout') await writeOut(process.stdout, Buffer.from(e.data, 'base64'));
+      else if (e.type === 'stderr') await writeOut(process.stderr, Buffer.from(e.data, 'base64'));
+      else if (e.type === 'exit') return e.code;
+      else if (e.type === 'error') throw fromWireError(e.error);
+    }
+    throw new KilnError('SERVER_ERROR', `The build service at "${host.url}" ended the run without an exit code`);
+  } finally {
+    // Input the container did not read stays unread, as it would locally.
+    body.destroy();
+    if (stdin) process.stdin.destroy();
+  }
+}
+
+export type RunStreamEvent =
+  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'exit'; code: number }
+  | { type: 'error'; error: import('../../daemon/wire.js').WireError };
+
+function writeOut(stream: NodeJS.WriteStream, chunk: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.write(chunk)) resolve();
+    else stream.once('drain', resolve);
+  });
 }
 
 /** `-v HOST:CTR[:ro|rw]`: a bind mount of an existing host path at an absolute container path. */

@@ -7,6 +7,7 @@ import { getImage } from '../../image/local.js';
 import { normalizeName } from '../../image/reference.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
+import type { Store } from '../../../cache/store.js';
 
 const spec: CommandSpec = {
   name: 'save',
@@ -22,20 +23,18 @@ export const saveCommand: Command = {
   async run({ options, positionals }, io) {
     const dest = (options.output as string | undefined) ?? '-';
     if (dest === '-' && process.stdout.isTTY) throw usageError('Refusing to write an archive to a terminal: give -o FILE or redirect standard output', spec);
+    if (io.host) {
+      const { KilnClient, receiveFile } = await import('../../daemon/client.js');
+      const res = await new KilnClient(io.host).request('POST', '/save', { json: { images: positionals }, signal: io.signal });
+      await receiveFile(res, dest === '-' ? '-' : resolve(dest), io.signal);
+      return 0;
+    }
     const engine = await Engine.open();
-    const prepared: { image: ExportImage; names: string[] }[] = [];
+    const prepared = await prepareSave(engine.store, positionals, io.signal).catch((err: unknown) => {
+      engine.close();
+      throw err;
+    });
     try {
-      const byManifest = new Map<string, { image: Awaited<ReturnType<typeof getImage>>; names: string[] }>();
-      for (const ref of positionals) {
-        const image = await getImage(engine.store, ref);
-        const entry = byManifest.get(image.manifestDigest) ?? { image, names: [] };
-        // An image named by ID is saved without a name, as docker does.
-        if (!/^(sha256:)?[a-f0-9]{12,64}$/.test(ref)) entry.names.push(normalizeName(ref));
-        byManifest.set(image.manifestDigest, entry);
-      }
-      for (const { image, names } of byManifest.values()) {
-        prepared.push({ image: await prepareExport(engine.store, image, { compression: 'uncompressed', ociMediaTypes: false, signal: io.signal }), names });
-      }
       await writeTarFile(dest === '-' ? '-' : resolve(dest), (pack) => writeDockerArchive(pack, prepared, io.signal), io.signal);
       return 0;
     } finally {
@@ -44,3 +43,25 @@ export const saveCommand: Command = {
     }
   },
 };
+
+/** The images to save, each once with the names it was asked by, in the form the archive holds. */
+export async function prepareSave(store: Store, refs: readonly string[], signal?: AbortSignal): Promise<{ image: ExportImage; names: string[] }[]> {
+  const prepared: { image: ExportImage; names: string[] }[] = [];
+  try {
+    const byManifest = new Map<string, { image: Awaited<ReturnType<typeof getImage>>; names: string[] }>();
+    for (const ref of refs) {
+      const image = await getImage(store, ref);
+      const entry = byManifest.get(image.manifestDigest) ?? { image, names: [] };
+      // An image named by ID is saved without a name, as docker does.
+      if (!/^(sha256:)?[a-f0-9]{12,64}$/.test(ref)) entry.names.push(normalizeName(ref));
+      byManifest.set(image.manifestDigest, entry);
+    }
+    for (const { image, names } of byManifest.values()) {
+      prepared.push({ image: await prepareExport(store, image, { compression: 'uncompressed', ociMediaTypes: false, signal }), names });
+    }
+    return prepared;
+  } catch (err) {
+    for (const p of prepared) await p.image.dispose();
+    throw err;
+  }
+}

@@ -1,3 +1,4 @@
+import { parseEntitlement } from '../../build/session.js';
 import { KilnError } from '../../../cache/errors.js';
 import { DEFAULT_ADDRESS, parseAddress } from '../../daemon/address.js';
 import { TokenAuth } from '../../daemon/auth.js';
@@ -21,6 +22,7 @@ const spec: CommandSpec = {
     { name: 'token-file', type: 'string', placeholder: 'FILE', description: 'Require a bearer token from FILE (one a line)' },
     { name: 'max-concurrent-builds', type: 'string', placeholder: 'N', description: 'Run at most N builds at once; the rest queue (default 4)' },
     { name: 'max-context-size', type: 'string', placeholder: 'BYTES', description: 'Largest context upload accepted (default 2GiB)' },
+    { name: 'allow-entitlement', type: 'list', placeholder: 'NAME', description: 'Let clients ask for this entitlement with build --allow: security.insecure or network.host (repeatable; none by default)' },
     { name: 'shutdown-grace', type: 'string', placeholder: 'SECONDS', description: 'On SIGTERM, let running builds finish this long before cancelling them (default 30)' },
   ],
 };
@@ -48,6 +50,14 @@ export const serveCommand: Command = {
     const maxConcurrentBuilds = positiveInt(options['max-concurrent-builds'], 'max-concurrent-builds', 4);
     const maxContextBytes = positiveInt(options['max-context-size'], 'max-context-size', 2 * 1024 ** 3);
     const graceMs = positiveInt(options['shutdown-grace'], 'shutdown-grace', 30) * 1000;
+    const entitlements = ((options['allow-entitlement'] as string[] | undefined) ?? []).map((e) => {
+      try {
+        return parseEntitlement(e);
+      } catch (err) {
+        if (err instanceof KilnError) throw usageError(err.message.replace('--allow', '--allow-entitlement'), spec);
+        throw err;
+      }
+    });
     const auth = options['token-file'] === undefined ? undefined : await TokenAuth.fromFile(options['token-file'] as string);
     io.signal.throwIfAborted();
     const engine = await Engine.open();
@@ -60,6 +70,7 @@ export const serveCommand: Command = {
         auth,
         maxConcurrentBuilds,
         limits: { maxContextBytes },
+        entitlements,
         log: (line) => io.stderr(`${line}\n`),
       });
     } catch (err) {
