@@ -7,7 +7,8 @@
 # Usage: bench/peers.sh [RUNS]    (RUNS: repeats of each warm scenario, median taken; default 3)
 # Environment: BIG_FILES (files in the large context, default 50000), PEERS_SETUP (default
 # ../shared/peers/peers-setup.sh), KILN (default bin/kiln), STEP_TIMEOUT (seconds per build,
-# default 900).
+# default 900), TOOLS (default "kiln buildkit buildah"; a missing tool's column shows -), BENCH_DIR
+# (where the stores, peers and contexts live, default /tmp; /dev/shm takes the disk out of the figures).
 #
 # Peers run under their own PEERS_DIR (a new temporary directory) and are stopped and removed on
 # exit, whatever happens. The registry listens on 127.0.0.1:5000 as peers-setup.sh decides.
@@ -22,7 +23,7 @@ STEP_TIMEOUT=${STEP_TIMEOUT:-900}
 [[ -f $SETUP ]] || { echo "peers.sh: no peers-setup.sh at $SETUP" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "peers.sh: run as root (runc, overlayfs, dockerd)" >&2; exit 2; }
 
-W=$(mktemp -d /tmp/kiln-peers-XXXXXX)
+W=$(mktemp -d "${BENCH_DIR:-/tmp}/kiln-peers-XXXXXX")
 export PEERS_DIR=$W/peers
 REG=127.0.0.1:5000
 # The base every tool builds on: Debian's busybox (scripts/base-rootfs.sh) imported and pushed by
@@ -124,7 +125,7 @@ reset_buildah() {
   "${BUILDAH[@]}" rmi --all --force >/dev/null 2>&1 || true
 }
 
-TOOLS=(kiln buildkit buildah)
+read -r -a TOOLS <<<"${TOOLS:-kiln buildkit buildah}"
 SCENARIOS=(cold noop touch edit big-cold big-warm big-edit)
 declare -A RESULT
 
@@ -155,6 +156,7 @@ for tool in "${TOOLS[@]}"; do run_tool "$tool"; done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report --------------------------------------------------------------------------------------
+ratio() { [[ $1 != - && $2 != - ]] && awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}' || echo -; }
 describe() {
   case $1 in
     cold) echo "cold, 4 stages, two of 2,000 files" ;;
@@ -171,7 +173,6 @@ echo "load average (1/5/15 min): before $load_before, after $load_after; warm sc
 echo "peers: $("${DOCKER[@]}" version --format "{{.Server.Version}}" 2>/dev/null | sed 's/^/dockerd /') (BuildKit), $(buildah --version | cut -d' ' -f1-3)"
 printf '%-40s %9s %9s %9s %11s %10s\n' scenario "kiln ms" "bk ms" "buildah ms" "kiln/bk" "kiln/bah"
 for s in "${SCENARIOS[@]}"; do
-  k=${RESULT[kiln,$s]} b=${RESULT[buildkit,$s]} h=${RESULT[buildah,$s]}
-  printf '%-40s %9s %9s %9s %11s %10s\n' "$(describe "$s")" "$k" "$b" "$h" \
-    "$(awk -v a="$k" -v b="$b" 'BEGIN {printf "%.2f", a / b}')" "$(awk -v a="$k" -v b="$h" 'BEGIN {printf "%.2f", a / b}')"
+  k=${RESULT[kiln,$s]:--} b=${RESULT[buildkit,$s]:--} h=${RESULT[buildah,$s]:--}
+  printf '%-40s %9s %9s %9s %11s %10s\n' "$(describe "$s")" "$k" "$b" "$h" "$(ratio "$k" "$b")" "$(ratio "$k" "$h")"
 done

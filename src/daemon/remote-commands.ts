@@ -143,6 +143,10 @@ export async function remoteBuild(
   if (options.ssh !== undefined) {
     throw usageError('"--ssh" does not work against a build service (--host): the agent socket is on this machine and is not forwarded; clone with credentials from --secret, or build on the machine that has the agent', spec);
   }
+  if (options['max-parallelism'] !== undefined) {
+    // One solver serves every client of the server, so its parallelism is the server's to set.
+    io.stderr('warning: --max-parallelism is ignored with --host: the build service shares one solver (one step per core) among all its clients\n');
+  }
   const extra = parseExtraBuildFlags(options, spec);
   const tags = (options.tag as string[] | undefined) ?? [];
   for (const t of tags) parseReference(t);
