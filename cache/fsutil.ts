@@ -7,15 +7,17 @@ export function randomId(bytes = 8): string {
   return randomBytes(bytes).toString('hex');
 }
 
-/** fsync a directory so that a rename inside it is durable. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
+/** fsync a file or a directory by its path (a directory, so that a rename inside it is durable). */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
   try {
     await fh.sync();
   } finally {
     await fh.close();
   }
 }
+
+export const fsyncDir = fsyncPath;
 
 /** Writes `data` to `path` atomically: temp file beside it, fsync, rename. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {

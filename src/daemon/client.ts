@@ -4,7 +4,7 @@
  * what a local one prints and exits the same way. It never opens a local store.
  */
 import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
-import { lstat, open, readdir, readlink, rename, rm } from 'node:fs/promises';
+import { lstat, readdir, readlink, rename, rm } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
@@ -12,7 +12,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { KilnError } from '../../cache/errors.js';
-import { randomId } from '../../cache/fsutil.js';
+import { fsyncPath, randomId } from '../../cache/fsutil.js';
 import type { ProgressSink } from '../../solver/progress.js';
 import { formatAddress, parseAddress, type Address } from './address.js';
 import { listContext } from './context-list.js';
@@ -201,12 +201,7 @@ export async function receiveFile(res: IncomingMessage, dest: string, signal?: A
   const tmp = join(dirname(dest), `.${basename(dest)}.${randomId(4)}.tmp`);
   try {
     await pipeline(res, complete, createWriteStream(tmp), { signal });
-    const fh = await open(tmp, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await fsyncPath(tmp);
     await rename(tmp, dest);
   } catch (err) {
     await rm(tmp, { force: true });

@@ -1,10 +1,10 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { type Digest, digestHex } from '../../cache/digest.js';
-import { fsyncDir, isErrno, randomId, writeFileAtomic } from '../../cache/fsutil.js';
+import { fsyncDir, fsyncPath, isErrno, randomId, writeFileAtomic } from '../../cache/fsutil.js';
 import { type ExportBlob, type ExportImage, openBlob } from '../image/convert.js';
 import { type Index, MEDIA_TYPE_INDEX } from '../image/oci.js';
 import { familiarName } from '../image/reference.js';
@@ -72,12 +72,7 @@ export class DirSink implements LayoutSink {
     const tmp = `${target}.tmp-${randomId(4)}`;
     try {
       await pipeline(openBlob(b), (src: AsyncIterable<Buffer>) => countTransfer(src, this.options.onTransfer, { name: b.digest, total: b.size }), createWriteStream(tmp, { mode: 0o444 }));
-      const fh = await open(tmp, 'r');
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+      await fsyncPath(tmp);
       await rename(tmp, target);
     } catch (err) {
       await rm(tmp, { force: true });
@@ -141,12 +136,7 @@ export async function writeTarFile(dest: string, fill: (pack: tar.Pack) => Promi
     await fill(pack);
     pack.finalize();
     await writing;
-    const fh = await open(tmp, 'r');
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await fsyncPath(tmp);
     await rename(tmp, dest);
     await fsyncDir(dirname(dest));
   } catch (err) {
