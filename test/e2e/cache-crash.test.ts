@@ -1,8 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kiln, mountsUnder, stepCached, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { kiln, mountsUnder, stepCached, storeAndContext, type TempDir } from '../helpers/kiln.js';
 
 /**
  * kill -9 at chosen instants (KILN_CRASH_AT makes the process kill itself there), then the next
@@ -10,26 +10,17 @@ import { kiln, mountsUnder, stepCached, storeWithBase, tempDir } from '../helper
  * before the kill is whole and still a cache hit.
  */
 describe('crash safety and concurrent builds', () => {
-  let root: string;
-  let cleanup: () => Promise<void>;
-  let work: ReturnType<typeof tempDir>;
-  let ctx: string;
+  let root: string, ctx: string, work: TempDir, cleanup: () => Promise<void>;
 
   beforeAll(async () => {
-    ({ root, cleanup } = await storeWithBase());
-    work = tempDir('kiln-crash-');
-    ctx = join(work.path, 'ctx');
-    mkdirSync(ctx);
+    ({ root, ctx, work, cleanup } = await storeAndContext('kiln-crash-'));
     writeFileSync(join(ctx, 'data.txt'), 'data\n');
     writeFileSync(join(ctx, 'Dockerfile'), 'FROM test/base:1\nCOPY data.txt /data.txt\nRUN echo committed > /c\n');
     const ok = await kiln(root, ['build', '-q', '-t', 'test/committed:1', ctx]);
     expect(ok.code, ok.stderr).toBe(0);
   });
 
-  afterAll(async () => {
-    await work?.cleanup();
-    await cleanup();
-  });
+  afterAll(() => cleanup?.());
 
   const crashFile = (n: string) => {
     const f = join(work.path, `Dockerfile.${n}`);

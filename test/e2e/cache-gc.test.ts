@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DANGLING_GRACE_MS, prune } from '../../cache/gc.js';
 import { processStart } from '../../cache/lease.js';
 import { Store } from '../../cache/store.js';
-import { kiln, stepCached, stepNumber, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { kiln, stepCached, stepNumber, stepRan, storeAndContext } from '../helpers/kiln.js';
 
 const DOCKERFILE = `FROM test/base:1 AS build
 COPY app.txt /app.txt
@@ -16,26 +16,17 @@ COPY --from=build /out /out
 `;
 
 describe('du, prune, store verify and --explain, end to end', () => {
-  let root: string;
-  let cleanup: () => Promise<void>;
-  let work: ReturnType<typeof tempDir>;
-  let ctx: string;
+  let root: string, ctx: string, cleanup: () => Promise<void>;
 
   beforeAll(async () => {
-    ({ root, cleanup } = await storeWithBase());
-    work = tempDir('kiln-gc-');
-    ctx = join(work.path, 'ctx');
-    mkdirSync(ctx);
+    ({ root, ctx, cleanup } = await storeAndContext('kiln-gc-'));
     writeFileSync(join(ctx, 'app.txt'), 'v1\n');
     writeFileSync(join(ctx, 'Dockerfile'), DOCKERFILE);
     const r = await kiln(root, ['build', '-q', '-t', 'test/gc:1', ctx]);
     expect(r.code, r.stderr).toBe(0);
   });
 
-  afterAll(async () => {
-    await work?.cleanup();
-    await cleanup();
-  });
+  afterAll(() => cleanup?.());
 
   it('du lists records, shared or not, the cache mount, and the totals', async () => {
     const du = await kiln(root, ['du']);
@@ -130,22 +121,13 @@ describe('du, prune, store verify and --explain, end to end', () => {
 });
 
 describe('untagged images and unpacked sizes in GC', () => {
-  let root: string;
-  let cleanup: () => Promise<void>;
-  let work: ReturnType<typeof tempDir>;
-  let ctx: string;
+  let root: string, ctx: string, cleanup: () => Promise<void>;
 
   beforeAll(async () => {
-    ({ root, cleanup } = await storeWithBase());
-    work = tempDir('kiln-gc-dangling-');
-    ctx = join(work.path, 'ctx');
-    mkdirSync(ctx);
+    ({ root, ctx, cleanup } = await storeAndContext('kiln-gc-dangling-'));
   });
 
-  afterAll(async () => {
-    await work?.cleanup();
-    await cleanup();
-  });
+  afterAll(() => cleanup?.());
 
   /** Builds `RUN echo NAME > /NAME` plus a compressible 3 MB file; returns the image ID. */
   async function build(name: string, tags: string[] = []): Promise<string> {

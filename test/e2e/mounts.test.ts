@@ -9,7 +9,7 @@ import { createSession } from '../../src/build/session.js';
 import { vertex, type ExecMount, type ExecOp, type Vertex } from '../../solver/graph.js';
 import type { ProgressEvent } from '../../solver/progress.js';
 import type { Session } from '../../solver/worker.js';
-import { kiln, mountsUnder, stepNumber, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { kiln, mountsUnder, stepNumber, storeAndContext, storeWithBase, tempDir } from '../helpers/kiln.js';
 
 /** RUN steps built as graphs directly, run through the real worker: runc on overlayfs. */
 describe('RUN mounts', () => {
@@ -216,15 +216,10 @@ describe('RUN mounts', () => {
 
 /** Real builds through bin/kiln: a bind mount of the context as .dockerignore leaves it. */
 describe('RUN --mount=type=bind of the build context', () => {
-  let root: string;
-  let cleanup: () => Promise<void>;
-  let work: ReturnType<typeof tempDir>;
-  let ctx: string;
+  let root: string, ctx: string, cleanup: () => Promise<void>;
 
   beforeAll(async () => {
-    ({ root, cleanup } = await storeWithBase());
-    work = tempDir('kiln-bindctx-');
-    ctx = join(work.path, 'ctx');
+    ({ root, ctx, cleanup } = await storeAndContext('kiln-bindctx-'));
     mkdirSync(join(ctx, 'app'), { recursive: true });
     mkdirSync(join(ctx, 'build'), { recursive: true });
     writeFileSync(join(ctx, 'app', 'main.txt'), 'main 1\n');
@@ -248,10 +243,7 @@ describe('RUN --mount=type=bind of the build context', () => {
     expect(ourContainers(root)).toEqual([]);
   });
 
-  afterAll(async () => {
-    await work?.cleanup();
-    await cleanup?.();
-  });
+  afterAll(() => cleanup?.());
 
   /** Builds the context; returns each RUN's output lines and whether it was cached. */
   async function build() {

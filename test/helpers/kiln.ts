@@ -1,5 +1,5 @@
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -34,8 +34,13 @@ export function kiln(root: string, args: readonly string[], options: { input?: s
   });
 }
 
+export interface TempDir {
+  path: string;
+  cleanup: () => Promise<void>;
+}
+
 /** A fresh temporary directory; `cleanup` unmounts anything left below it and removes it. */
-export function tempDir(prefix = 'kiln-test-'): { path: string; cleanup: () => Promise<void> } {
+export function tempDir(prefix = 'kiln-test-'): TempDir {
   const path = mkdtempSync(join(tmpdir(), prefix));
   return {
     path,
@@ -76,6 +81,26 @@ export async function storeWithBase(): Promise<{ root: string; cleanup: () => Pr
   const r = await kiln(t.path, ['import', '--change', 'CMD ["sh"]', baseTar(), 'test/base:1']);
   if (r.code !== 0) throw new Error(`import failed: ${r.stderr}`);
   return { root: t.path, cleanup: t.cleanup };
+}
+
+/**
+ * How most end-to-end files start: a store with the base image, and a work directory (named with
+ * `prefix`) holding an empty `ctx/`. `cleanup` removes both.
+ */
+export async function storeAndContext(prefix: string): Promise<{ root: string; work: TempDir; ctx: string; cleanup: () => Promise<void> }> {
+  const store = await storeWithBase();
+  const work = tempDir(prefix);
+  const ctx = join(work.path, 'ctx');
+  mkdirSync(ctx);
+  return {
+    root: store.root,
+    work,
+    ctx,
+    cleanup: async () => {
+      await work.cleanup();
+      await store.cleanup();
+    },
+  };
 }
 
 /** The `#N` of the first plain-progress step line matching `pattern`. */
