@@ -63,6 +63,21 @@ export function parseExtraBuildFlags(options: Record<string, unknown>, spec: Com
 }
 
 /** `--add-host NAME:IP` (or `NAME=IP`, as docker also takes it); the IP may be IPv6. */
+/** `--build-arg NAME=VALUE`; a bare `NAME` takes the value from the environment when set, as docker does. */
+export function parseBuildArgs(values: readonly string[], spec: CommandSpec): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of values) {
+    const eq = v.indexOf('=');
+    if (eq < 0) {
+      if (process.env[v] !== undefined) out[v] = process.env[v]!;
+      continue;
+    }
+    if (eq === 0) throw usageError(`Invalid --build-arg "${v}": the name is empty`, spec);
+    out[v.slice(0, eq)] = v.slice(eq + 1);
+  }
+  return out;
+}
+
 export function parseAddHosts(values: readonly string[], spec: CommandSpec): ExtraHost[] {
   return values.map((h) => {
     const m = /^([^:=\s]+)[:=](.+)$/.exec(h);

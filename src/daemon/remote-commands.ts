@@ -11,7 +11,7 @@ import { stat } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { usageError, type CommandSpec, type ParsedArgs } from '../cli/args.js';
-import { parseExtraBuildFlags } from '../cli/build-flags.js';
+import { parseBuildArgs, parseExtraBuildFlags } from '../cli/build-flags.js';
 import type { CommandIO } from '../cli/main.js';
 import type { BuildRunner } from '../cli/commands/build.js';
 import { parseReference } from '../image/reference.js';
@@ -103,20 +103,6 @@ function cacheSpecs(options: Record<string, unknown>, spec: CommandSpec): { cach
   return { cacheTo: check('cache-to', parseCacheTo), cacheFrom: check('cache-from', parseCacheFrom) };
 }
 
-function buildArgs(values: readonly string[], spec: CommandSpec): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const v of values) {
-    const eq = v.indexOf('=');
-    if (eq < 0) {
-      // As docker does: `--build-arg NAME` takes the value from the environment, if set.
-      if (process.env[v] !== undefined) out[v] = process.env[v]!;
-      continue;
-    }
-    if (eq === 0) throw usageError(`Invalid --build-arg "${v}": the name is empty`, spec);
-    out[v.slice(0, eq)] = v.slice(eq + 1);
-  }
-  return out;
-}
 
 async function checkContext(dir: string): Promise<void> {
   try {
@@ -167,7 +153,7 @@ export async function remoteBuild(
   await checkContext(contextDir);
   const file = options.file as string | undefined;
   const wire: WireBuildOptions & { scope: string } = {
-    buildArgs: buildArgs((options['build-arg'] as string[] | undefined) ?? [], spec),
+    buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec),
     tags,
     target: options.target as string | undefined,
     noCache: options['no-cache'] === true,

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { KilnError, VertexError } from '../../cache/errors.js';
 import { parseArgs, type CommandSpec } from '../../src/cli/args.js';
-import { parseBytes } from '../../src/cli/build-flags.js';
+import { parseBuildArgs, parseBytes } from '../../src/cli/build-flags.js';
 import { bashScript, zshScript } from '../../src/cli/commands/completion.js';
 import { graphToDot } from '../../src/cli/dot.js';
 import { dockerfileExcerpt } from '../../src/cli/excerpt.js';
@@ -148,5 +148,18 @@ describe('the graph as dot', () => {
     expect(dot).toContain(`    "${r}" [label="[build 2/2] RUN \\"make\\"\\nexec"];`);
     expect(dot).toContain(`  "${b}" -> "${r}";`);
     expect(dot.startsWith('digraph kiln {\n') && dot.endsWith('}\n')).toBe(true);
+  });
+});
+
+describe('--build-arg, the same for local and remote builds', () => {
+  const spec: CommandSpec = { name: 'build', usage: 'kiln build', description: '', minPositionals: 0, maxPositionals: 1, options: [] };
+  it('takes NAME=VALUE, a bare NAME from the environment when set, and refuses an empty name', () => {
+    process.env.KILN_TEST_ARG = 'from-env';
+    try {
+      expect(parseBuildArgs(['A=1', 'B=x=y', 'C=', 'KILN_TEST_ARG', 'KILN_TEST_UNSET_ARG'], spec)).toEqual({ A: '1', B: 'x=y', C: '', KILN_TEST_ARG: 'from-env' });
+    } finally {
+      delete process.env.KILN_TEST_ARG;
+    }
+    expect(() => parseBuildArgs(['=v'], spec)).toThrow('Invalid --build-arg "=v": the name is empty');
   });
 });

@@ -13,7 +13,7 @@ import type { Command, CommandIO } from '../main.js';
 import type { ProgressSink } from '../../../solver/progress.js';
 import { parseDigest } from '../../../cache/digest.js';
 import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
-import { parseExtraBuildFlags, writeMetadataFile } from '../build-flags.js';
+import { parseBuildArgs, parseExtraBuildFlags, writeMetadataFile } from '../build-flags.js';
 import { runCheck } from '../check.js';
 import { createSession, parseEntitlement, parseSecretSpec, parseSshSpec } from '../../build/session.js';
 import { ExplainCollector } from '../../../solver/explain.js';
@@ -65,20 +65,6 @@ const spec: CommandSpec = {
   ],
 };
 
-function parseBuildArgs(values: readonly string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const v of values) {
-    const eq = v.indexOf('=');
-    if (eq < 0) {
-      // As docker does: `--build-arg NAME` takes the value from the environment, if set.
-      if (process.env[v] !== undefined) out[v] = process.env[v]!;
-      continue;
-    }
-    if (eq === 0) throw usageError(`Invalid --build-arg "${v}": the name is empty`, spec);
-    out[v.slice(0, eq)] = v.slice(eq + 1);
-  }
-  return out;
-}
 
 async function buildSession(options: Record<string, unknown>) {
   try {
@@ -145,7 +131,7 @@ export const buildCommand: Command = {
       }
     }
     if (options.check === true) {
-      return runCheck({ contextDir: positionals[0]!, dockerfile: file === '-' ? undefined : file, dockerfileText, target: options.target as string | undefined, buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? []) }, io.stderr);
+      return runCheck({ contextDir: positionals[0]!, dockerfile: file === '-' ? undefined : file, dockerfileText, target: options.target as string | undefined, buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec) }, io.stderr);
     }
     const session = await buildSession(options);
     const parallelism = options['max-parallelism'] as string | undefined;
@@ -159,7 +145,7 @@ export const buildCommand: Command = {
           contextDir: positionals[0]!,
           dockerfile: file === '-' ? undefined : file,
           dockerfileText,
-          buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? []),
+          buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec),
           tags,
           target: options.target as string | undefined,
           noCache: options['no-cache'] === true,
