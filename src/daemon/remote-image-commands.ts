@@ -8,7 +8,6 @@
 import { KilnError } from '../../cache/errors.js';
 import type { ParsedArgs } from '../cli/args.js';
 import type { CommandIO } from '../cli/main.js';
-import { checkImageArg } from '../cli/refs.js';
 import { printInspected } from '../cli/commands/inspect.js';
 import type { PushSource } from '../cli/commands/push.js';
 import type { PullSource } from '../cli/commands/pull.js';
@@ -31,23 +30,13 @@ export async function remoteTag(host: RemoteHost, { positionals }: ParsedArgs, i
   return 0;
 }
 
-export async function remoteRmi(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO): Promise<number> {
-  for (const p of positionals) checkImageArg(p);
+/** `kiln rmi` against the server: removes one image there and returns docker's lines for it. */
+export function remoteRemover(host: RemoteHost, force: boolean, signal: AbortSignal): (ref: string) => Promise<string[]> {
   const client = new KilnClient(host);
-  let failure: unknown;
-  for (const ref of positionals) {
-    try {
-      const events = await client.json<({ untagged: string } | { deleted: string })[]>('DELETE', `${imagePath(ref)}${options.force === true ? '?force=true' : ''}`, undefined, io.signal);
-      for (const e of events) io.stdout('untagged' in e ? `Untagged: ${e.untagged}\n` : `Deleted: ${e.deleted}\n`);
-    } catch (err) {
-      // As the local command does: every image given is tried; one that could not go fails it.
-      if (!(err instanceof KilnError) || positionals.length === 1) throw err;
-      io.stderr(`error: ${err.message}\n`);
-      failure = err;
-    }
-  }
-  if (failure) throw new KilnError('RMI_FAILED', 'Some images were not removed', { hint: (failure as KilnError).hint });
-  return 0;
+  return async (ref) => {
+    const events = await client.json<({ untagged: string } | { deleted: string })[]>('DELETE', `${imagePath(ref)}${force ? '?force=true' : ''}`, undefined, signal);
+    return events.map((e) => ('untagged' in e ? `Untagged: ${e.untagged}` : `Deleted: ${e.deleted}`));
+  };
 }
 
 export async function remoteInspect(host: RemoteHost, { options, positionals }: ParsedArgs, io: CommandIO): Promise<number> {

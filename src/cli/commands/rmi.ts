@@ -3,7 +3,7 @@ import { Engine } from '../../engine.js';
 import { removeImage } from '../../image/remove.js';
 import { familiarName } from '../../image/reference.js';
 import type { CommandSpec } from '../args.js';
-import type { Command } from '../main.js';
+import type { Command, CommandIO } from '../main.js';
 import { checkImageArg } from '../refs.js';
 
 const spec: CommandSpec = {
@@ -23,26 +23,42 @@ export const rmiCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     for (const p of positionals) checkImageArg(p);
-    if (io.host) return (await import('../../daemon/remote-image-commands.js')).remoteRmi(io.host, { options, positionals }, io);
+    const force = options.force === true;
+    if (io.host) {
+      const { remoteRemover } = await import('../../daemon/remote-image-commands.js');
+      return removeEach(positionals, remoteRemover(io.host, force, io.signal), io);
+    }
     const engine = await Engine.open();
     try {
-      let failure: unknown;
-      for (const ref of positionals) {
-        try {
-          const r = await removeImage(engine.store, ref, { force: options.force === true });
-          for (const t of r.untagged) io.stdout(`Untagged: ${familiarName(t)}\n`);
-          if (r.deleted) io.stdout(`Deleted: ${r.deleted}\n`);
-        } catch (err) {
-          // As docker does: every image given is tried; the command fails if one could not go.
-          if (!(err instanceof KilnError) || positionals.length === 1) throw err;
-          io.stderr(`error: ${err.message}\n`);
-          failure = err;
-        }
-      }
-      if (failure) throw new KilnError('RMI_FAILED', 'Some images were not removed', { hint: (failure as KilnError).hint });
-      return 0;
+      return await removeEach(
+        positionals,
+        async (ref) => {
+          const r = await removeImage(engine.store, ref, { force });
+          return [...r.untagged.map((t) => `Untagged: ${familiarName(t)}`), ...(r.deleted ? [`Deleted: ${r.deleted}`] : [])];
+        },
+        io,
+      );
     } finally {
       engine.close();
     }
   },
 };
+
+/**
+ * Removes each image in turn, printing docker's Untagged/Deleted lines. As docker does, every image
+ * given is tried; the command fails if one could not go (a single image's error is its own).
+ */
+async function removeEach(refs: readonly string[], remove: (ref: string) => Promise<string[]>, io: CommandIO): Promise<number> {
+  let failure: unknown;
+  for (const ref of refs) {
+    try {
+      for (const line of await remove(ref)) io.stdout(`${line}\n`);
+    } catch (err) {
+      if (!(err instanceof KilnError) || refs.length === 1) throw err;
+      io.stderr(`error: ${err.message}\n`);
+      failure = err;
+    }
+  }
+  if (failure) throw new KilnError('RMI_FAILED', 'Some images were not removed', { hint: (failure as KilnError).hint });
+  return 0;
+}
