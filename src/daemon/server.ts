@@ -202,7 +202,10 @@ export class BuildServer {
         return;
       }
       const wire = toWireError(err);
-      // The body may still be arriving: answer, then let the connection go.
+      // The body may still be arriving. A client that is still writing it when the connection
+      // closes sees a broken pipe instead of the answer (the docker client does), so a modest
+      // remainder is read first; beyond that the answer goes out and the connection goes.
+      await drainRequest(req, DRAIN_MAX_BYTES, DRAIN_MAX_MS);
       res.setHeader('Connection', 'close');
       if (kiln) sendJson(res, statusOf(err), { error: wire });
       else sendJson(res, statusOf(err), { message: wire.hint ? `${wire.message} (${wire.hint})` : wire.message });
@@ -386,6 +389,40 @@ async function prepareSocketPath(path: string): Promise<void> {
   });
   if (alive) throw new KilnError('ADDRESS_IN_USE', `The address unix://${path} is in use`, { hint: 'Is another kiln serve running?' });
   unlinkSync(path);
+}
+
+/** How much of a refused request's body is read before the answer, and for how long. */
+const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
+const DRAIN_MAX_MS = 10_000;
+
+/**
+ * Reads and drops what is left of a request body, up to `maxBytes` and `maxMs`; resolves early
+ * when the body ends, the connection breaks, or either bound is reached.
+ */
+export function drainRequest(req: IncomingMessage, maxBytes: number, maxMs: number): Promise<void> {
+  if (req.complete || req.destroyed || req.readableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    let seen = 0;
+    const done = () => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('end', done);
+      req.off('close', done);
+      req.off('error', done);
+      req.pause();
+      resolve();
+    };
+    const onData = (chunk: Buffer) => {
+      seen += chunk.length;
+      if (seen > maxBytes) done();
+    };
+    const timer = setTimeout(done, maxMs);
+    req.on('data', onData);
+    req.once('end', done);
+    req.once('close', done);
+    req.once('error', done);
+    req.resume();
+  });
 }
 
 function removeSocket(path: string): void {

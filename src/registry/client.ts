@@ -164,7 +164,7 @@ export class RegistryClient {
     const challenge = typeof header === 'string' ? parseChallenge(header) : undefined;
     if (challenge?.scheme !== 'bearer' || challenge.params.error !== 'insufficient_scope') return errorFromResponse(401, body, req.what);
     const creds = await this.creds();
-    const wanted = challenge.params.scope ?? req.scopes.join(' ');
+    const wanted = canonicalScopes(challenge.params.scope ?? req.scopes.join(' '));
     const who = creds ? `"${creds.username}"` : 'anonymous users';
     return new RegistryError('DENIED', `${req.what}: DENIED: the registry's token server does not grant ${who} "${wanted}"`, {
       status: 401,
@@ -204,6 +204,20 @@ export class RegistryClient {
     const res = await this.request({ method: 'GET', path: '/v2/', scopes: [], what: `Cannot reach the registry "${this.registry}"`, signal });
     await discard(res);
   }
+}
+
+/**
+ * Scopes with their actions sorted: distribution lists the actions of a challenge in map order
+ * ("push,pull" one time, "pull,push" the next), and an error message should read the same each time.
+ */
+export function canonicalScopes(scopes: string): string {
+  return scopes
+    .split(' ')
+    .map((scope) => {
+      const cut = scope.lastIndexOf(':');
+      return cut < 0 ? scope : `${scope.slice(0, cut + 1)}${scope.slice(cut + 1).split(',').sort().join(',')}`;
+    })
+    .join(' ');
 }
 
 function scopeKey(scopes: readonly string[]): string {

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KILN, kiln, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
@@ -114,6 +115,29 @@ describe('kiln serve: faults', () => {
     await until('the container is gone', () => kilnContainers(store.root).length === 0);
     await until('nothing is mounted', () => mountsUnder(store.root).length === 0);
     await until('the context directory is removed', () => !tmpNames().some((n) => n.startsWith('context-')));
+    await serverServes();
+  });
+
+  it('reads the rest of a refused upload before answering, so a slow client gets the error and no broken pipe', async () => {
+    // The query is refused before the body is read; the client is still writing 4 MiB of it.
+    const chunk = Buffer.alloc(256 * 1024, 1);
+    const total = chunk.length * 16;
+    const sock = net.connect(socket);
+    let answer = '';
+    let writeError: Error | undefined;
+    sock.on('data', (c: Buffer) => (answer += c.toString()));
+    sock.on('error', (e) => (writeError = e));
+    const closed = new Promise((r) => sock.once('close', r));
+    await new Promise((r) => sock.once('connect', r));
+    sock.write(`POST /v1.41/build?networkmode=bridge HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: ${total}\r\n\r\n`);
+    for (let i = 0; i < 16 && !writeError; i++) {
+      await new Promise<void>((resolve) => sock.write(chunk, () => resolve()));
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    await closed;
+    expect(writeError).toBeUndefined();
+    expect(answer).toMatch(/^HTTP\/1\.1 400 /);
+    expect(answer).toMatch(/Kiln builds with network \\"default\\", \\"host\\" or \\"none\\", not \\"bridge\\"/);
     await serverServes();
   });
 

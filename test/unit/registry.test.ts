@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseChallenge } from '../../src/registry/auth.js';
-import { RegistryClient } from '../../src/registry/client.js';
+import { RegistryClient, canonicalScopes } from '../../src/registry/client.js';
 import { findCredentials, removeCredentials, storeCredentials } from '../../src/registry/dockerconfig.js';
 import { RegistryError, errorFromResponse } from '../../src/registry/errors.js';
 import { isInsecureRegistry } from '../../src/registry/insecure.js';
@@ -20,6 +20,12 @@ describe('WWW-Authenticate', () => {
       params: { realm: 'https://auth.docker.io/token', service: 'registry.docker.io', scope: 'repository:a/b:pull,push' },
     });
     expect(parseChallenge('Basic realm="kiln test"')).toEqual({ scheme: 'basic', params: { realm: 'kiln test' } });
+  });
+
+  it('names the scopes of a refusal the same way whatever order the registry lists actions in', () => {
+    expect(canonicalScopes('repository:secret/app:push,pull')).toBe('repository:secret/app:pull,push');
+    expect(canonicalScopes('repository:a:push,pull repository:b:pull')).toBe('repository:a:pull,push repository:b:pull');
+    expect(canonicalScopes('registry:catalog:*')).toBe('registry:catalog:*');
   });
 });
 
