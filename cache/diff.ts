@@ -3,7 +3,7 @@
  */
 import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from './errors.js';
@@ -75,7 +75,7 @@ async function* layerChunks(upperDir: string, options: DiffTarOptions): AsyncGen
     parts: [],
     bytes: 0,
   };
-  yield* directoryChunks(walk, upperDir, '');
+  yield* directoryChunks(walk, resolve(upperDir), '');
   add(walk, endOfArchive());
   yield take(walk);
 }
@@ -97,11 +97,10 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
   const nodes = listDirectory(dirAbs, dirRel);
   for (const node of nodes) {
     walk.signal?.throwIfAborted();
-    if (node.kind === 'socket') continue; // tar has no type for sockets; they mean nothing outside a running container
-    if (node.kind === 'whiteout') {
-      const header = baseHeader(walk, node);
-      header.name = joinPath(dirRel, WHITEOUT_PREFIX + node.name);
-      if (add(walk, encodeTarHeader(header))) yield take(walk);
+    const kind = node.kind;
+    if (kind === 'socket') continue; // tar has no type for sockets; they mean nothing outside a running container
+    if (kind === 'whiteout') {
+      if (add(walk, encodeTarHeader(header(walk, node, joinPath(dirRel, WHITEOUT_PREFIX + node.name), 'file', NO_XATTRS)))) yield take(walk);
       continue;
     }
     if (node.name.startsWith(WHITEOUT_PREFIX)) {
@@ -109,45 +108,53 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
         hint: `Names starting with "${WHITEOUT_PREFIX}" mark deletions in OCI layers; rename the file`,
       });
     }
-    if (node.kind === 'directory') {
+    if (kind === 'directory') {
       const { xattrs, opaque } = readXattrs(node);
-      const header = { ...baseHeader(walk, node), name: `${node.rel}/`, type: 'directory' as const, xattrs };
-      add(walk, encodeTarHeader(header));
+      add(walk, encodeTarHeader(header(walk, node, `${node.rel}/`, 'directory', xattrs)));
       if (opaque) {
-        add(walk, encodeTarHeader({ ...baseHeader(walk, node), name: `${node.rel}/${OPAQUE_MARKER}`, mode: 0 }));
+        const marker = header(walk, node, `${node.rel}/${OPAQUE_MARKER}`, 'file', NO_XATTRS);
+        marker.mode = 0;
+        add(walk, encodeTarHeader(marker));
       }
       yield* directoryChunks(walk, node.abs, node.rel);
       continue;
     }
     const first = firstName(walk, node);
     if (first !== undefined) {
-      const header: TarHeader = { ...baseHeader(walk, node), type: 'link', linkname: first };
-      if (add(walk, encodeTarHeader(header))) yield take(walk);
+      const link = header(walk, node, node.rel, 'link', NO_XATTRS);
+      link.linkname = first;
+      if (add(walk, encodeTarHeader(link))) yield take(walk);
       continue;
     }
     const { xattrs } = readXattrs(node);
-    const header: TarHeader = { ...baseHeader(walk, node), xattrs };
-    if (node.kind === 'file') {
-      header.size = Number(node.st.size);
-      add(walk, encodeTarHeader(header));
-      yield* fileChunks(walk, node, header.size);
+    if (kind === 'file') {
+      const h = header(walk, node, node.rel, 'file', xattrs);
+      const size = Number(node.st.size);
+      h.size = size;
+      add(walk, encodeTarHeader(h));
+      if (size === 0) continue;
+      // Small files are read whole, synchronously, without a generator of their own.
+      if (size <= READ_BYTES) {
+        if (add(walk, readSmallFile(node, size))) yield take(walk);
+        continue;
+      }
+      yield* largeFileChunks(walk, node, size);
       continue;
     }
-    if (node.kind === 'symlink') {
-      header.type = 'symlink';
-      header.linkname = readlinkSync(node.abs);
+    const h = header(walk, node, node.rel, kind === 'symlink' ? 'symlink' : kind, xattrs);
+    if (kind === 'symlink') {
+      h.linkname = readlinkSync(node.abs);
     } else {
-      header.type = node.kind;
-      [header.devmajor, header.devminor] = deviceNumbers(node.st.rdev);
+      [h.devmajor, h.devminor] = deviceNumbers(node.st.rdev);
     }
-    if (add(walk, encodeTarHeader(header))) yield take(walk);
+    if (add(walk, encodeTarHeader(h))) yield take(walk);
   }
 }
 
 /** The children of a directory, stat'ed and in archive order. */
 function listDirectory(dirAbs: string, dirRel: string): Node[] {
   const nodes = readdirSync(dirAbs).map((name): Node => {
-    const abs = join(dirAbs, name);
+    const abs = `${dirAbs}/${name}`;
     const st = lstatSync(abs, { bigint: true });
     return { name, abs, rel: joinPath(dirRel, name), st, kind: kindOf(st) };
   });
@@ -169,18 +176,12 @@ function kindOf(st: BigIntStats): Kind {
   return 'socket';
 }
 
-function baseHeader(walk: Walk, node: Node): TarHeader {
-  let mtime = Number(floorDiv(node.st.mtimeNs, 1_000_000_000n));
+/** An entry's header from its stat: owner, permission bits and modification time (clamped to the epoch). */
+function header(walk: Walk, node: Node, name: string, type: TarHeader['type'], xattrs: ReadonlyMap<string, Buffer>): TarHeader {
+  const st = node.st;
+  let mtime = Number(floorDiv(st.mtimeNs, 1_000_000_000n));
   if (walk.epoch !== undefined && mtime > walk.epoch) mtime = walk.epoch;
-  return {
-    name: node.rel,
-    type: 'file',
-    mode: Number(node.st.mode & 0o7777n),
-    uid: Number(node.st.uid),
-    gid: Number(node.st.gid),
-    size: 0,
-    mtime,
-  };
+  return { name, type, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: 0, mtime, xattrs };
 }
 
 function floorDiv(a: bigint, b: bigint): bigint {
@@ -207,15 +208,20 @@ function deviceNumbers(rdev: bigint): [number, number] {
   return [Number(major), Number(minor)];
 }
 
+const NO_XATTRS: ReadonlyMap<string, Buffer> = new Map();
+const NONE = { xattrs: NO_XATTRS, opaque: false };
+
 /**
  * Extended attributes to store, in name order, and whether overlayfs marked the directory
  * opaque. overlayfs' own attributes describe this mount only and are dropped, except that the
  * ones whose meaning lives outside the upperdir make the diff impossible.
  */
-function readXattrs(node: Node): { xattrs: Map<string, Buffer>; opaque: boolean } {
+function readXattrs(node: Node): { xattrs: ReadonlyMap<string, Buffer>; opaque: boolean } {
+  const names = listAttributesSync(node.abs);
+  if (names.length === 0) return NONE;
   const xattrs = new Map<string, Buffer>();
   let opaque = false;
-  for (const name of listAttributesSync(node.abs).sort()) {
+  for (const name of names.sort()) {
     if (name.startsWith('trusted.overlay.')) {
       if (name === 'trusted.overlay.opaque') {
         opaque = getAttributeSync(node.abs, name)?.toString('latin1') === 'y';
@@ -233,26 +239,27 @@ function readXattrs(node: Node): { xattrs: Map<string, Buffer>; opaque: boolean 
   return { xattrs, opaque };
 }
 
-async function* fileChunks(walk: Walk, node: Node, size: number): AsyncGenerator<Buffer, void, undefined> {
+/** A file of at most READ_BYTES with its padding, read in one go. */
+function readSmallFile(node: Node, size: number): Buffer {
   const padding = paddingFor(size);
-  if (size === 0) return;
-  if (size <= READ_BYTES) {
-    const buffer = Buffer.allocUnsafe(size + padding);
-    const fd = openSync(node.abs, constants.O_RDONLY | constants.O_NOFOLLOW);
-    try {
-      let done = 0;
-      while (done < size) {
-        const bytesRead = readSync(fd, buffer, done, size - done, done);
-        if (bytesRead === 0) throw shrank(node);
-        done += bytesRead;
-      }
-    } finally {
-      closeSync(fd);
+  const buffer = Buffer.allocUnsafe(size + padding);
+  const fd = openSync(node.abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+  try {
+    let done = 0;
+    while (done < size) {
+      const bytesRead = readSync(fd, buffer, done, size - done, done);
+      if (bytesRead === 0) throw shrank(node);
+      done += bytesRead;
     }
-    buffer.fill(0, size);
-    if (add(walk, buffer)) yield take(walk);
-    return;
+  } finally {
+    closeSync(fd);
   }
+  if (padding > 0) buffer.fill(0, size);
+  return buffer;
+}
+
+async function* largeFileChunks(walk: Walk, node: Node, size: number): AsyncGenerator<Buffer, void, undefined> {
+  const padding = paddingFor(size);
   if (walk.bytes > 0) yield take(walk);
   const handle = await open(node.abs, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {

@@ -145,34 +145,53 @@ interface UstarFields {
 
 function encodeUstar(f: UstarFields): Buffer {
   const block = Buffer.alloc(BLOCK_SIZE);
-  block.write(f.name, 0, 100, 'utf8');
+  const nameBytes = block.write(f.name, 0, 100, 'utf8');
   writeNumber(block, 100, 8, f.mode);
   writeNumber(block, 108, 8, f.uid);
   writeNumber(block, 116, 8, f.gid);
   writeNumber(block, 124, 12, f.size);
   writeNumber(block, 136, 12, Math.max(0, Math.min(f.mtime, MAX_UINT33)));
   block.write(f.typeflag, 156, 1, 'ascii');
-  block.write(f.linkname, 157, 100, 'utf8');
+  const linkBytes = block.write(f.linkname, 157, 100, 'utf8');
   block.write('ustar\u000000', 257, 8, 'ascii');
   writeNumber(block, 329, 8, f.devmajor);
   writeNumber(block, 337, 8, f.devminor);
-  block.write(f.prefix, 345, 155, 'utf8');
+  const prefixBytes = block.write(f.prefix, 345, 155, 'utf8');
   block.fill(0x20, 148, 156);
-  block.write(`${checksum(block).toString(8).padStart(6, '0')}\u0000 `, 148, 8, 'ascii');
+  // The sum of the block's bytes: only what was written above can be other than zero.
+  const sum =
+    sumBytes(block, 0, nameBytes) +
+    sumBytes(block, 100, 157) +
+    sumBytes(block, 157, 157 + linkBytes) +
+    sumBytes(block, 257, 265) +
+    sumBytes(block, 329, 345 + prefixBytes);
+  writeNumber(block, 148, 7, sum);
+  block[155] = 0x20;
   return block;
 }
+
+/** The largest value each width of octal field holds as digits and a NUL. */
+const OCTAL_LIMIT: Record<number, number> = { 7: 8 ** 6, 8: 8 ** 7, 12: 8 ** 11 };
 
 /**
  * Octal as ustar wants it (digits then NUL); values too large for the field go in GNU base-256,
  * which every current reader accepts, while PAX carries the same value for strict POSIX readers.
  */
 function writeNumber(block: Buffer, offset: number, width: number, value: number): void {
-  const digits = Math.floor(value).toString(8);
-  if (digits.length < width) {
-    block.write(`${digits.padStart(width - 1, '0')}\u0000`, offset, width, 'ascii');
+  let rest = Math.floor(value);
+  if (rest >= 0 && rest < OCTAL_LIMIT[width]!) {
+    for (let i = offset + width - 2; i >= offset; i--) {
+      block[i] = 0x30 + (rest % 8);
+      rest = Math.floor(rest / 8);
+    }
+    block[offset + width - 1] = 0;
     return;
   }
-  let rest = Math.floor(value);
+  if (rest < 0 && rest.toString(8).length < width) {
+    // Never written by Kiln's own callers; kept as the text form always wrote it.
+    block.write(`${rest.toString(8).padStart(width - 1, '0')}\u0000`, offset, width, 'ascii');
+    return;
+  }
   for (let i = offset + width - 1; i > offset; i--) {
     block[i] = rest % 256;
     rest = Math.floor(rest / 256);
@@ -180,9 +199,9 @@ function writeNumber(block: Buffer, offset: number, width: number, value: number
   block[offset] = 0x80;
 }
 
-function checksum(block: Buffer): number {
+function sumBytes(block: Buffer, from: number, to: number): number {
   let sum = 0;
-  for (let i = 0; i < BLOCK_SIZE; i++) sum += block[i]!;
+  for (let i = from; i < to; i++) sum += block[i]!;
   return sum;
 }
 
