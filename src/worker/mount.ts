@@ -1,4 +1,5 @@
-import { chmod, chown, copyFile, lchown, link, lstat, mkdir, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmodSync, chownSync, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, utimesSync } from 'node:fs';
+import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { acquireCacheMount } from '../../cache/cachemounts.js';
 import type { LayerRow } from '../../cache/db.js';
@@ -12,6 +13,7 @@ import type { ExecOp } from '../../solver/graph.js';
 import { EMPTY_SESSION, type SolvedVertex, type StepContext } from '../../solver/worker.js';
 import type { SpecMount } from '../executor/executor.js';
 import { secureJoin } from '../fsutil/securejoin.js';
+import { TimeSlice } from '../fsutil/timeslice.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import { NO_EXCLUSION, type Exclusion } from '../sources/select.js';
 
@@ -203,7 +205,7 @@ async function inputPath(
       await lstatOrMissing(host, source, input.vertex.meta.name || op.kind);
       context = join(await scratch('context'), 'view');
       await mkdir(join(context, rel, '..'), { recursive: true });
-      await copyFiltered(op.source, host, join(context, rel), exclusion);
+      await copyFiltered(op.source, host, join(context, rel), exclusion, signal);
       path = rel;
     }
   }
@@ -246,30 +248,35 @@ async function lstatOrMissing(path: string, source: string, what: string): Promi
  * context checksum walks it (src/sources/checksum.ts): an excluded directory is skipped whole.
  * Files are hard links where the store shares the context's filesystem (the view is mounted
  * read-only, or under an overlay whose writes go to its upper layer), copies elsewhere.
+ * Synchronous calls paced by a TimeSlice, as COPY does (src/worker/copy.ts): one awaited call
+ * per file cost a thread-pool round trip each.
  */
-async function copyFiltered(root: string, from: string, to: string, exclusion: Exclusion): Promise<void> {
+async function copyFiltered(root: string, from: string, to: string, exclusion: Exclusion, signal: AbortSignal): Promise<void> {
+  const slice = new TimeSlice(signal);
   const visit = async (src: string, dst: string, top: boolean): Promise<void> => {
+    const wait = slice.pause();
+    if (wait) await wait;
     const rel = posix.relative(root, src);
     if (!top && rel !== '' && exclusion.excluded(rel)) return;
-    const st = await lstat(src);
+    const st = lstatSync(src);
     if (st.isDirectory()) {
-      await mkdir(dst);
-      for (const name of await readdir(src)) await visit(join(src, name), join(dst, name), false);
-      await chown(dst, st.uid, st.gid);
-      await chmod(dst, st.mode & 0o7777);
-      await utimes(dst, st.atime, st.mtime);
+      mkdirSync(dst);
+      for (const name of readdirSync(src)) await visit(`${src}/${name}`, `${dst}/${name}`, false);
+      chownSync(dst, st.uid, st.gid);
+      chmodSync(dst, st.mode & 0o7777);
+      utimesSync(dst, st.atime, st.mtime);
     } else if (st.isSymbolicLink()) {
-      await symlink(await readlink(src), dst);
-      await lchown(dst, st.uid, st.gid);
+      symlinkSync(readlinkSync(src), dst);
+      lchownSync(dst, st.uid, st.gid);
     } else if (st.isFile()) {
       try {
-        await link(src, dst);
+        linkSync(src, dst);
       } catch (err) {
         if (!isErrno(err, 'EXDEV') && !isErrno(err, 'EPERM')) throw err;
-        await copyFile(src, dst);
-        await chown(dst, st.uid, st.gid);
-        await chmod(dst, st.mode & 0o7777);
-        await utimes(dst, st.atime, st.mtime);
+        copyFileSync(src, dst);
+        chownSync(dst, st.uid, st.gid);
+        chmodSync(dst, st.mode & 0o7777);
+        utimesSync(dst, st.atime, st.mtime);
       }
     }
     // Sockets, fifos and devices are not reproduced: a bind mount of a context has no use for them.
