@@ -15,7 +15,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseOutput } from '../export/outputs.js';
-import { packDirectory } from './client.js';
+import { diffTar } from '../../cache/diff.js';
 import { pipeline } from 'node:stream/promises';
 import { parseAddHosts, parseShmSize, parseUlimits } from '../cli/build-flags.js';
 import type { CommandSpec } from '../cli/args.js';
@@ -458,10 +458,8 @@ async function exportRoute(ex: Exchange): Promise<void> {
         ex.res.writeHead(200, { 'Content-Type': isDir ? 'application/x-tar' : 'application/octet-stream', 'X-Kiln-Export': isDir ? 'dir' : 'file' });
         try {
           if (isDir) {
-            const pack = tar.pack();
-            const sending = pipeline(pack, ex.res, { signal });
-            await packDirectory(pack, dest, signal);
-            await sending;
+            // As a layer is tarred: hard links stay links, devices, fifos and xattrs are kept.
+            await pipeline(diffTar(dest, { signal }), ex.res, { signal });
           } else {
             await pipeline(createReadStream(dest), ex.res, { signal });
           }

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
@@ -66,6 +66,23 @@ describe('kiln --host build: the flags of a local build', () => {
     await reg?.stop();
     await store?.cleanup();
     await work?.cleanup();
+  });
+
+  it('keeps hard links, fifos, owners and setuid bits of a -o type=local result made on the server', async () => {
+    const links = join(work.path, 'links');
+    mkdirSync(links);
+    writeFileSync(join(links, 'Dockerfile'), 'FROM test/base:1\nRUN mkdir /t && echo shared > /t/a && ln /t/a /t/b && mkfifo /t/pipe && echo s > /t/suid && chmod 4755 /t/suid && chown 1234:5678 /t/a\n');
+    const dest = join(work.path, 'links-out');
+    const r = await remote(['build', '-o', `type=local,dest=${dest}`, links]);
+    expect(r.code, r.stderr).toBe(0);
+    const a = statSync(join(dest, 't/a'));
+    const b = statSync(join(dest, 't/b'));
+    expect(readFileSync(join(dest, 't/b'), 'utf8')).toBe('shared\n');
+    expect(b.ino).toBe(a.ino);
+    expect(a.nlink).toBe(2);
+    expect([a.uid, a.gid]).toEqual([1234, 5678]);
+    expect(statSync(join(dest, 't/pipe')).isFIFO()).toBe(true);
+    expect(statSync(join(dest, 't/suid')).mode & 0o7777).toBe(0o4755);
   });
 
   it('passes secrets, RUN settings, client outputs and the metadata file, and keeps the secret off the server\'s disk', async () => {
