@@ -1,4 +1,4 @@
-import { createReadStream, lstatSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { type BigIntStats, createReadStream, lstatSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { ChecksumMemo, StoreDb } from '../../cache/db.js';
 import { digestOf, Hasher } from '../../cache/digest.js';
@@ -33,42 +33,79 @@ export async function checksumSelections(
   const slice = new TimeSlice();
   const filtered = exclusion !== NO_EXCLUSION;
   /** `relToRoot`: the path relative to `root` that .dockerignore patterns match, '' for the root. */
-  const visit = async (host: string, rel: string, relToRoot: string, top: boolean, memos: Map<string, ChecksumMemo> | undefined): Promise<void> => {
+  const visit = async (host: string, rel: string, relToRoot: string, top: boolean, memos: Map<string, ChecksumMemo> | undefined, stat?: BigIntStats): Promise<void> => {
     if (filtered && !top && relToRoot !== '' && exclusion.excluded(relToRoot)) return;
-    const wait = slice.pause();
-    if (wait) await wait;
-    const st = lstatSync(host, { bigint: true });
+    let st = stat;
+    if (!st) {
+      const wait = slice.pause();
+      if (wait) await wait;
+      st = lstatSync(host, { bigint: true });
+    }
+    if (!st.isDirectory()) {
+      const big = visitLeaf(host, rel, st, memos);
+      if (big) await big;
+      return;
+    }
+    entries.push([rel, 'dir', Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), 0, '']);
+    const below = memos ?? db.checksumsUnder(host);
+    const names = readdirSync(host).sort();
+    for (const name of names) {
+      const childHost = `${host}/${name}`;
+      const childRel = rel === '.' ? name : `${rel}/${name}`;
+      const childRelToRoot = relToRoot === '' ? name : `${relToRoot}/${name}`;
+      if (filtered && exclusion.excluded(childRelToRoot)) continue;
+      const pause = slice.pause();
+      if (pause) await pause;
+      const child = lstatSync(childHost, { bigint: true });
+      // Files, links and the rest without an async call of their own: only directories recurse.
+      if (child.isDirectory()) {
+        await visit(childHost, childRel, childRelToRoot, true, below, child);
+        continue;
+      }
+      const big = visitLeaf(childHost, childRel, child, below);
+      if (big) await big;
+    }
+  };
+  /** Records a non-directory; a promise only when a large file must be hashed as a stream. */
+  const visitLeaf = (host: string, rel: string, st: BigIntStats, memos: Map<string, ChecksumMemo> | undefined): Promise<void> | undefined => {
     const mode = Number(st.mode & 0o7777n);
     const uid = Number(st.uid);
     const gid = Number(st.gid);
-    if (st.isDirectory()) {
-      entries.push([rel, 'dir', mode, uid, gid, 0, '']);
-      const below = memos ?? db.checksumsUnder(host);
-      const names = readdirSync(host).sort();
-      for (const name of names) {
-        await visit(`${host}/${name}`, rel === '.' ? name : `${rel}/${name}`, relToRoot === '' ? name : `${relToRoot}/${name}`, false, below);
-      }
-    } else if (st.isSymbolicLink()) {
+    if (st.isSymbolicLink()) {
       entries.push([rel, 'symlink', mode, uid, gid, 0, readlinkSync(host)]);
-    } else if (st.isFile()) {
-      const memo = memos ? memos.get(host) : db.getChecksum(host);
-      const size = Number(st.size);
-      const dev = Number(st.dev);
-      const ino = Number(st.ino);
-      const mtimeNs = String(st.mtimeNs);
-      const ctimeNs = String(st.ctimeNs);
-      let sum: string;
-      if (memo && memo.dev === dev && memo.ino === ino && memo.size === size && memo.mtimeNs === mtimeNs && memo.ctimeNs === ctimeNs) {
-        sum = memo.sum;
-      } else {
-        sum = size <= READ_WHOLE ? new Hasher().update(readFileSync(host)).digest() : await hashFile(host);
-        memoWrites.push({ path: host, dev, ino, size, mtimeNs, ctimeNs, sum });
-        crashPoint('checksum');
-      }
-      entries.push([rel, 'file', mode, uid, gid, size, sum]);
-    } else {
-      entries.push([rel, 'other', mode, uid, gid, 0, String(st.rdev)]);
+      return undefined;
     }
+    if (!st.isFile()) {
+      entries.push([rel, 'other', mode, uid, gid, 0, String(st.rdev)]);
+      return undefined;
+    }
+    const memo = memos ? memos.get(host) : db.getChecksum(host);
+    const size = Number(st.size);
+    const dev = Number(st.dev);
+    const ino = Number(st.ino);
+    const mtimeNs = String(st.mtimeNs);
+    const ctimeNs = String(st.ctimeNs);
+    if (memo && memo.dev === dev && memo.ino === ino && memo.size === size && memo.mtimeNs === mtimeNs && memo.ctimeNs === ctimeNs) {
+      entries.push([rel, 'file', mode, uid, gid, size, memo.sum]);
+      return undefined;
+    }
+    const record = (sum: string) => {
+      memoWrites.push({ path: host, dev, ino, size, mtimeNs, ctimeNs, sum });
+      crashPoint('checksum');
+      entries.push([rel, 'file', mode, uid, gid, size, sum]);
+    };
+    if (size <= READ_WHOLE) {
+      record(new Hasher().update(readFileSync(host)).digest());
+      return undefined;
+    }
+    // The entry's place in the list must not move: reserve it, fill it when the hash is done.
+    const at = entries.length;
+    entries.push([rel, 'file', mode, uid, gid, size, '']);
+    return hashFile(host).then((sum) => {
+      memoWrites.push({ path: host, dev, ino, size, mtimeNs, ctimeNs, sum });
+      crashPoint('checksum');
+      entries[at]![6] = sum;
+    });
   };
   for (const sel of selections) {
     entries.push([`>${sel.pattern}`, 'pattern', 0, 0, 0, 0, '']);

@@ -58,6 +58,22 @@ describe('checksumSelections', () => {
     expect(await sum(ctx, ['.'], ['*.log'])).not.toBe(first);
   });
 
+  it('keeps a streamed large file in its place among the small ones, hashed or from the memo', async () => {
+    const ctx = makeContext();
+    const big = Buffer.alloc(3 * 1024 * 1024, 7);
+    writeFileSync(join(ctx, 'd5/f10big'), big);
+    const fresh: Record<string, string> = {};
+    const first = await sum(ctx, ['.'], [], fresh);
+    const memo: Record<string, string> = {};
+    expect(await sum(ctx, ['.'], [], memo)).toBe(first);
+    expect(memo).toEqual(fresh);
+    expect(fresh['d5/f10big']).toBe(`file 644 0:0 ${big.length} sha256:${createHash('sha256').update(big).digest('hex')}`);
+    // The order of the entries is the order of the names, whether or not a file was streamed.
+    const names = Object.keys(fresh).filter((k) => k.startsWith('d5/'));
+    expect(names).toEqual([...names].sort());
+    expect(names.indexOf('d5/f10big')).toBe(names.indexOf('d5/f10') + 1);
+  });
+
   it('takes unchanged files from the memo, read for a whole directory at once', async () => {
     const ctx = makeContext();
     const first = await sum(ctx, ['.']);
