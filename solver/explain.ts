@@ -23,6 +23,8 @@ export interface Ingredients {
   /** The content part of the key (opaque), and per-file checksums behind it, when known. */
   content: unknown;
   files?: Record<string, string>;
+  /** `SOURCE_DATE_EPOCH` when the build set it (it is in the keys of steps that make layers). */
+  sourceDateEpoch?: number;
 }
 
 /** Content checksums a worker computed for a vertex: the key part and the files behind it. */
@@ -80,6 +82,10 @@ export function explainMiss(before: Ingredients, now: Ingredients, v: Vertex, ct
   if (canonicalJson(before.content ?? null) !== canonicalJson(now.content ?? null)) {
     const files = fileReasons(before.files, now.files);
     reasons.push(...(files.length > 0 ? files : ['copied content changed']));
+  }
+  if (before.sourceDateEpoch !== now.sourceDateEpoch) {
+    const shown = (e: number | undefined) => (e === undefined ? 'unset' : String(e));
+    reasons.push(`SOURCE_DATE_EPOCH changed (${shown(before.sourceDateEpoch)} → ${shown(now.sourceDateEpoch)})`);
   }
   if (reasons.length === 0) reasons.push('cache key changed');
   return reasons;

@@ -148,6 +148,7 @@ export class Solver {
       inputs: inputs.map((i) => ({ key: i.key, kind: i.vertex.op.kind, manifest: i.vertex.op.kind === 'image' ? i.vertex.op.manifest : undefined })),
       content: content?.key ?? null,
       files: content?.files,
+      sourceDateEpoch: o.sourceDateEpoch,
     };
     const identity = o.identities.get(v.digest);
     const previous = identity === undefined ? undefined : this.db.getStep(identity);

@@ -8,6 +8,9 @@ export const PROXY_ARGS: ReadonlySet<string> = new Set([
   'HTTP_PROXY', 'http_proxy', 'HTTPS_PROXY', 'https_proxy', 'FTP_PROXY', 'ftp_proxy', 'NO_PROXY', 'no_proxy', 'ALL_PROXY', 'all_proxy',
 ]);
 
+/** Build args Kiln itself reads, consumed whether or not a Dockerfile declares them. */
+export const ENGINE_ARGS: ReadonlySet<string> = new Set(['SOURCE_DATE_EPOCH']);
+
 export function formatPlatform(p: Platform): string {
   return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ''}`;
 }

@@ -1,7 +1,7 @@
 import { KilnError, vertex, type BuildDefinition, type ImageConfig, type Platform, type Vertex } from '../../solver/graph.js';
 import type { FrontendRequest, ResolvedImage } from '../frontend.js';
 import { parseDockerfile, type InstructionNode } from '../parser/index.js';
-import { automaticArgs, formatPlatform, parsePlatform, PROXY_ARGS } from './args.js';
+import { automaticArgs, ENGINE_ARGS, formatPlatform, parsePlatform, PROXY_ARGS } from './args.js';
 import { locate, locatedError, suggest, type Where } from './errors.js';
 import { expandInfo, expandWith } from './expand.js';
 import { compileAdd, compileCopy } from './instructions/copy.js';
@@ -233,7 +233,7 @@ export async function compileDockerfile(req: FrontendRequest): Promise<BuildDefi
   }
   const final = await compileStage(target);
   if (!req.check) {
-    const unused = Object.keys(req.buildArgs).filter((k) => !consumed.has(k) && !PROXY_ARGS.has(k) && !automatic.has(k)).sort();
+    const unused = Object.keys(req.buildArgs).filter((k) => !consumed.has(k) && !PROXY_ARGS.has(k) && !ENGINE_ARGS.has(k) && !automatic.has(k)).sort();
     if (unused.length > 0) lint.plain(`Build argument${unused.length > 1 ? 's' : ''} ${unused.map((u) => `"${u}"`).join(', ')} ${unused.length > 1 ? 'were' : 'was'} not consumed by any ARG`);
   }
   return { root: final.root, image: final.image, history: final.history, warnings: lint.warnings, ...(checkSettings.error ? { checkError: true } : {}) };

@@ -77,6 +77,17 @@ describe('du, prune, store verify and --explain, end to end', () => {
     }
   });
 
+  it('names SOURCE_DATE_EPOCH on the miss line when it is set or changed, and takes it as consumed', async () => {
+    expect((await kiln(root, ['build', '-q', ctx])).code).toBe(0);
+    const first = await kiln(root, ['build', '--progress', 'plain', '--build-arg', 'SOURCE_DATE_EPOCH=1000', ctx]);
+    expect(first.code, first.stderr).toBe(0);
+    const copy = stepNumber(first.stderr, 'COPY app.txt');
+    expect(first.stderr).toContain(`#${copy} cache miss: SOURCE_DATE_EPOCH changed (unset → 1000)\n`);
+    expect(first.stderr).not.toContain('not consumed');
+    const second = await kiln(root, ['build', '--progress', 'plain', '--build-arg', 'SOURCE_DATE_EPOCH=2000', ctx]);
+    expect(second.stderr).toContain(`#${stepNumber(second.stderr, 'COPY app.txt')} cache miss: SOURCE_DATE_EPOCH changed (1000 → 2000)\n`);
+  });
+
   it('prune --all removes cache mounts and every record; --keep-storage keeps the newest', async () => {
     await kiln(root, ['build', '-q', ctx]);
     const keep = await kiln(root, ['prune', '-f', '--keep-storage', '100GB']);

@@ -123,6 +123,11 @@ describe('cache-miss explanations', () => {
     const reasons = explainMiss(before, { op, inputs: [{ key: 'k1', kind: 'file' }], content: null }, g.make, { stepNumber: () => 4, buildArgs: new Set() });
     expect(reasons).toEqual(['command changed', 'environment variable "VERSION" removed', 'environment variable "NEW" added', 'user changed ("root" → "dev")']);
     expect(summarizeReasons(reasons)).toBe('command changed, environment variable "VERSION" removed, environment variable "NEW" added and 1 more');
+    const same = { op: g.make.op, inputs: [{ key: 'k1', kind: 'file' as const }], content: null };
+    const explain = (a: number | undefined, b: number | undefined) => explainMiss({ ...same, sourceDateEpoch: a }, { ...same, sourceDateEpoch: b }, g.make, { stepNumber: () => 4, buildArgs: new Set() });
+    expect(explain(5, undefined)).toEqual(['SOURCE_DATE_EPOCH changed (5 → unset)']);
+    expect(explain(undefined, 7)).toEqual(['SOURCE_DATE_EPOCH changed (unset → 7)']);
+    expect(explain(7, 7)).toEqual(['cache key changed']);
   });
 
   it('the --explain report lists every step with its outcome and reasons', () => {
