@@ -34,6 +34,16 @@ describe('the content store', () => {
     expect(ok).toEqual({ digest: digestOf('content'), size: 7 });
   });
 
+  it('writes many small chunks in batches, every byte in order, the empty ones included', async () => {
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < 3000; i++) chunks.push(i % 100 === 0 ? Buffer.alloc(0) : Buffer.from(`chunk ${i} `.repeat(80)));
+    const whole = Buffer.concat(chunks);
+    const info = await blobs.writeStream(Readable.from(chunks));
+    expect(whole.length).toBeGreaterThan(2 * 1024 * 1024);
+    expect(info).toEqual({ digest: digestOf(whole), size: whole.length });
+    expect((await blobs.read(info.digest)).equals(whole)).toBe(true);
+  });
+
   it('detects a corrupt blob on read and on verify', async () => {
     const info = await blobs.writeBuffer(Buffer.from('good'));
     const path = blobs.path(info.digest);
