@@ -3,7 +3,8 @@
 # build) and `kiln version` through bin/kiln (the bundle `npm run build` writes to dist/bundle/)
 # and through tsc's output in dist/src/ loaded module by module, with `node -e 0` for the floor.
 # BEFORE=DIR (another checkout of the repository, built) adds its bin/kiln's no-op rebuilds, on a
-# store of its own, to the same interleaved runs: a before/after. Medians of wall time, and of CPU
+# store of its own, to the same interleaved runs: a before/after. `node -e 0` runs with the
+# environment as it is and without NODE_EXTRA_CA_CERTS (which bin/kiln keeps from Node's start). Medians of wall time, and of CPU
 # time (user + sys, which other work on the machine disturbs less). Prints figures.
 # Usage: [BEFORE=DIR] bench/startup.sh [RUNS]     (after npm run build)
 set -euo pipefail
@@ -51,6 +52,7 @@ prepare() {
 prepare bin/kiln "$KILN_ROOT"
 cases=(
   "node -e 0" "node -e 0"
+  "node -e 0, no extra CAs" "env -u NODE_EXTRA_CA_CERTS node -e 0"
   "kiln version, bundle" "bin/kiln version"
   "kiln version, dist/src" "$W/kiln-tsc version"
   "no-op rebuild, bundle" "bin/kiln build -q $W/ctx"

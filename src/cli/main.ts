@@ -80,6 +80,7 @@ Environment:
   KILN_RUNTIME  OCI runtime binary (default runc)
   KILN_PROGRESS Progress of builds: auto, tty, plain, rawjson or quiet (default auto)
   KILN_GC_KEEP_STORAGE  Build cache kept after each build (default 10% of the disk, at most 10GB; 0 turns collection off)
+  KILN_EXTRA_CA_CERTS   PEM file of extra certificate authorities for TLS (NODE_EXTRA_CA_CERTS means the same)
 
 Run "kiln COMMAND --help" for more on a command.`;
 

@@ -14,6 +14,7 @@ import tar from 'tar-stream';
 import { KilnError } from '../../cache/errors.js';
 import { fsyncPath, randomId } from '../../cache/fsutil.js';
 import type { ProgressSink } from '../../solver/progress.js';
+import { extraCaOptions } from '../registry/ca.js';
 import { formatAddress, parseAddress, type Address } from './address.js';
 import { listContext } from './context-list.js';
 import type { ImageSummary } from './images.js';
@@ -30,14 +31,14 @@ export interface RemoteHost {
 export class KilnClient {
   private readonly address: Address;
   private readonly token: string | undefined;
-  private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer } | undefined;
+  private readonly tls: { ca?: Buffer | string[]; cert?: Buffer; key?: Buffer } | undefined;
 
   constructor(readonly host: RemoteHost) {
     this.address = parseAddress(host.url);
     this.token = host.tokenFile ? readFileSync(host.tokenFile, 'utf8').split('\n').map((l) => l.trim()).find((l) => l !== '' && !l.startsWith('#')) : undefined;
     const useTls = this.address.kind === 'tcp' && (this.address.tls || host.tlsCa !== undefined || host.tlsCert !== undefined);
     this.tls = useTls
-      ? { ca: host.tlsCa ? readFileSync(host.tlsCa) : undefined, cert: host.tlsCert ? readFileSync(host.tlsCert) : undefined, key: host.tlsKey ? readFileSync(host.tlsKey) : undefined }
+      ? { ca: host.tlsCa ? readFileSync(host.tlsCa) : extraCaOptions().ca, cert: host.tlsCert ? readFileSync(host.tlsCert) : undefined, key: host.tlsKey ? readFileSync(host.tlsKey) : undefined }
       : undefined;
   }
 

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
+import { extraCaOptions } from './ca.js';
 import { RegistryError } from './errors.js';
 
 export interface HttpRequest {
@@ -22,9 +23,13 @@ export interface HttpResponse {
 
 const agents = {
   http: new http.Agent({ keepAlive: true, maxSockets: 16 }),
-  https: new https.Agent({ keepAlive: true, maxSockets: 16 }),
   insecure: new https.Agent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: false }),
 };
+/** Made on the first HTTPS request, with the extra certificate authorities, if any. */
+let verifying: https.Agent | undefined;
+function httpsAgent(): https.Agent {
+  return (verifying ??= new https.Agent({ keepAlive: true, maxSockets: 16, ...extraCaOptions() }));
+}
 
 /**
  * How long a registry may keep Kiln waiting: for a connection (30 s, docker's dial timeout), and
@@ -47,7 +52,7 @@ export function send(req: HttpRequest): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const isHttps = req.url.protocol === 'https:';
     const mod = isHttps ? https : http;
-    const agent = isHttps ? (req.insecureTls ? agents.insecure : agents.https) : agents.http;
+    const agent = isHttps ? (req.insecureTls ? agents.insecure : httpsAgent()) : agents.http;
     const headers: Record<string, string> = { 'User-Agent': 'kiln/0.1', ...req.headers };
     if (Buffer.isBuffer(req.body)) headers['Content-Length'] = String(req.body.byteLength);
     const { connectMs, idleMs } = registryTimeouts();

@@ -1,27 +1,31 @@
 import { createHash } from 'node:crypto';
 import { chmod, open, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { KilnError } from '../../cache/errors.js';
 import type { HttpOp } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
+import { discard, followRedirects, send, type HttpRequest, type HttpResponse } from '../registry/transport.js';
 
 /** Downloaded files get this mode unless ADD --chmod says otherwise, as in Docker. */
 const DOWNLOAD_MODE = 0o600;
 
-async function get(url: string, signal: AbortSignal): Promise<Response> {
-  let res: Response;
+/**
+ * GET through the registry client's transport: its connect and idle timeouts, its redirect
+ * rules and its TLS settings (the extra certificate authorities of src/registry/ca.ts).
+ */
+async function get(url: string, signal: AbortSignal): Promise<HttpResponse> {
+  const what = `Cannot download "${url}"`;
+  let res: HttpResponse;
   try {
-    res = await fetch(url, { signal, redirect: 'follow' });
+    const req: HttpRequest = { method: 'GET', url: new URL(url), signal };
+    res = await followRedirects(await send(req), req, { what });
   } catch (err) {
-    if (signal.aborted) throw err;
-    const cause = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
-    throw new KilnError('HTTP_ERROR', `Cannot download "${url}": ${cause}`, { cause: err });
+    if (signal.aborted || err instanceof KilnError) throw err;
+    throw new KilnError('HTTP_ERROR', `${what}: ${(err as Error).message}`, { cause: err });
   }
-  if (!res.ok || !res.body) {
-    await res.body?.cancel();
-    throw new KilnError('HTTP_ERROR', `Cannot download "${url}": the server answered ${res.status} ${res.statusText}`.trim());
+  if (res.status < 200 || res.status > 299) {
+    await discard(res);
+    throw new KilnError('HTTP_ERROR', `${what}: the server answered ${res.status} ${res.body.statusMessage ?? ''}`.trim());
   }
   return res;
 }
@@ -38,7 +42,7 @@ export async function httpContentKey(op: HttpOp, signal: AbortSignal): Promise<{
   if (op.checksum) return { key: op.checksum };
   const res = await get(op.url, signal);
   const hash = createHash('sha256');
-  for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>)) hash.update(chunk as Buffer);
+  for await (const chunk of res.body) hash.update(chunk as Buffer);
   return { key: `sha256:${hash.digest('hex')}` };
 }
 
@@ -51,7 +55,7 @@ export async function downloadInto(root: string, op: HttpOp, signal: AbortSignal
   const hash = createHash(algorithm);
   const fh = await open(target, 'w', DOWNLOAD_MODE);
   try {
-    for await (const chunk of Readable.fromWeb(res.body as WebReadableStream<Uint8Array>)) {
+    for await (const chunk of res.body) {
       hash.update(chunk as Buffer);
       await fh.write(chunk as Buffer);
     }
@@ -65,7 +69,7 @@ export async function downloadInto(root: string, op: HttpOp, signal: AbortSignal
     });
   }
   await chmod(target, DOWNLOAD_MODE);
-  const modified = res.headers.get('last-modified');
+  const modified = res.headers['last-modified'];
   const time = modified ? new Date(modified) : undefined;
   if (time && !Number.isNaN(time.getTime())) await utimes(target, time, time);
 }
