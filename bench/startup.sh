@@ -4,8 +4,9 @@
 # and through tsc's output in dist/src/ loaded module by module, with `node -e 0` for the floor.
 # BEFORE=DIR (another checkout of the repository, built) adds its bin/kiln's no-op rebuilds, on a
 # store of its own, to the same interleaved runs: a before/after. `node -e 0` runs with the
-# environment as it is and without NODE_EXTRA_CA_CERTS (which bin/kiln keeps from Node's start). Medians of wall time, and of CPU
-# time (user + sys, which other work on the machine disturbs less). Prints figures.
+# environment as it is and without NODE_EXTRA_CA_CERTS (which bin/kiln keeps from Node's start).
+# Medians of wall time, and of CPU time (user + sys, which other work on the machine disturbs
+# less). Prints figures.
 # Usage: [BEFORE=DIR] bench/startup.sh [RUNS]     (after npm run build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
