@@ -112,7 +112,7 @@ describe('the kiln command line', () => {
       expect(last).toMatchObject({ type: 'error', code: 'STEP_FAILED', exitCode: 1, step: '[3/3] RUN echo out-42 >&2 &&   false', location: { file: 'Dockerfile.fail', line: 3 }, tail: ['out-42'] });
       expect((last.excerpt as string[]).join('\n')).toBe(excerpt.trimEnd());
       expect(mountsUnder(root)).toEqual([]);
-      expect(kilnContainers()).toEqual([]);
+      expect(kilnContainers(root)).toEqual([]);
     });
 
     it('lint warnings are listed at the end', async () => {

@@ -162,7 +162,7 @@ describe('the tty progress view in a real terminal', () => {
     expect(after).toMatch(/^=> #4 \[2\/2\] RUN echo started && sleep 60 +CANCELLED \d+\.\ds$/m);
     expect(after).toMatch(/^\[\+\] Cancelled in \d+\.\ds/m);
     expect(after).toContain('error: Interrupted by SIGINT: the build was cancelled');
-    expect(kilnContainers()).toEqual([]);
+    expect(kilnContainers(root)).toEqual([]);
     expect(mountsUnder(root)).toEqual([]);
   });
 

@@ -97,12 +97,12 @@ describe('kiln serve: concurrent builds from separate clients', () => {
     for (let i = 0; i < 100 && !hits.has('/cancel-start'); i++) await new Promise((r) => setTimeout(r, 100));
     expect(hits.has('/cancel-start')).toBe(true);
     // Containers of other test files may run meanwhile: only the ones there now must go.
-    const running = kilnContainers();
+    const running = kilnContainers(store.root);
     expect(running.length).toBeGreaterThan(0);
     // Killed the hard way, as a lost connection would end it.
     client.kill('SIGKILL');
     await exited;
-    const left = () => kilnContainers().filter((c) => running.includes(c));
+    const left = () => kilnContainers(store.root).filter((c) => running.includes(c));
     for (let i = 0; i < 100 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
     expect(left()).toEqual([]);
     for (let i = 0; i < 50 && mountsUnder(store.root).length > 0; i++) await new Promise((r) => setTimeout(r, 100));

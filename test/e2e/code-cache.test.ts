@@ -1,0 +1,58 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPO, kiln, tempDir } from '../helpers/kiln.js';
+
+const CACHE = join(REPO, 'dist/bundle/.v8-cache');
+
+/** The code cache files of the bundle's entry: `kiln.cjs-<hash of its source>`. */
+function entryCaches(): string[] {
+  return existsSync(CACHE) ? readdirSync(CACHE).filter((n) => /^kiln\.cjs-[0-9a-f]{40}$/.test(n)).map((n) => join(CACHE, n)) : [];
+}
+
+/** Whether a cache file starts with the SHA-1 of the rest, as bin/kiln.cjs writes it. */
+function intact(file: string): boolean {
+  const raw = readFileSync(file);
+  return raw.length > 20 && createHash('sha1').update(raw.subarray(20)).digest().equals(raw.subarray(0, 20));
+}
+
+/**
+ * bin/kiln.cjs compiles the bundle's chunks with V8's code cache: made by a first run, checked
+ * by its own checksum and by V8, and made again when damaged or refused. Other test files run
+ * kiln meanwhile: a damaged cache must cost them a compile too, nothing else.
+ */
+describe('the code cache of the bundle', () => {
+  const t = tempDir('kiln-code-cache-');
+  const version = () => kiln(join(t.path, 'root'), ['version']);
+
+  afterAll(() => t.cleanup());
+
+  it('is written by a run and used by the next; a damaged or refused cache costs a compile, not the command', async () => {
+    const first = await version();
+    expect(first.code, first.stderr).toBe(0);
+    const files = entryCaches();
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect(intact(f)).toBe(true);
+
+    // A torn file: the checksum no longer matches. The run works and writes it again.
+    for (const f of files) {
+      const raw = readFileSync(f);
+      raw[raw.length - 1] ^= 0xff;
+      writeFileSync(f, raw);
+    }
+    const torn = await version();
+    expect(torn.code, torn.stderr).toBe(0);
+    expect(torn.stdout).toBe(first.stdout);
+    for (const f of files) expect(intact(f)).toBe(true);
+
+    // Whole and checksummed, but V8's data for another script: V8 refuses it, and the run works.
+    const other = readdirSync(CACHE).find((n) => n.startsWith('chunk-'));
+    expect(other).toBeDefined();
+    for (const f of files) writeFileSync(f, readFileSync(join(CACHE, other!)));
+    const refused = await version();
+    expect(refused.code, refused.stderr).toBe(0);
+    expect(refused.stdout).toBe(first.stdout);
+    expect(refused.stderr).toBe('');
+  });
+});
