@@ -4,7 +4,7 @@ import { posix } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import type { HttpOp } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
-import { discard, followRedirects, send, type HttpRequest, type HttpResponse } from '../registry/transport.js';
+import type { HttpRequest, HttpResponse } from '../registry/transport.js';
 
 /** Downloaded files get this mode unless ADD --chmod says otherwise, as in Docker. */
 const DOWNLOAD_MODE = 0o600;
@@ -15,6 +15,8 @@ const DOWNLOAD_MODE = 0o600;
  */
 async function get(url: string, signal: AbortSignal): Promise<HttpResponse> {
   const what = `Cannot download "${url}"`;
+  // Loaded here, not with this module: every build loads this module, few download anything.
+  const { discard, followRedirects, send } = await import('../registry/transport.js');
   let res: HttpResponse;
   try {
     const req: HttpRequest = { method: 'GET', url: new URL(url), signal };
