@@ -15,11 +15,6 @@ export interface BlobInfo {
   size: number;
 }
 
-/**
- * The content store: `blobs/sha256/<hex>`, immutable, named by digest. Every write goes to
- * `tmp/`, is fsynced, verified and renamed into place, so a crash leaves either no blob or a
- * whole one.
- */
 /** Bytes of stream chunks gathered before one vectored write. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 
@@ -36,6 +31,11 @@ async function writeAll(fh: FileHandle, parts: Uint8Array[]): Promise<void> {
   }
 }
 
+/**
+ * The content store: `blobs/sha256/<hex>`, immutable, named by digest. Every write goes to
+ * `tmp/`, is fsynced, verified and renamed into place, so a crash leaves either no blob or a
+ * whole one.
+ */
 export class BlobStore {
   readonly dir: string;
   private readonly tmpDir: string;

@@ -12,9 +12,9 @@ import { rootCertificates } from 'node:tls';
  */
 let loaded: { ca?: string[] } | undefined;
 
-export function extraCaOptions(env: NodeJS.ProcessEnv = process.env): { ca?: string[] } {
-  if (loaded && env === process.env) return loaded;
-  const file = env.KILN_EXTRA_CA_CERTS;
+export function extraCaOptions(): { ca?: string[] } {
+  if (loaded) return loaded;
+  const file = process.env.KILN_EXTRA_CA_CERTS;
   let result: { ca?: string[] } = {};
   if (file) {
     try {
@@ -24,6 +24,6 @@ export function extraCaOptions(env: NodeJS.ProcessEnv = process.env): { ca?: str
       process.stderr.write(`warning: Ignoring extra certificates from ${file}: ${(err as Error).message}\n`);
     }
   }
-  if (env === process.env) loaded = result;
+  loaded = result;
   return result;
 }

@@ -59,7 +59,7 @@ export async function checksumSelections(
       const child = lstatSync(childHost, { bigint: true });
       // Files, links and the rest without an async call of their own: only directories recurse.
       if (child.isDirectory()) {
-        await visit(childHost, childRel, childRelToRoot, true, below, child);
+        await visit(childHost, childRel, childRelToRoot, true, below, child); // exclusion checked above
         continue;
       }
       const big = visitLeaf(childHost, childRel, child, below);
@@ -89,23 +89,19 @@ export async function checksumSelections(
       entries.push([rel, 'file', mode, uid, gid, size, memo.sum]);
       return undefined;
     }
+    // The entry takes its place in the list now; its sum is filled in once the content is hashed.
+    const at = entries.length;
+    entries.push([rel, 'file', mode, uid, gid, size, '']);
     const record = (sum: string) => {
       memoWrites.push({ path: host, dev, ino, size, mtimeNs, ctimeNs, sum });
       crashPoint('checksum');
-      entries.push([rel, 'file', mode, uid, gid, size, sum]);
+      entries[at]![6] = sum;
     };
     if (size <= READ_WHOLE) {
       record(new Hasher().update(readFileSync(host)).digest());
       return undefined;
     }
-    // The entry's place in the list must not move: reserve it, fill it when the hash is done.
-    const at = entries.length;
-    entries.push([rel, 'file', mode, uid, gid, size, '']);
-    return hashFile(host).then((sum) => {
-      memoWrites.push({ path: host, dev, ino, size, mtimeNs, ctimeNs, sum });
-      crashPoint('checksum');
-      entries[at]![6] = sum;
-    });
+    return hashFile(host).then(record);
   };
   for (const sel of selections) {
     entries.push([`>${sel.pattern}`, 'pattern', 0, 0, 0, 0, '']);
