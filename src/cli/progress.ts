@@ -38,6 +38,27 @@ export function resolveProgressMode(flag: string | undefined, env: string | unde
   return value as ProgressMode;
 }
 
+/** A command's progress mode: `quiet` with --quiet, else from --progress and KILN_PROGRESS. */
+export function commandProgressMode(options: Record<string, unknown>): ProgressMode {
+  return options.quiet === true ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+}
+
+/**
+ * What push and pull print as docker does: their lines on stdout unless --quiet, and no
+ * per-layer line under the live view, which draws each layer itself.
+ */
+export function transferOutput(
+  options: Record<string, unknown>,
+  stdout: (s: string) => void,
+): { quiet: boolean; mode: ProgressMode; say: (s: string) => void; sayLayer: (s: string) => void } {
+  const quiet = options.quiet === true;
+  const mode = commandProgressMode(options);
+  const say = (s: string) => {
+    if (!quiet) stdout(`${s}\n`);
+  };
+  return { quiet, mode, say, sayLayer: mode === 'tty' ? () => {} : say };
+}
+
 export async function openProgressView(mode: ProgressMode, stream: NodeJS.WriteStream, report: ViewOptions): Promise<ProgressView> {
   const write = (s: string) => void stream.write(s);
   switch (mode) {

@@ -12,7 +12,7 @@ import { usageError, type CommandSpec } from '../args.js';
 import type { Command, CommandIO } from '../main.js';
 import type { ProgressSink } from '../../../solver/progress.js';
 import { parseDigest } from '../../../cache/digest.js';
-import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
+import { openProgressView, PROGRESS_MODES, commandProgressMode } from '../progress.js';
 import { parseBuildArgs, parseExtraBuildFlags, writeMetadataFile } from '../build-flags.js';
 import { runCheck } from '../check.js';
 import { createSession, parseEntitlement, parseSecretSpec, parseSshSpec } from '../../build/session.js';
@@ -97,7 +97,7 @@ export const buildCommand: Command = {
   spec,
   async run({ options, positionals }, io) {
     // A bad mode is a usage error before any work, here or on a build service.
-    if (options.quiet !== true) resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+    commandProgressMode(options);
     if (io.host) {
       const remote = await (await import('../../daemon/remote-commands.js')).remoteBuild(io.host, { options, positionals }, io, spec);
       return presentBuild(remote.run, { options, io, tags: remote.tags, source: remote.source });
@@ -177,7 +177,7 @@ export const buildCommand: Command = {
  */
 async function presentBuild(run: BuildRunner, o: { options: Record<string, unknown>; io: CommandIO; tags: string[]; source: (name: string) => string | undefined }): Promise<number> {
   const { options, io, tags } = o;
-  const mode = options.quiet === true ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
+  const mode = commandProgressMode(options);
   const quiet = mode === 'quiet';
   const report = options.explain === true ? new ExplainCollector() : undefined;
   const printReport = () => {

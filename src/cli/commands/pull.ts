@@ -5,7 +5,7 @@ import { familiarName, parseReference } from '../../image/reference.js';
 import { pullImage } from '../../registry/pull.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command, CommandIO } from '../main.js';
-import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
+import { openProgressView, PROGRESS_MODES, transferOutput } from '../progress.js';
 
 const spec: CommandSpec = {
   name: 'pull',
@@ -63,13 +63,7 @@ export type PullSource = (h: {
 /** docker pull's lines on stdout, the transfer view on stderr and the stored name last, whichever process pulls. */
 async function presentPull(input: string, options: Record<string, unknown>, io: CommandIO, source: PullSource): Promise<number> {
   const ref = parseReference(input);
-  const quiet = options.quiet === true;
-  const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-  const say = (s: string) => {
-    if (!quiet) io.stdout(`${s}\n`);
-  };
-  // The live view draws each layer itself; docker's per-layer lines would only interleave with it.
-  const sayLayer = mode === 'tty' ? () => {} : say;
+  const { mode, say, sayLayer } = transferOutput(options, io.stdout);
   say(`${ref.digest ?? ref.tag}: Pulling from ${familiarName(`${ref.domain}/${ref.path}`)}`);
   const view = await openProgressView(mode, process.stderr, { activity: { running: 'Pulling', done: 'Pulled' } });
   const id = 1;

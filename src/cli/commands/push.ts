@@ -6,7 +6,7 @@ import { familiarName, familiarRepository, parseReference } from '../../image/re
 import { pushImage } from '../../registry/push.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command, CommandIO } from '../main.js';
-import { openProgressView, PROGRESS_MODES, resolveProgressMode } from '../progress.js';
+import { openProgressView, PROGRESS_MODES, transferOutput } from '../progress.js';
 
 const spec: CommandSpec = {
   name: 'push',
@@ -89,13 +89,7 @@ export const pushCommand: Command = {
 /** docker push's lines on stdout and the transfer view on stderr, whichever process pushes. */
 async function presentPush(name: string, options: Record<string, unknown>, io: CommandIO, source: PushSource): Promise<number> {
   const ref = parseReference(name);
-  const quiet = options.quiet === true;
-  const mode = quiet ? 'quiet' : resolveProgressMode(options.progress as string | undefined, process.env.KILN_PROGRESS, process.stderr.isTTY === true);
-  const say = (s: string) => {
-    if (!quiet) io.stdout(`${s}\n`);
-  };
-  // The live view draws each layer itself; docker's per-layer lines would only interleave with it.
-  const sayLayer = mode === 'tty' ? () => {} : say;
+  const { quiet, mode, say, sayLayer } = transferOutput(options, io.stdout);
   const opened = await source.open().catch((err: unknown) => {
     if (err instanceof KilnError && err.code === 'IMAGE_UNKNOWN') {
       throw new KilnError('IMAGE_UNKNOWN', `No such image "${name}" in the store`, { hint: `Name an image first with "kiln tag IMAGE ${name}"` });
