@@ -15,6 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 RUNS=${1:-3}
 BIG_FILES=${BIG_FILES:-50000}
 SETUP=${PEERS_SETUP:-$REPO/../shared/peers/peers-setup.sh}
@@ -72,23 +74,7 @@ KILN_ROOT=$W/seed "$KILN" push --insecure-registry "$REG" "$BASE" >/dev/null
 rm -rf "$W/seed" "$W/base.tar"
 
 # ---- contexts ------------------------------------------------------------------------------------
-# Four stages, two of which write 2,000 files each; the last copies both trees and the context.
-mkdir -p "$W/ctx/sub"
-cat >"$W/ctx/Dockerfile" <<EOF
-FROM $BASE AS base
-RUN echo hello > /hello
-FROM base AS a
-RUN mkdir /a && for i in \$(seq 1 2000); do echo "a \$i" > /a/f\$i; done
-FROM base AS b
-RUN mkdir /b && for i in \$(seq 1 2000); do echo "b \$i" > /b/f\$i; done
-FROM base
-COPY --from=a /a /a
-COPY --from=b /b /b
-COPY . /ctx
-CMD ["cat", "/hello"]
-EOF
-echo "file one" >"$W/ctx/one.txt"
-echo "two" >"$W/ctx/sub/two.txt"
+four_stage_context "$W/ctx" "$BASE"
 
 log "writing a context of $BIG_FILES files"
 mkdir -p "$W/big"

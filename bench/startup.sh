@@ -10,6 +10,8 @@
 # Usage: [BEFORE=DIR] bench/startup.sh [RUNS]     (after npm run build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 R=${1:-15}
 if [[ ! -f dist/bundle/kiln.cjs || dist/bundle/kiln.cjs -ot dist/src/cli/main.js ]]; then
   echo "startup.sh: dist/bundle/ is missing or older than dist/src/: run npm run build" >&2
@@ -27,22 +29,9 @@ JS
 chmod +x "$W/kiln-tsc"
 
 bash scripts/base-rootfs.sh "$W/base.tar"
-mkdir -p "$W/ctx" "$W/ctx4/sub"; echo hi >"$W/ctx/f"
+mkdir -p "$W/ctx"; echo hi >"$W/ctx/f"
 { echo 'FROM bench/base:1'; echo 'COPY f /f'; for i in $(seq 10); do echo "RUN echo $i > /s$i"; done; } >"$W/ctx/Dockerfile"
-cat >"$W/ctx4/Dockerfile" <<'DOCKERFILE'
-FROM bench/base:1 AS base
-RUN echo hello > /hello
-FROM base AS a
-RUN mkdir /a && for i in $(seq 1 2000); do echo "a $i" > /a/f$i; done
-FROM base AS b
-RUN mkdir /b && for i in $(seq 1 2000); do echo "b $i" > /b/f$i; done
-FROM base
-COPY --from=a /a /a
-COPY --from=b /b /b
-COPY . /ctx
-CMD ["cat", "/hello"]
-DOCKERFILE
-echo "file one" >"$W/ctx4/one.txt"; echo "two" >"$W/ctx4/sub/two.txt"
+four_stage_context "$W/ctx4" bench/base:1
 
 # Each tree gets a store of its own: an older tree may keep the index at an older schema.
 prepare() {
