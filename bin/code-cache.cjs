@@ -19,7 +19,6 @@ const CODE_CACHE_FORMAT = 'kiln code cache 1\n';
 function useCodeCache(dir) {
   const vm = require('node:vm');
   const Module = require('node:module');
-  const cacheDir = join(dir, '.v8-cache');
   const fresh = [];
   const plain = Module._extensions['.cjs'] ?? Module._extensions['.js'];
   Module._extensions['.cjs'] = function loadWithCodeCache(module, filename) {
@@ -42,7 +41,7 @@ function useCodeCache(dir) {
   process.once('exit', () => {
     for (const { script, file } of fresh) {
       try {
-        mkdirSync(cacheDir, { recursive: true });
+        mkdirSync(dirname(file), { recursive: true });
         const tmp = `${file}.${process.pid}`;
         const data = script.createCachedData();
         writeFileSync(tmp, Buffer.concat([createHash('sha1').update(data).digest(), data]));
