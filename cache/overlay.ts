@@ -16,7 +16,10 @@ const MAX_OPTIONS = 4000;
 
 export async function mountOverlay(target: string, o: OverlayOptions): Promise<void> {
   const parts = [`lowerdir=${o.lower.join(':')}`];
-  if (o.upper !== undefined) parts.push(`upperdir=${o.upper}`, `workdir=${o.work}`);
+  // Without redirects and metadata-only copy-ups, whatever an upper directory holds is its own
+  // content, as the layer tar and the COPY readers of layer directories take it (kernels may
+  // default to either being on).
+  if (o.upper !== undefined) parts.push(`upperdir=${o.upper}`, `workdir=${o.work}`, 'redirect_dir=off', 'metacopy=off');
   const options = parts.join(',');
   if (options.length > MAX_OPTIONS) {
     throw new KilnError('TOO_MANY_LAYERS', `Cannot mount a chain of ${o.lower.length} layers: the overlay options exceed one page`);

@@ -2,6 +2,7 @@ import { chown, writeFile, chmod } from 'node:fs/promises';
 import { posix } from 'node:path';
 import type { LayerRow } from '../../cache/db.js';
 import { commitWorkspace } from '../../cache/layers.js';
+import { traced } from '../../cache/trace.js';
 import { unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
 import type { CopyAction, FileOp, UserSpec } from '../../solver/graph.js';
@@ -11,20 +12,22 @@ import { secureJoin } from '../fsutil/securejoin.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import { NO_EXCLUSION, selectSources } from '../sources/select.js';
 import { copyIntoRoot, mkdirResolved } from './copy.js';
-import { mountLayers, withReadOnlyView } from './mount.js';
+import { layerSources, mountLayers, withReadOnlyView } from './mount.js';
 
 /** Runs a file op (COPY, WORKDIR's mkdir…): actions applied to a writable view of the base. */
 export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedVertex[], ctx: StepContext): Promise<LayerRow | null> {
   const base = op.base >= 0 ? inputs[op.base]!.snapshot.layers : [];
   const ws = await store.createWorkspace();
   try {
-    await mountLayers(store, base, ws.mnt, ws, ctx.signal);
+    await traced('mount', () => mountLayers(store, base, ws.mnt, ws, ctx.signal));
     try {
-      for (const action of op.actions) {
+      for (const [i, action] of op.actions.entries()) {
         ctx.signal.throwIfAborted();
         const owner = action.chown ? await resolveOwner(ws.mnt, action.chown) : undefined;
         if (action.action === 'copy') {
-          await copyFrom(store, ws.mnt, action, inputs[action.from]!, owner, ctx.signal);
+          // The last action may fill the directories it creates in the upper directory directly.
+          const upper = i === op.actions.length - 1 ? ws.upper : undefined;
+          await traced('copy', () => copyFrom(store, { root: ws.mnt, upper }, action, inputs[action.from]!, owner, ctx.signal));
         } else if (action.action === 'mkdir') {
           await mkdirAll(ws.mnt, action.path, action.mode, owner);
         } else {
@@ -36,27 +39,33 @@ export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedV
         }
       }
     } finally {
-      await unmount(ws.mnt);
+      await traced('unmount', () => unmount(ws.mnt));
     }
-    return await commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch });
+    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch }));
   } finally {
-    await store.disposeWorkspace(ws);
+    await traced('dispose', () => store.disposeWorkspace(ws));
   }
 }
 
-async function copyFrom(store: Store, destRoot: string, action: CopyAction, source: SolvedVertex, owner: { uid: number; gid: number } | undefined, signal: AbortSignal): Promise<void> {
+async function copyFrom(store: Store, dest: { root: string; upper?: string }, action: CopyAction, source: SolvedVertex, owner: { uid: number; gid: number } | undefined, signal: AbortSignal): Promise<void> {
   const op = source.vertex.op;
   const excludes = exclusionFor(action.exclude ?? []);
   if (op.kind === 'context') {
     const exclusion = exclusionFor(op.exclude);
     const selections = await selectSources(op.source, action.src, exclusion, 'the build context');
-    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: true, exclusion, excludes, srcRoot: op.source, signal });
+    await copyIntoRoot(dest.root, action, selections, { owner, fromContext: true, exclusion, excludes, srcRoot: op.source, signal, upper: dest.upper });
+    return;
+  }
+  const options = { owner, fromContext: false, exclusion: NO_EXCLUSION, excludes, signal, upper: dest.upper };
+  const direct = await layerSources(store, source.snapshot.layers, action.src, signal);
+  if (direct !== undefined) {
+    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/' });
     return;
   }
   const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : describeSource(source);
   await withReadOnlyView(store, source.snapshot.layers, async (srcRoot) => {
     const selections = await selectSources(srcRoot, action.src, NO_EXCLUSION, what);
-    await copyIntoRoot(destRoot, action, selections, { owner, fromContext: false, exclusion: NO_EXCLUSION, excludes, srcRoot, signal });
+    await copyIntoRoot(dest.root, action, selections, { ...options, srcRoot });
   }, signal);
 }
 
