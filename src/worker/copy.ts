@@ -5,6 +5,7 @@ import {
   constants,
   fchmodSync,
   fchownSync,
+  linkSync,
   futimesSync,
   lchownSync,
   lstatSync,
@@ -23,6 +24,7 @@ import {
 } from 'node:fs';
 import { chmod, chown, copyFile, lstat, mkdir, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
+import { listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import type { CopyAction } from '../../solver/graph.js';
@@ -49,6 +51,13 @@ export interface CopyOptions {
    * nothing reads the new directories through the mount.
    */
   upper?: string;
+  /**
+   * The sources are files of read-only layer directories. A file the copy keeps as it is (owner,
+   * mode and times: no --chown or --chmod) and writes into `upper` is then a hard link to its
+   * source instead of a copy: nothing writes to a layer once it is made, and a container's
+   * change to the file lands in an upper directory of its own.
+   */
+  linkSources?: boolean;
 }
 
 /** A `--chmod` value as a function of a file's mode: octal sets it, symbolic edits it. */
@@ -109,7 +118,7 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
   const destHost = await secureJoin(destRoot, dest);
   const destIsDir = endsWithSlash || matches.length > 1 || (await isDir(destHost));
   const mode = action.chmod === undefined ? undefined : parseChmod(action.chmod);
-  const ctx: EntryCtx = { ...o, mode, destRoot, slice: new TimeSlice(o.signal), umask: process.umask() };
+  const ctx: EntryCtx = { ...o, mode, destRoot, slice: new TimeSlice(o.signal), umask: process.umask(), linked: new Set() };
   for (const m of matches) {
     const st = await lstat(m.host);
     if (o.excludes?.excluded(posix.basename(m.rel))) continue;
@@ -148,6 +157,8 @@ interface EntryCtx extends CopyOptions {
   buffer?: Buffer;
   /** The process umask: a file whose mode it leaves whole is created with that mode. */
   umask: number;
+  /** Inode numbers of the sources linked so far (with linkSources). */
+  linked: Set<number>;
 }
 
 /** New files belong to root:root unless their directory passes its group on (set-group-ID). */
@@ -254,6 +265,18 @@ function lstatOrNull(p: string): Stats | null {
   return lstatSync(p, { throwIfNoEntry: false }) ?? null;
 }
 
+/**
+ * Whether `src` may become `dest` as a hard link (see CopyOptions.linkSources): the copy keeps
+ * its metadata, it has no extended attributes (a copy leaves them behind), and no other name of
+ * the same file was linked in this copy (a copy makes separate files of them).
+ */
+function linkable(src: string, st: Stats, dest: string, ctx: EntryCtx): boolean {
+  if (!ctx.linkSources || ctx.owner !== undefined || ctx.mode !== undefined || ctx.upper === undefined) return false;
+  if (!dest.startsWith(`${ctx.upper}/`) || ctx.linked.has(st.ino) || listAttributesSync(src).length > 0) return false;
+  ctx.linked.add(st.ino);
+  return true;
+}
+
 /** Copies the matched source `src` itself, which was resolved through symlinks, to `dest`. */
 async function copyTop(src: string, dest: string, ctx: EntryCtx): Promise<void> {
   await copyEntry(src, statSync(src), dest, lstatOrNull(dest), ctx, false);
@@ -286,6 +309,10 @@ async function copyEntry(src: string, st: Stats, dest: string, existing: Stats |
   }
   if (!st.isFile()) {
     throw new KilnError('COPY_UNSUPPORTED', `Cannot copy "${src}": only files, directories and symbolic links can be copied`);
+  }
+  if (linkable(src, st, dest, ctx)) {
+    linkSync(src, dest);
+    return;
   }
   if (st.size > SMALL_FILE) {
     // Off the event loop: copying a large file takes long enough to stall progress and Ctrl-C.

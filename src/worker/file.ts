@@ -59,7 +59,7 @@ async function copyFrom(store: Store, dest: { root: string; upper?: string }, ac
   const options = { owner, fromContext: false, exclusion: NO_EXCLUSION, excludes, signal, upper: dest.upper };
   const direct = await layerSources(store, source.snapshot.layers, action.src, signal);
   if (direct !== undefined) {
-    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/' });
+    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/', linkSources: true });
     return;
   }
   const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : describeSource(source);
