@@ -52,10 +52,12 @@ export interface CopyOptions {
    */
   upper?: string;
   /**
-   * The sources are files of read-only layer directories. A file the copy keeps as it is (owner,
-   * mode and times: no --chown or --chmod) and writes into `upper` is then a hard link to its
-   * source instead of a copy: nothing writes to a layer once it is made, and a container's
-   * change to the file lands in an upper directory of its own.
+   * The sources are files of read-only layer directories that are not part of the destination's
+   * chain. A file the copy keeps as it is (owner, mode and times: no --chown or --chmod) and
+   * writes into `upper` is then a hard link to its source instead of a copy: nothing writes to
+   * a layer once it is made, and a container's change to the file lands in an upper directory of
+   * its own. Only a file with no other name is linked, so that no view of a chain ever shows one
+   * file under two names that the image has as two files.
    */
   linkSources?: boolean;
 }
@@ -118,7 +120,7 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
   const destHost = await secureJoin(destRoot, dest);
   const destIsDir = endsWithSlash || matches.length > 1 || (await isDir(destHost));
   const mode = action.chmod === undefined ? undefined : parseChmod(action.chmod);
-  const ctx: EntryCtx = { ...o, mode, destRoot, slice: new TimeSlice(o.signal), umask: process.umask(), linked: new Set() };
+  const ctx: EntryCtx = { ...o, mode, destRoot, slice: new TimeSlice(o.signal), umask: process.umask() };
   for (const m of matches) {
     const st = await lstat(m.host);
     if (o.excludes?.excluded(posix.basename(m.rel))) continue;
@@ -157,8 +159,6 @@ interface EntryCtx extends CopyOptions {
   buffer?: Buffer;
   /** The process umask: a file whose mode it leaves whole is created with that mode. */
   umask: number;
-  /** Inode numbers of the sources linked so far (with linkSources). */
-  linked: Set<number>;
 }
 
 /** New files belong to root:root unless their directory passes its group on (set-group-ID). */
@@ -267,14 +267,11 @@ function lstatOrNull(p: string): Stats | null {
 
 /**
  * Whether `src` may become `dest` as a hard link (see CopyOptions.linkSources): the copy keeps
- * its metadata, it has no extended attributes (a copy leaves them behind), and no other name of
- * the same file was linked in this copy (a copy makes separate files of them).
+ * its metadata, it has one name, and no extended attributes (a copy leaves them behind).
  */
 function linkable(src: string, st: Stats, dest: string, ctx: EntryCtx): boolean {
   if (!ctx.linkSources || ctx.owner !== undefined || ctx.mode !== undefined || ctx.upper === undefined) return false;
-  if (!dest.startsWith(`${ctx.upper}/`) || ctx.linked.has(st.ino) || listAttributesSync(src).length > 0) return false;
-  ctx.linked.add(st.ino);
-  return true;
+  return st.nlink === 1 && dest.startsWith(`${ctx.upper}/`) && listAttributesSync(src).length === 0;
 }
 
 /** Copies the matched source `src` itself, which was resolved through symlinks, to `dest`. */

@@ -27,7 +27,7 @@ export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedV
         if (action.action === 'copy') {
           // The last action may fill the directories it creates in the upper directory directly.
           const upper = i === op.actions.length - 1 ? ws.upper : undefined;
-          await traced('copy', () => copyFrom(store, { root: ws.mnt, upper }, action, inputs[action.from]!, owner, ctx.signal));
+          await traced('copy', () => copyFrom(store, { root: ws.mnt, upper, layers: base }, action, inputs[action.from]!, owner, ctx.signal));
         } else if (action.action === 'mkdir') {
           await mkdirAll(ws.mnt, action.path, action.mode, owner);
         } else {
@@ -47,7 +47,8 @@ export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedV
   }
 }
 
-async function copyFrom(store: Store, dest: { root: string; upper?: string }, action: CopyAction, source: SolvedVertex, owner: { uid: number; gid: number } | undefined, signal: AbortSignal): Promise<void> {
+/** `dest`: the mounted root, its upper directory when the copy may write there, the layers below. */
+async function copyFrom(store: Store, dest: { root: string; upper?: string; layers: readonly LayerRow[] }, action: CopyAction, source: SolvedVertex, owner: { uid: number; gid: number } | undefined, signal: AbortSignal): Promise<void> {
   const op = source.vertex.op;
   const excludes = exclusionFor(action.exclude ?? []);
   if (op.kind === 'context') {
@@ -59,7 +60,11 @@ async function copyFrom(store: Store, dest: { root: string; upper?: string }, ac
   const options = { owner, fromContext: false, exclusion: NO_EXCLUSION, excludes, signal, upper: dest.upper };
   const direct = await layerSources(store, source.snapshot.layers, action.src, signal);
   if (direct !== undefined) {
-    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/', linkSources: true });
+    // Files of a layer the destination already has are copied: linked, the view would show one
+    // file under two names.
+    const below = dest.layers.map((l) => `${store.layerFs(l.diffId)}/`);
+    const linkSources = direct.every((s) => s.matches.every((m) => !below.some((dir) => m.host.startsWith(dir))));
+    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/', linkSources });
     return;
   }
   const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : describeSource(source);

@@ -95,6 +95,14 @@ describe('COPY through layer directories', () => {
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 
+  it('copies, not links, files of a layer the destination stage has too: two names, two files', async () => {
+    const file = dockerfile('Dockerfile.self', ['FROM test/base:1 AS a', 'RUN mkdir /d && echo x > /d/f', 'FROM a', 'COPY --from=a /d /e']);
+    await build(file, '-t', 'copy/self:1');
+    const [d, e] = (await sh('copy/self:1', 'cat /e/f; stat -c %i /d/f /e/f')).split('\n').slice(1);
+    expect(d).toMatch(/^\d+$/);
+    expect(e).not.toBe(d);
+  });
+
   it('reads a directory merged from several layers through the view: deletions hold', async () => {
     const file = dockerfile('Dockerfile.merged', [
       'FROM test/base:1 AS src',
