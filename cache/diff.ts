@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from './errors.js';
+import { mayHaveXattrs } from './syscalls.js';
 import { encodeTarHeader, endOfArchive, paddingFor, type TarHeader } from './tarheader.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX, joinPath } from './tarpath.js';
 
@@ -217,6 +218,7 @@ const NONE = { xattrs: NO_XATTRS, opaque: false };
  * ones whose meaning lives outside the upperdir make the diff impossible.
  */
 function readXattrs(node: Node): { xattrs: ReadonlyMap<string, Buffer>; opaque: boolean } {
+  if (mayHaveXattrs(node.abs) === false) return NONE;
   const names = listAttributesSync(node.abs);
   if (names.length === 0) return NONE;
   const xattrs = new Map<string, Buffer>();

@@ -27,6 +27,7 @@ import { posix } from 'node:path';
 import { listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
+import { mayHaveXattrs } from '../../cache/syscalls.js';
 import type { CopyAction } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
 import { TimeSlice } from '../fsutil/timeslice.js';
@@ -271,7 +272,7 @@ function lstatOrNull(p: string): Stats | null {
  */
 function linkable(src: string, st: Stats, dest: string, ctx: EntryCtx): boolean {
   if (!ctx.linkSources || ctx.owner !== undefined || ctx.mode !== undefined || ctx.upper === undefined) return false;
-  return st.nlink === 1 && dest.startsWith(`${ctx.upper}/`) && listAttributesSync(src).length === 0;
+  return st.nlink === 1 && dest.startsWith(`${ctx.upper}/`) && !(mayHaveXattrs(src) ?? listAttributesSync(src).length > 0);
 }
 
 /** Copies the matched source `src` itself, which was resolved through symlinks, to `dest`. */
