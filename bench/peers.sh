@@ -4,7 +4,8 @@
 # empty cache and pulling the same busybox base from a local registry. Prints wall times and
 # Kiln's time as a ratio of each peer's (below 1 is faster). It is not a test.
 #
-# Usage: bench/peers.sh [RUNS]    (RUNS: repeats of each warm scenario, median taken; default 3)
+# Usage: bench/peers.sh [RUNS]    (RUNS: repeats of each scenario, median taken; default 3; a cold
+# build starts from an empty cache each time)
 # Environment: BIG_FILES (files in the large context, default 50000), PEERS_SETUP (default
 # ../shared/peers/peers-setup.sh), KILN (default bin/kiln), STEP_TIMEOUT (seconds per build,
 # default 900), TOOLS (default "kiln buildkit buildah"; a missing tool's column shows -), BENCH_DIR
@@ -118,8 +119,8 @@ declare -A RESULT
 run_tool() {
   local tool=$1 times i
   log "$tool: cold build"
-  "reset_$tool"
-  RESULT[$tool,cold]=$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)
+  times=(); for i in $(seq "$RUNS"); do "reset_$tool"; times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
+  RESULT[$tool,cold]=$(printf '%s\n' "${times[@]}" | median)
   times=(); for i in $(seq "$RUNS"); do times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
   RESULT[$tool,noop]=$(printf '%s\n' "${times[@]}" | median)
   times=(); for i in $(seq "$RUNS"); do touch "$W/ctx/one.txt"; times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
@@ -127,8 +128,8 @@ run_tool() {
   times=(); for i in $(seq "$RUNS"); do echo "edit $tool $i" >"$W/ctx/one.txt"; times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
   RESULT[$tool,edit]=$(printf '%s\n' "${times[@]}" | median)
   log "$tool: $BIG_FILES-file context"
-  "reset_$tool"
-  RESULT[$tool,big-cold]=$(timed_ms "build_$tool" "$W/big" peers/bench:big)
+  times=(); for i in $(seq "$RUNS"); do "reset_$tool"; times+=("$(timed_ms "build_$tool" "$W/big" peers/bench:big)"); done
+  RESULT[$tool,big-cold]=$(printf '%s\n' "${times[@]}" | median)
   times=(); for i in $(seq "$RUNS"); do times+=("$(timed_ms "build_$tool" "$W/big" peers/bench:big)"); done
   RESULT[$tool,big-warm]=$(printf '%s\n' "${times[@]}" | median)
   times=(); for i in $(seq "$RUNS"); do echo "edit $tool $i" >"$W/big/d000/f00000.txt"; times+=("$(timed_ms "build_$tool" "$W/big" peers/bench:big)"); done
@@ -155,7 +156,7 @@ describe() {
   esac
 }
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ); machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(uname -sr); store and peers on $(df --output=fstype "$W" | tail -1) ($W)"
-echo "load average (1/5/15 min): before $load_before, after $load_after; warm scenarios: median of $RUNS"
+echo "load average (1/5/15 min): before $load_before, after $load_after; every scenario: median of $RUNS"
 echo "peers: $("${DOCKER[@]}" version --format "{{.Server.Version}}" 2>/dev/null | sed 's/^/dockerd /') (BuildKit), $(buildah --version | cut -d' ' -f1-3)"
 printf '%-40s %9s %9s %9s %11s %10s\n' scenario "kiln ms" "bk ms" "buildah ms" "kiln/bk" "kiln/bah"
 for s in "${SCENARIOS[@]}"; do
