@@ -2,7 +2,6 @@ import type { LayerRow } from '../../cache/db.js';
 import { type Digest, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
-import { ensureLayerBlob } from '../../cache/layers.js';
 import { crashPoint } from '../../cache/trace.js';
 import type { ImageConfig } from '../../solver/graph.js';
 import { MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, documentMediaType, isManifestType, type Manifest } from './oci.js';
@@ -70,7 +69,12 @@ export async function loadImage(store: Store, manifestDigest: Digest): Promise<L
  * remote layers of an imported cache, which are downloaded first: an image in the store is whole.
  */
 export async function writeImage(store: Store, config: ImageConfig, layers: readonly LayerRow[], options: { signal?: AbortSignal } = {}): Promise<LocalImage> {
-  await Promise.all(layers.map((l) => ensureLayerBlob(store, l.diffId, options.signal)));
+  // The layer code (for a remote layer to download) loads only when a layer is not recorded yet:
+  // a build whose steps are all cached never needs it.
+  if (layers.some((l) => !store.db.getLayer(l.diffId))) {
+    const { ensureLayerBlob } = await import('../../cache/layers.js');
+    await Promise.all(layers.map((l) => ensureLayerBlob(store, l.diffId, options.signal)));
+  }
   const configBytes = Buffer.from(JSON.stringify(config));
   const configBlob = await store.blobs.writeBuffer(configBytes);
   const manifest: Manifest = {

@@ -10,15 +10,12 @@ import { commitWorkspace } from '../../cache/layers.js';
 import { traced } from '../../cache/trace.js';
 import { unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
-import type { ExecOp, Vertex } from '../../solver/graph.js';
-import type { ContentKey, Snapshot, SolvedVertex, StepContext } from '../../solver/worker.js';
+import type { ExecOp } from '../../solver/graph.js';
+import type { Snapshot, SolvedVertex, StepContext } from '../../solver/worker.js';
 import type { Executor } from '../executor/executor.js';
 import { MOUNT_POINTS } from '../executor/spec.js';
 import { resolveUser } from '../executor/user.js';
 import { secureJoin } from '../fsutil/securejoin.js';
-import { checksumSelections } from '../sources/checksum.js';
-import { exclusionFor } from '../sources/exclusion.js';
-import { selectSources } from '../sources/select.js';
 import { mountLayers, prepareRunMounts } from './mount.js';
 
 /** Runs a RUN step: overlay over the root snapshot, the process in a container, the upper as a layer. */
@@ -82,31 +79,6 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
   } finally {
     await store.disposeWorkspace(ws);
   }
-}
-
-/**
- * The content part of a RUN step's key: files it reads from the build context through bind or
- * cache-seed mounts. Inputs from stages and images are covered by their keys already.
- */
-export async function execContentKey(store: Store, v: Vertex): Promise<ContentKey | undefined> {
-  if (v.op.kind !== 'exec' || !v.op.mounts) return undefined;
-  const sums: (string | null)[] = [];
-  const files: Record<string, string> = {};
-  let any = false;
-  for (const m of v.op.mounts) {
-    const index = m.type === 'bind' ? m.input : m.type === 'cache' ? m.input : undefined;
-    const src = index === undefined ? undefined : v.inputs[index]?.op;
-    if (src?.kind !== 'context') {
-      sums.push(null);
-      continue;
-    }
-    any = true;
-    const source = m.type === 'bind' ? m.source : m.type === 'cache' ? (m.source ?? '/') : '/';
-    const exclusion = exclusionFor(src.exclude);
-    const selections = await selectSources(src.source, [source], exclusion, 'the build context');
-    sums.push(await checksumSelections(store.db, selections, exclusion, src.source, files));
-  }
-  return any ? { key: sums, files } : undefined;
 }
 
 interface Stubs {
