@@ -1,13 +1,13 @@
 /**
  * Turns an overlayfs upperdir (the changes one exec made) into an uncompressed OCI layer tar.
  */
-import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readSync, readdirSync, readlinkSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from './errors.js';
-import { mayHaveXattrs } from './syscalls.js';
+import { type EntryStat, mayHaveXattrs, statEntry } from './syscalls.js';
 import { encodeTarHeader, endOfArchive, paddingFor, type TarHeader } from './tarheader.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX, joinPath } from './tarpath.js';
 
@@ -55,7 +55,7 @@ interface Node {
   name: string;
   abs: string;
   rel: string;
-  st: BigIntStats;
+  st: EntryStat;
   kind: Kind;
 }
 
@@ -130,7 +130,7 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
     const { xattrs } = readXattrs(node);
     if (kind === 'file') {
       const h = header(walk, node, node.rel, 'file', xattrs);
-      const size = Number(node.st.size);
+      const size = node.st.size;
       h.size = size;
       add(walk, encodeTarHeader(h));
       if (size === 0) continue;
@@ -146,7 +146,7 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
     if (kind === 'symlink') {
       h.linkname = readlinkSync(node.abs);
     } else {
-      [h.devmajor, h.devminor] = deviceNumbers(node.st.rdev);
+      [h.devmajor, h.devminor] = [node.st.rdevMajor, node.st.rdevMinor];
     }
     if (add(walk, encodeTarHeader(h))) yield take(walk);
   }
@@ -156,7 +156,7 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
 function listDirectory(dirAbs: string, dirRel: string): Node[] {
   const nodes = readdirSync(dirAbs).map((name): Node => {
     const abs = `${dirAbs}/${name}`;
-    const st = lstatSync(abs, { bigint: true });
+    const st = statEntry(abs) ?? nodeStat(abs);
     return { name, abs, rel: joinPath(dirRel, name), st, kind: kindOf(st) };
   });
   return nodes.sort((a, b) => {
@@ -167,22 +167,47 @@ function listDirectory(dirAbs: string, dirRel: string): Node[] {
   });
 }
 
-function kindOf(st: BigIntStats): Kind {
-  if (st.isFile()) return 'file';
-  if (st.isDirectory()) return 'directory';
-  if (st.isSymbolicLink()) return 'symlink';
-  if (st.isCharacterDevice()) return st.rdev === 0n ? 'whiteout' : 'character-device';
-  if (st.isBlockDevice()) return 'block-device';
-  if (st.isFIFO()) return 'fifo';
-  return 'socket';
+/** statEntry's answer from Node's lstat, which also throws what went wrong. */
+function nodeStat(abs: string): EntryStat {
+  const st = lstatSync(abs, { bigint: true });
+  const [rdevMajor, rdevMinor] = deviceNumbers(st.rdev);
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    mtime: Number(floorDiv(st.mtimeNs, 1_000_000_000n)),
+    nlink: Number(st.nlink),
+    id: st.nlink > 1n ? `${st.dev}:${st.ino}` : '',
+    rdevMajor,
+    rdevMinor,
+  };
+}
+
+function kindOf(st: EntryStat): Kind {
+  switch (st.mode & 0o170000) {
+    case 0o100000:
+      return 'file';
+    case 0o040000:
+      return 'directory';
+    case 0o120000:
+      return 'symlink';
+    case 0o020000:
+      return st.rdevMajor === 0 && st.rdevMinor === 0 ? 'whiteout' : 'character-device';
+    case 0o060000:
+      return 'block-device';
+    case 0o010000:
+      return 'fifo';
+    default:
+      return 'socket';
+  }
 }
 
 /** An entry's header from its stat: owner, permission bits and modification time (clamped to the epoch). */
 function header(walk: Walk, node: Node, name: string, type: TarHeader['type'], xattrs: ReadonlyMap<string, Buffer>): TarHeader {
   const st = node.st;
-  let mtime = Number(floorDiv(st.mtimeNs, 1_000_000_000n));
-  if (walk.epoch !== undefined && mtime > walk.epoch) mtime = walk.epoch;
-  return { name, type, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), size: 0, mtime, xattrs };
+  const mtime = walk.epoch !== undefined && st.mtime > walk.epoch ? walk.epoch : st.mtime;
+  return { name, type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, mtime, xattrs };
 }
 
 function floorDiv(a: bigint, b: bigint): bigint {
@@ -195,10 +220,9 @@ function floorDiv(a: bigint, b: bigint): bigint {
  * Whiteouts also show several links (overlayfs shares one whiteout inode) but never reach here.
  */
 function firstName(walk: Walk, node: Node): string | undefined {
-  if (node.st.nlink < 2n) return undefined;
-  const key = `${node.st.dev}:${node.st.ino}`;
-  const first = walk.links.get(key);
-  if (first === undefined) walk.links.set(key, node.rel);
+  if (node.st.nlink < 2) return undefined;
+  const first = walk.links.get(node.st.id);
+  if (first === undefined) walk.links.set(node.st.id, node.rel);
   return first;
 }
 

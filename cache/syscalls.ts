@@ -11,6 +11,7 @@ interface Libc {
   mount(source: string, target: string, fstype: string, flags: number, data: string | null): number;
   umount2(target: string, flags: number): number;
   llistxattr(path: string, list: null, size: number): number;
+  statx(dirfd: number, path: string, flags: number, mask: number, buf: Buffer): number;
   errno(): number;
 }
 
@@ -25,6 +26,7 @@ export function nativeLibc(): Libc | null {
       mount: lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)'),
       umount2: lib.func('int umount2(const char *target, int flags)'),
       llistxattr: lib.func('long llistxattr(const char *path, void *list, unsigned long size)'),
+      statx: lib.func('int statx(int dirfd, const char *path, int flags, unsigned int mask, _Out_ uint8_t *buf)'),
       errno: () => koffi.errno(),
     };
   } catch {
@@ -73,3 +75,50 @@ export function mayHaveXattrs(path: string): boolean | undefined {
 }
 
 const ENOTSUP = 95;
+
+/** What the layer writer needs of an entry, from statx(2) without following a link. */
+export interface EntryStat {
+  /** st_mode: type and permission bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  /** Modification time in whole seconds, rounded down (also before 1970). */
+  mtime: number;
+  nlink: number;
+  /** Identifies the file among its filesystem's (device and inode); only for nlink > 1. */
+  id: string;
+  rdevMajor: number;
+  rdevMinor: number;
+}
+
+const statxBuffer = Buffer.alloc(256);
+const AT_FDCWD = -100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+/** STATX_TYPE | MODE | NLINK | UID | GID | MTIME | INO | SIZE: the fields read below. */
+const STATX_NEEDED = 0x1 | 0x2 | 0x4 | 0x8 | 0x10 | 0x40 | 0x100 | 0x200;
+
+/**
+ * lstat through statx(2) into one reused buffer: no Stats object, no Dates or BigInts to collect
+ * (the layer writer stats every file of a layer). Undefined without the FFI, or when the call
+ * fails or the filesystem leaves a field out; the caller then asks Node, which also reports the
+ * error.
+ */
+export function statEntry(path: string): EntryStat | undefined {
+  const c = nativeLibc();
+  if (!c || c.statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_NEEDED, statxBuffer) !== 0) return undefined;
+  const b = statxBuffer;
+  if ((b.readUInt32LE(0) & STATX_NEEDED) !== STATX_NEEDED) return undefined;
+  return {
+    mode: b.readUInt16LE(28),
+    uid: b.readUInt32LE(20),
+    gid: b.readUInt32LE(24),
+    size: Number(b.readBigUInt64LE(40)),
+    // struct statx_timestamp: tv_sec (s64), then tv_nsec (u32, always below a second).
+    mtime: Number(b.readBigInt64LE(112)),
+    nlink: b.readUInt32LE(16),
+    id: b.readUInt32LE(16) > 1 ? `${b.readUInt32LE(136)}:${b.readUInt32LE(140)}:${b.readBigUInt64LE(32)}` : '',
+    rdevMajor: b.readUInt32LE(128),
+    rdevMinor: b.readUInt32LE(132),
+  };
+}
