@@ -53,8 +53,13 @@ export interface CopyOptions {
    */
   upper?: string;
   /**
-   * The sources are files of read-only layer directories that are not part of the destination's
-   * chain. A file the copy keeps as it is (owner, mode and times: no --chown or --chmod) and
+   * The sources are read-only layer directories themselves rather than a view of them: a
+   * whiteout in one (a 0/0 character device) hides what it names and is not copied.
+   */
+  layerSources?: boolean;
+  /**
+   * With layerSources, and the layers are not part of the destination's chain. A file the copy
+   * keeps as it is (owner, mode and times: no --chown or --chmod) and
    * writes into `upper` is then a hard link to its source instead of a copy: nothing writes to
    * a layer once it is made, and a container's change to the file lands in an upper directory of
    * its own. Only a file with no other name is linked, so that no view of a chain ever shows one
@@ -248,8 +253,7 @@ async function copyChildren(srcDir: string, destDir: string, ctx: EntryCtx, fres
     if (ctx.fromContext && ctx.exclusion !== NO_EXCLUSION && ctx.exclusion.excluded(posix.relative(ctx.srcRoot, src))) continue;
     if (ctx.excludes && ctx.excludes !== NO_EXCLUSION && ctx.matchRoot && ctx.excludes.excluded(posix.relative(ctx.matchRoot, src))) continue;
     const st = lstatSync(src);
-    // A whiteout: only met when reading a layer directory itself, and hides what it names.
-    if (st.isCharacterDevice() && st.rdev === 0) continue;
+    if (ctx.layerSources && st.isCharacterDevice() && st.rdev === 0) continue;
     let dest = `${destDir}/${name}`;
     let existing = fresh ? null : lstatOrNull(dest);
     if (existing?.isSymbolicLink() && st.isDirectory()) {

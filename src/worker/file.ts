@@ -64,7 +64,7 @@ async function copyFrom(store: Store, dest: { root: string; upper?: string; laye
     // file under two names.
     const below = dest.layers.map((l) => `${store.layerFs(l.diffId)}/`);
     const linkSources = direct.every((s) => s.matches.every((m) => !below.some((dir) => m.host.startsWith(dir))));
-    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/', linkSources });
+    await copyIntoRoot(dest.root, action, direct, { ...options, srcRoot: '/', layerSources: true, linkSources });
     return;
   }
   const what = source.vertex.meta.stage ? `stage "${source.vertex.meta.stage}"` : describeSource(source);

@@ -9,6 +9,7 @@ import { run } from '../../cache/exec.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
 import { ensureLayerFs } from '../../cache/layers.js';
 import { mountOverlay, mountsUnder, mountTmpfs, unmount } from '../../cache/overlay.js';
+import { mayHaveXattrs } from '../../cache/syscalls.js';
 import type { Store } from '../../cache/store.js';
 import type { ExecOp } from '../../solver/graph.js';
 import { EMPTY_SESSION, type SolvedVertex, type StepContext } from '../../solver/worker.js';
@@ -66,6 +67,8 @@ export async function withReadOnlyView<T>(store: Store, layers: readonly LayerRo
  * much per file as reading the layer directory.
  */
 export async function layerSources(store: Store, layers: readonly LayerRow[], patterns: readonly string[], signal?: AbortSignal): Promise<Selection[] | undefined> {
+  // Sources outside the root are refused by the view's selection, with its message.
+  if (patterns.some((p) => /^\.\.(\/|$)/.test(posix.normalize(p)))) return undefined;
   const rels = patterns.map(cleanSource);
   if (rels.some((rel) => rel === '.' || hasGlob(rel))) return undefined;
   for (const l of layers) await ensureLayerFs(store, l.diffId, signal);
@@ -110,7 +113,7 @@ function probeLayer(root: string, parts: readonly string[], readOpaque: boolean)
     if (st === undefined) return { kind: 'absent', opaque };
     const last = i === parts.length - 1;
     if (st.isDirectory()) {
-      if (readOpaque && !opaque) opaque = getAttributeSync(path, 'trusted.overlay.opaque')?.toString('latin1') === 'y';
+      if (readOpaque && !opaque && mayHaveXattrs(path) !== false) opaque = getAttributeSync(path, 'trusted.overlay.opaque')?.toString('latin1') === 'y';
       if (last) return { kind: 'dir', opaque };
     } else {
       return { kind: last && st.isFile() ? 'file' : 'other', opaque };

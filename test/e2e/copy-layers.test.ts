@@ -119,6 +119,15 @@ describe('COPY through layer directories', () => {
     const r = await kiln(root, ['build', '--progress', 'plain', '-f', gone, ctx]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('Source "/gone" not found in stage "src"');
+    // A directory made anew over a deleted one is opaque: what the layer below had in it is gone.
+    const hidden = dockerfile('Dockerfile.hidden', ['FROM test/base:1 AS src', 'RUN mkdir -p /p/q && echo x > /p/q/x', 'RUN rm -rf /p && mkdir -p /p/r', 'FROM test/base:1', 'COPY --from=src /p/q /q']);
+    const h = await kiln(root, ['build', '--progress', 'plain', '-f', hidden, ctx]);
+    expect(h.code, h.stderr).toBe(1);
+    expect(h.stderr).toContain('Source "/p/q" not found in stage "src"');
+    const outside = dockerfile('Dockerfile.outside', ['FROM test/base:1 AS src', 'RUN mkdir /d && echo f > /d/f', 'FROM test/base:1', 'COPY --from=src ../d /d']);
+    const o = await kiln(root, ['build', '--progress', 'plain', '-f', outside, ctx]);
+    expect(o.code).toBe(1);
+    expect(o.stderr).toContain('Source "../d" is outside stage "src"');
   });
 
   it('leaves out what a whiteout in the source layer hides', async () => {
