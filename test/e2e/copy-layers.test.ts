@@ -35,6 +35,13 @@ describe('COPY through layer directories', () => {
   const listing = (image: string, dir: string) =>
     sh(image, `cd ${dir} && find . | sort | while read -r p; do stat -c '%n %a %u:%g %s %Y %F' "$p"; [ -L "$p" ] && readlink "$p"; done; true`);
 
+  /** A build whose last step, COPY --from=src ARGS, fails with `message` after stage src's RUNs. */
+  const fails = async (name: string, runs: string[], args: string, message: string) => {
+    const file = dockerfile(name, ['FROM test/base:1 AS src', ...runs, 'FROM test/base:1', `COPY --from=src ${args}`]);
+    const r = await kiln(root, ['build', '--progress', 'plain', '-f', file, ctx]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain(message);
+  };
   /** A listing without its first line: the directory itself, which COPY makes anew. */
   const below = (list: string) => list.split('\n').slice(1).join('\n');
 
@@ -115,19 +122,10 @@ describe('COPY through layer directories', () => {
     ]);
     await build(file, '-t', 'copy/merged:1');
     expect(await sh('copy/merged:1', 'ls -A /m; cat /m/x /m/z')).toBe('x\nz\nx\nz\n');
-    const gone = dockerfile('Dockerfile.gone', ['FROM test/base:1 AS src', 'RUN mkdir /gone && echo f > /gone/f', 'RUN rm -rf /gone', 'FROM test/base:1', 'COPY --from=src /gone /gone']);
-    const r = await kiln(root, ['build', '--progress', 'plain', '-f', gone, ctx]);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain('Source "/gone" not found in stage "src"');
+    await fails('Dockerfile.gone', ['RUN mkdir /gone && echo f > /gone/f', 'RUN rm -rf /gone'], '/gone /gone', 'Source "/gone" not found in stage "src"');
     // A directory made anew over a deleted one is opaque: what the layer below had in it is gone.
-    const hidden = dockerfile('Dockerfile.hidden', ['FROM test/base:1 AS src', 'RUN mkdir -p /p/q && echo x > /p/q/x', 'RUN rm -rf /p && mkdir -p /p/r', 'FROM test/base:1', 'COPY --from=src /p/q /q']);
-    const h = await kiln(root, ['build', '--progress', 'plain', '-f', hidden, ctx]);
-    expect(h.code, h.stderr).toBe(1);
-    expect(h.stderr).toContain('Source "/p/q" not found in stage "src"');
-    const outside = dockerfile('Dockerfile.outside', ['FROM test/base:1 AS src', 'RUN mkdir /d && echo f > /d/f', 'FROM test/base:1', 'COPY --from=src ../d /d']);
-    const o = await kiln(root, ['build', '--progress', 'plain', '-f', outside, ctx]);
-    expect(o.code).toBe(1);
-    expect(o.stderr).toContain('Source "../d" is outside stage "src"');
+    await fails('Dockerfile.hidden', ['RUN mkdir -p /p/q && echo x > /p/q/x', 'RUN rm -rf /p && mkdir -p /p/r'], '/p/q /q', 'Source "/p/q" not found in stage "src"');
+    await fails('Dockerfile.outside', ['RUN mkdir /d && echo f > /d/f'], '../d /d', 'Source "../d" is outside stage "src"');
   });
 
   it('leaves out what a whiteout in the source layer hides', async () => {
