@@ -41,9 +41,6 @@ export class Store {
   readonly layersDir: string;
   readonly mntDir: string;
   private readonly cleaners = new Map<string, LeaseCleaner>();
-  /** Removals started by discard() and not finished yet. */
-  private readonly discards = new Set<Promise<void>>();
-  private closed = false;
 
   private constructor(root: string, db: StoreDb) {
     this.root = root;
@@ -70,13 +67,7 @@ export class Store {
   }
 
   close(): void {
-    this.closed = true;
     this.db.close();
-  }
-
-  /** Waits until the directories discard() set aside are gone. */
-  async settle(): Promise<void> {
-    while (this.discards.size > 0) await Promise.all([...this.discards]);
   }
 
   /** Directory of an unpacked layer, usable as an overlay lowerdir. */
@@ -234,44 +225,16 @@ export class Store {
     const target = join(this.layersDir, digestHex(diffId));
     if (unpackedSize !== undefined) this.db.setLayerUnpackedSize(diffId, unpackedSize);
     if (existsSync(target)) {
-      await this.discard(ws.dir);
+      await rm(ws.dir, { recursive: true, force: true });
       return;
     }
     try {
       await rename(ws.dir, target);
     } catch (err) {
       if (!isErrno(err, 'ENOTEMPTY') && !isErrno(err, 'EEXIST')) throw err;
-      await this.discard(ws.dir);
+      await rm(ws.dir, { recursive: true, force: true });
       return;
     }
     await fsyncDir(this.layersDir);
-  }
-
-  /**
-   * Removes a directory without waiting for it: renamed aside under a lease of its own and
-   * deleted in the background, the lease dropped once it is gone. A dropped upperdir of a big
-   * layer is thousands of unlinks (~50 ms for 2,000 files on tmpfs) that need not hold up the
-   * next step; a build waits for them before it ends (settle), and a process that dies first
-   * leaves them to the next start's recovery.
-   */
-  private async discard(dir: string): Promise<void> {
-    const aside = `${dir}.discard`;
-    const lease = this.lease('dir', aside);
-    try {
-      await rename(dir, aside);
-    } catch (err) {
-      this.release(lease);
-      if (isErrno(err, 'ENOENT')) return;
-      throw err;
-    }
-    const removal: Promise<void> = rm(aside, { recursive: true, force: true })
-      .then(() => {
-        if (!this.closed) this.release(lease);
-      })
-      .catch(() => {
-        // Still leased: recovery removes what is left.
-      })
-      .finally(() => this.discards.delete(removal));
-    this.discards.add(removal);
   }
 }

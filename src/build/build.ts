@@ -61,16 +61,6 @@ export const LINUX_AMD64: Platform = { os: 'linux', architecture: 'amd64' };
 
 /** Reads the request's inputs, compiles, solves, writes the image, tags it, runs exporters. */
 export async function build(engine: Engine, req: BuildRequest): Promise<BuildResult> {
-  try {
-    return await buildImage(engine, req);
-  } finally {
-    // Upper directories that steps dropped (a layer another step or build committed first) are
-    // removed in the background while the build goes on; it ends once they are gone.
-    await engine.store.settle();
-  }
-}
-
-async function buildImage(engine: Engine, req: BuildRequest): Promise<BuildResult> {
   const progress = req.progress ?? (() => {});
   const contextDir = resolve(req.contextDir);
   await checkContext(contextDir);

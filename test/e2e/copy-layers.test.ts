@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
-import Database from 'better-sqlite3';
+import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, mountsUnder, storeAndContext, type TempDir } from '../helpers/kiln.js';
@@ -109,24 +108,6 @@ describe('COPY through layer directories', () => {
     const [d, e] = (await sh('copy/self:1', 'cat /e/f; stat -c %i /d/f /e/f')).split('\n').slice(1);
     expect(d).toMatch(/^\d+$/);
     expect(e).not.toBe(d);
-  });
-
-  it('drops a step\'s layer that is stored already, in the background, and leaves nothing behind', async () => {
-    // SOURCE_DATE_EPOCH makes each rerun write byte-identical layers, which are stored already.
-    const file = dockerfile('Dockerfile.again', ['FROM test/base:1', 'COPY tree /tree', 'RUN mkdir /many && for i in $(seq 500); do echo $i > /many/$i; done']);
-    const epoch = ['--build-arg', 'SOURCE_DATE_EPOCH=1000000000'];
-    await build(file, ...epoch, '-t', 'copy/again:1', '--iidfile', join(work.path, 'first'));
-    const again = await build(file, ...epoch, '--no-cache', '-t', 'copy/again:2', '--iidfile', join(work.path, 'again'));
-    expect(again.stderr).not.toMatch(/CACHED/);
-    expect(readFileSync(join(work.path, 'again'), 'utf8')).toBe(readFileSync(join(work.path, 'first'), 'utf8'));
-    expect(readdirSync(join(root, 'layers')).filter((n) => n.startsWith('.work-'))).toEqual([]);
-    expect(await sh('copy/again:2', 'ls /many | wc -l; cat /tree/sub/shared.txt')).toBe('500\nshared\n');
-    const db = new Database(join(root, 'kiln.db'), { readonly: true });
-    try {
-      expect(db.prepare('SELECT kind, target FROM leases').all()).toEqual([]);
-    } finally {
-      db.close();
-    }
   });
 
   it('reads a directory merged from several layers through the view: deletions hold', async () => {
