@@ -2,7 +2,9 @@
 # Kiln against its peers on the same machine in the same run: BuildKit (dockerd 20.10 with
 # DOCKER_BUILDKIT=1) and buildah, the same Dockerfiles and contexts, every tool starting from an
 # empty cache and pulling the same busybox base from a local registry. Prints wall times and
-# Kiln's time as a ratio of each peer's (below 1 is faster). It is not a test.
+# Kiln's time as a ratio of each peer's (below 1 is faster). Tools take turns: each round of a
+# scenario builds once with every tool, so load and noise on this machine fall on all of them.
+# It is not a test.
 #
 # Usage: bench/peers.sh [RUNS]    (RUNS: repeats of each scenario, median taken; default 3; a cold
 # build starts from an empty cache each time)
@@ -116,30 +118,38 @@ read -r -a TOOLS <<<"${TOOLS:-kiln buildkit buildah}"
 SCENARIOS=(cold noop touch edit big-cold big-warm big-edit)
 declare -A RESULT
 
-run_tool() {
-  local tool=$1 times i
-  log "$tool: cold build"
-  times=(); for i in $(seq "$RUNS"); do "reset_$tool"; times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
-  RESULT[$tool,cold]=$(printf '%s\n' "${times[@]}" | median)
-  times=(); for i in $(seq "$RUNS"); do times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
-  RESULT[$tool,noop]=$(printf '%s\n' "${times[@]}" | median)
-  times=(); for i in $(seq "$RUNS"); do touch "$W/ctx/one.txt"; times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
-  RESULT[$tool,touch]=$(printf '%s\n' "${times[@]}" | median)
-  times=(); for i in $(seq "$RUNS"); do echo "edit $tool $i" >"$W/ctx/one.txt"; times+=("$(timed_ms "build_$tool" "$W/ctx" peers/bench:ctx)"); done
-  RESULT[$tool,edit]=$(printf '%s\n' "${times[@]}" | median)
-  log "$tool: $BIG_FILES-file context"
-  times=(); for i in $(seq "$RUNS"); do "reset_$tool"; times+=("$(timed_ms "build_$tool" "$W/big" peers/bench:big)"); done
-  RESULT[$tool,big-cold]=$(printf '%s\n' "${times[@]}" | median)
-  times=(); for i in $(seq "$RUNS"); do times+=("$(timed_ms "build_$tool" "$W/big" peers/bench:big)"); done
-  RESULT[$tool,big-warm]=$(printf '%s\n' "${times[@]}" | median)
-  times=(); for i in $(seq "$RUNS"); do echo "edit $tool $i" >"$W/big/d000/f00000.txt"; times+=("$(timed_ms "build_$tool" "$W/big" peers/bench:big)"); done
-  RESULT[$tool,big-edit]=$(printf '%s\n' "${times[@]}" | median)
-  # Leave the next tool the machine to itself.
-  "reset_$tool"
+# measure KEY DIR TAG PREP: RUNS rounds, each building DIR once with every tool in turn (after
+# `PREP TOOL ROUND`), so that a slow stretch of the machine falls on all tools alike rather than on
+# whichever ran then; the median per tool goes to RESULT[TOOL,KEY].
+measure() {
+  local key=$1 dir=$2 tag=$3 prep=$4 i tool
+  local -A times=()
+  log "$key"
+  for i in $(seq "$RUNS"); do
+    for tool in "${TOOLS[@]}"; do
+      "$prep" "$tool" "$i"
+      times[$tool]+="$(timed_ms "build_$tool" "$dir" "$tag") "
+    done
+  done
+  for tool in "${TOOLS[@]}"; do
+    # shellcheck disable=SC2086  # one number per word
+    RESULT[$tool,$key]=$(printf '%s\n' ${times[$tool]} | median)
+  done
 }
+empty_cache() { "reset_$1"; }
+unchanged() { :; }
+touch_small() { touch "$W/ctx/one.txt"; }
+edit_small() { echo "edit $1 $2" >"$W/ctx/one.txt"; }
+edit_big() { echo "edit $1 $2" >"$W/big/d000/f00000.txt"; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-for tool in "${TOOLS[@]}"; do run_tool "$tool"; done
+measure cold "$W/ctx" peers/bench:ctx empty_cache
+measure noop "$W/ctx" peers/bench:ctx unchanged
+measure touch "$W/ctx" peers/bench:ctx touch_small
+measure edit "$W/ctx" peers/bench:ctx edit_small
+measure big-cold "$W/big" peers/bench:big empty_cache
+measure big-warm "$W/big" peers/bench:big unchanged
+measure big-edit "$W/big" peers/bench:big edit_big
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- report --------------------------------------------------------------------------------------
