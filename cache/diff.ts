@@ -146,7 +146,8 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
     if (kind === 'symlink') {
       h.linkname = readlinkSync(node.abs);
     } else {
-      [h.devmajor, h.devminor] = [node.st.rdevMajor, node.st.rdevMinor];
+      h.devmajor = node.st.rdevMajor;
+      h.devminor = node.st.rdevMinor;
     }
     if (add(walk, encodeTarHeader(h))) yield take(walk);
   }

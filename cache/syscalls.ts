@@ -109,6 +109,7 @@ export function statEntry(path: string): EntryStat | undefined {
   if (!c || c.statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_NEEDED, statxBuffer) !== 0) return undefined;
   const b = statxBuffer;
   if ((b.readUInt32LE(0) & STATX_NEEDED) !== STATX_NEEDED) return undefined;
+  const nlink = b.readUInt32LE(16);
   return {
     mode: b.readUInt16LE(28),
     uid: b.readUInt32LE(20),
@@ -116,8 +117,8 @@ export function statEntry(path: string): EntryStat | undefined {
     size: Number(b.readBigUInt64LE(40)),
     // struct statx_timestamp: tv_sec (s64), then tv_nsec (u32, always below a second).
     mtime: Number(b.readBigInt64LE(112)),
-    nlink: b.readUInt32LE(16),
-    id: b.readUInt32LE(16) > 1 ? `${b.readUInt32LE(136)}:${b.readUInt32LE(140)}:${b.readBigUInt64LE(32)}` : '',
+    nlink,
+    id: nlink > 1 ? `${b.readUInt32LE(136)}:${b.readUInt32LE(140)}:${b.readBigUInt64LE(32)}` : '',
     rdevMajor: b.readUInt32LE(128),
     rdevMinor: b.readUInt32LE(132),
   };
