@@ -1,7 +1,25 @@
+import type { Stats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { getAttributeSync } from '@napi-rs/xattr';
 import { run } from './exec.js';
 import { KilnError } from './errors.js';
-import { errnoName, nativeLibc } from './syscalls.js';
+import { errnoName, mayHaveXattrs, nativeLibc } from './syscalls.js';
+
+/** overlayfs' whiteout: a 0/0 character device, which hides its name in the layers below. */
+export function isWhiteout(st: Stats): boolean {
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
+/** Whether overlayfs marked the directory `dir` opaque: the layers below show nothing in it. */
+export function isOpaque(dir: string): boolean {
+  if (mayHaveXattrs(dir) === false) return false;
+  try {
+    return getAttributeSync(dir, 'trusted.overlay.opaque')?.toString('latin1') === 'y';
+  } catch {
+    // The attribute is absent (the binding may report ENODATA as a generic failure).
+    return false;
+  }
+}
 
 export interface OverlayOptions {
   /** Lower directories, top first (short absolute paths: see Store.shortLink). */

@@ -28,6 +28,7 @@ import { addAbortSignal, type Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { listAttributesSync, removeAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { KilnError } from './errors.js';
+import { isWhiteout } from './overlay.js';
 import type { DecodedTarHeader } from './tarheader.js';
 import { readTar } from './tarreader.js';
 import { crashPoint } from './trace.js';
@@ -355,10 +356,6 @@ function timesOf(h: DecodedTarHeader): { atime: number; mtime: number } {
 function setTimes(abs: string, h: DecodedTarHeader): void {
   const { atime, mtime } = timesOf(h);
   lutimesSync(abs, atime, mtime);
-}
-
-function isWhiteout(st: Stats): boolean {
-  return st.isCharacterDevice() && st.rdev === 0;
 }
 
 const execFileAsync = promisify(execFile);

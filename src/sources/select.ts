@@ -19,6 +19,12 @@ export interface Selection {
   matches: { rel: string; host: string }[];
 }
 
+/** Whether a source path names something above its root (`..`, `../x`, `a/../../x`). */
+export function escapesRoot(pattern: string): boolean {
+  const normalized = posix.normalize(pattern);
+  return normalized === '..' || normalized.startsWith('../');
+}
+
 /** Cleans a source path so that it stays inside its root (`../x` → `x`, `/a` → `a`). */
 export function cleanSource(p: string): string {
   const cleaned = posix.normalize(`/${p}`).slice(1);
@@ -32,8 +38,7 @@ export function cleanSource(p: string): string {
 export async function selectSources(root: string, patterns: readonly string[], exclusion: Exclusion, what: string): Promise<Selection[]> {
   const out: Selection[] = [];
   for (const pattern of patterns) {
-    const normalized = posix.normalize(pattern);
-    if (normalized === '..' || normalized.startsWith('../')) {
+    if (escapesRoot(pattern)) {
       throw new KilnError('SOURCE_OUTSIDE', `Source "${pattern}" is outside ${what}`, { hint: 'COPY and ADD can only read files inside the context; move the file into it' });
     }
     const clean = cleanSource(pattern);

@@ -27,6 +27,7 @@ import { posix } from 'node:path';
 import { listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
+import { isWhiteout } from '../../cache/overlay.js';
 import { mayHaveXattrs } from '../../cache/syscalls.js';
 import type { CopyAction } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
@@ -253,7 +254,7 @@ async function copyChildren(srcDir: string, destDir: string, ctx: EntryCtx, fres
     if (ctx.fromContext && ctx.exclusion !== NO_EXCLUSION && ctx.exclusion.excluded(posix.relative(ctx.srcRoot, src))) continue;
     if (ctx.excludes && ctx.excludes !== NO_EXCLUSION && ctx.matchRoot && ctx.excludes.excluded(posix.relative(ctx.matchRoot, src))) continue;
     const st = lstatSync(src);
-    if (ctx.layerSources && st.isCharacterDevice() && st.rdev === 0) continue;
+    if (ctx.layerSources && isWhiteout(st)) continue;
     let dest = `${destDir}/${name}`;
     let existing = fresh ? null : lstatOrNull(dest);
     if (existing?.isSymbolicLink() && st.isDirectory()) {

@@ -1,6 +1,5 @@
 import type { Stats } from 'node:fs';
 import { lstat, mkdir, readdir, rmdir, unlink, utimes } from 'node:fs/promises';
-import { getAttributeSync } from '@napi-rs/xattr';
 import { posix } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { LayerRow } from '../../cache/db.js';
@@ -8,7 +7,7 @@ import { KilnError, NO_SPACE_HINT } from '../../cache/errors.js';
 import { diskFull, isErrno } from '../../cache/fsutil.js';
 import { commitWorkspace } from '../../cache/layers.js';
 import { traced } from '../../cache/trace.js';
-import { unmount } from '../../cache/overlay.js';
+import { isOpaque, unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
 import type { ExecOp } from '../../solver/graph.js';
 import type { Snapshot, SolvedVertex, StepContext } from '../../solver/worker.js';
@@ -170,11 +169,3 @@ async function removeStubs(upper: string, stubs: Stubs): Promise<void> {
   }
 }
 
-function isOpaque(dir: string): boolean {
-  try {
-    return getAttributeSync(dir, 'trusted.overlay.opaque')?.toString() === 'y';
-  } catch {
-    // The attribute is absent (the binding reports ENODATA as a generic failure).
-    return false;
-  }
-}

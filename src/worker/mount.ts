@@ -1,5 +1,4 @@
 import { chmodSync, chownSync, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, utimesSync } from 'node:fs';
-import { getAttributeSync } from '@napi-rs/xattr';
 import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { acquireCacheMount } from '../../cache/cachemounts.js';
@@ -8,8 +7,7 @@ import { KilnError } from '../../cache/errors.js';
 import { run } from '../../cache/exec.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
 import { ensureLayerFs } from '../../cache/layers.js';
-import { mountOverlay, mountsUnder, mountTmpfs, unmount } from '../../cache/overlay.js';
-import { mayHaveXattrs } from '../../cache/syscalls.js';
+import { isOpaque, mountOverlay, mountsUnder, mountTmpfs, unmount } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
 import type { ExecOp } from '../../solver/graph.js';
 import { EMPTY_SESSION, type SolvedVertex, type StepContext } from '../../solver/worker.js';
@@ -18,7 +16,7 @@ import { secureJoin } from '../fsutil/securejoin.js';
 import { TimeSlice } from '../fsutil/timeslice.js';
 import { hasGlob } from '../fsutil/glob.js';
 import { exclusionFor } from '../sources/exclusion.js';
-import { cleanSource, NO_EXCLUSION, type Exclusion, type Selection } from '../sources/select.js';
+import { cleanSource, escapesRoot, NO_EXCLUSION, type Exclusion, type Selection } from '../sources/select.js';
 
 /**
  * Mounts a chain of layers on `target`: with `upper`, a writable view whose changes land there;
@@ -68,7 +66,7 @@ export async function withReadOnlyView<T>(store: Store, layers: readonly LayerRo
  */
 export async function layerSources(store: Store, layers: readonly LayerRow[], patterns: readonly string[], signal?: AbortSignal): Promise<Selection[] | undefined> {
   // Sources outside the root are refused by the view's selection, with its message.
-  if (patterns.some((p) => /^\.\.(\/|$)/.test(posix.normalize(p)))) return undefined;
+  if (patterns.some(escapesRoot)) return undefined;
   const rels = patterns.map(cleanSource);
   if (rels.some((rel) => rel === '.' || hasGlob(rel))) return undefined;
   for (const l of layers) await ensureLayerFs(store, l.diffId, signal);
@@ -113,7 +111,7 @@ function probeLayer(root: string, parts: readonly string[], readOpaque: boolean)
     if (st === undefined) return { kind: 'absent', opaque };
     const last = i === parts.length - 1;
     if (st.isDirectory()) {
-      if (readOpaque && !opaque && mayHaveXattrs(path) !== false) opaque = getAttributeSync(path, 'trusted.overlay.opaque')?.toString('latin1') === 'y';
+      if (readOpaque && !opaque) opaque = isOpaque(path);
       if (last) return { kind: 'dir', opaque };
     } else {
       return { kind: last && st.isFile() ? 'file' : 'other', opaque };
