@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
 import { isNoSpace, noSpaceError } from './errors.js';
 
-const SCHEMA_VERSION = 4;
+const SCHEMA_VERSION = 5;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -130,6 +130,9 @@ export class StoreDb {
       // layers unpacked before: those count by their blob alone).
       const columns = this.db.pragma('table_info(layers)') as { name: string }[];
       if (!columns.some((c) => c.name === 'unpacked_size')) this.db.exec('ALTER TABLE layers ADD COLUMN unpacked_size INTEGER');
+      // Version 5: checksums cover extended attributes, which the memo rows of earlier versions
+      // left out (a file's row stays valid while its stat does): they are computed afresh.
+      if (version > 0 && version < 5) this.db.exec('DELETE FROM checksums');
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
       // Immediate: two processes opening an old store at once take turns instead of racing.
     }).immediate();

@@ -1,6 +1,6 @@
 import type { Stats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { getAttributeSync } from '@napi-rs/xattr';
+import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { run } from './exec.js';
 import { KilnError } from './errors.js';
 import { errnoName, mayHaveXattrs, nativeLibc } from './syscalls.js';
@@ -19,6 +19,26 @@ export function isOpaque(dir: string): boolean {
     // The attribute is absent (the binding may report ENODATA as a generic failure).
     return false;
   }
+}
+
+const NO_XATTRS: readonly [string, Buffer][] = [];
+
+/**
+ * The extended attributes a copy of `path` carries, in name order (security.capability, ACLs,
+ * user.*): all but overlayfs' own `trusted.overlay.*`, which describe one mount's layers, and the
+ * SELinux label, which the host's policy gives a file where it lands. Not for symbolic links.
+ */
+export function contentXattrs(path: string): readonly [string, Buffer][] {
+  if (mayHaveXattrs(path) === false) return NO_XATTRS;
+  const names = listAttributesSync(path).filter((n) => !n.startsWith('trusted.overlay.') && n !== 'security.selinux');
+  if (names.length === 0) return NO_XATTRS;
+  const out: [string, Buffer][] = [];
+  for (const name of names.sort()) {
+    const value = getAttributeSync(path, name);
+    // null: the attribute went away between listing and reading.
+    if (value !== null) out.push([name, value]);
+  }
+  return out;
 }
 
 export interface OverlayOptions {

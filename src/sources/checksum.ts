@@ -2,6 +2,7 @@ import { type BigIntStats, createReadStream, lstatSync, readFileSync, readdirSyn
 import { posix } from 'node:path';
 import type { ChecksumMemo, StoreDb } from '../../cache/db.js';
 import { digestOf, Hasher } from '../../cache/digest.js';
+import { contentXattrs } from '../../cache/overlay.js';
 import { crashPoint } from '../../cache/trace.js';
 import { TimeSlice } from '../fsutil/timeslice.js';
 import { NO_EXCLUSION, type Exclusion, type Selection } from './select.js';
@@ -12,8 +13,8 @@ type Entry = [rel: string, type: string, mode: number, uid: number, gid: number,
 const READ_WHOLE = 1024 * 1024;
 
 /**
- * The content checksum of selected files: relative path, type, mode, owner, size, content hash
- * and link target of each — never mtime, so touching a file keeps the cache. Content hashes are
+ * The content checksum of selected files: relative path, type, mode, owner, size, content hash,
+ * extended attributes (of files and directories) and link target of each — never mtime, so touching a file keeps the cache. Content hashes are
  * memoised by (dev, inode, size, mtime, ctime) in the index: an unchanged file costs one stat.
  *
  * The tree is walked with synchronous calls paced by a TimeSlice (a thread pool round trip per
@@ -46,7 +47,7 @@ export async function checksumSelections(
       if (big) await big;
       return;
     }
-    entries.push([rel, 'dir', Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), 0, '']);
+    entries.push([rel, 'dir', Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), 0, memoised(host, st, memos, () => xattrsOf(host))]);
     const below = memos ?? db.checksumsUnder(host);
     const names = readdirSync(host).sort();
     for (const name of names) {
@@ -79,21 +80,19 @@ export async function checksumSelections(
       entries.push([rel, 'other', mode, uid, gid, 0, String(st.rdev)]);
       return undefined;
     }
-    const memo = memos ? memos.get(host) : db.getChecksum(host);
     const size = Number(st.size);
-    const dev = Number(st.dev);
-    const ino = Number(st.ino);
-    const mtimeNs = String(st.mtimeNs);
-    const ctimeNs = String(st.ctimeNs);
-    if (memo && memo.dev === dev && memo.ino === ino && memo.size === size && memo.mtimeNs === mtimeNs && memo.ctimeNs === ctimeNs) {
-      entries.push([rel, 'file', mode, uid, gid, size, memo.sum]);
+    const known = memoHit(host, st, memos);
+    if (known !== undefined) {
+      entries.push([rel, 'file', mode, uid, gid, size, known]);
       return undefined;
     }
     // The entry takes its place in the list now; its sum is filled in once the content is hashed.
     const at = entries.length;
     entries.push([rel, 'file', mode, uid, gid, size, '']);
-    const record = (sum: string) => {
-      memoWrites.push({ path: host, dev, ino, size, mtimeNs, ctimeNs, sum });
+    const xattrs = xattrsOf(host);
+    const record = (content: string) => {
+      const sum = xattrs === '' ? content : `${content} ${xattrs}`;
+      memoWrites.push(memoRow(host, st, sum));
       crashPoint('checksum');
       entries[at]![6] = sum;
     };
@@ -102,6 +101,21 @@ export async function checksumSelections(
       return undefined;
     }
     return hashFile(host).then(record);
+  };
+  /** The memoised sum of `host` when its stat still matches the memo's. */
+  const memoHit = (host: string, st: BigIntStats, memos: Map<string, ChecksumMemo> | undefined): string | undefined => {
+    const memo = memos ? memos.get(host) : db.getChecksum(host);
+    if (!memo) return undefined;
+    const same = memo.dev === Number(st.dev) && memo.ino === Number(st.ino) && memo.size === Number(st.size);
+    return same && memo.mtimeNs === String(st.mtimeNs) && memo.ctimeNs === String(st.ctimeNs) ? memo.sum : undefined;
+  };
+  /** A directory's sum (its extended attributes), memoised like a file's: no xattr read when unchanged. */
+  const memoised = (host: string, st: BigIntStats, memos: Map<string, ChecksumMemo> | undefined, compute: () => string): string => {
+    const known = memoHit(host, st, memos);
+    if (known !== undefined) return known;
+    const sum = compute();
+    memoWrites.push(memoRow(host, st, sum));
+    return sum;
   };
   for (const sel of selections) {
     entries.push([`>${sel.pattern}`, 'pattern', 0, 0, 0, 0, '']);
@@ -116,6 +130,21 @@ export async function checksumSelections(
   // The entries hold only strings and numbers, for which JSON.stringify is canonical JSON
   // already (the same text canonicalJson gives, so keys stay as they were) without its copy.
   return digestOf(JSON.stringify(entries));
+}
+
+function memoRow(path: string, st: BigIntStats, sum: string): ChecksumMemo & { path: string } {
+  return { path, dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), sum };
+}
+
+/**
+ * What a file's or directory's checksum covers of its extended attributes: '' without any (so
+ * the checksums of trees without them are what they were), else a digest of the names and values
+ * a COPY carries (contentXattrs). Setting an attribute changes the ctime, so the memo notices.
+ */
+function xattrsOf(path: string): string {
+  const xattrs = contentXattrs(path);
+  if (xattrs.length === 0) return '';
+  return `xattrs:${digestOf(JSON.stringify(xattrs.map(([name, value]) => [name, value.toString('base64')])))}`;
 }
 
 async function hashFile(path: string): Promise<string> {

@@ -24,10 +24,10 @@ import {
 } from 'node:fs';
 import { chmod, chown, copyFile, lstat, mkdir, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { listAttributesSync } from '@napi-rs/xattr';
+import { listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
-import { isWhiteout } from '../../cache/overlay.js';
+import { contentXattrs, isWhiteout } from '../../cache/overlay.js';
 import { mayHaveXattrs } from '../../cache/syscalls.js';
 import type { CopyAction } from '../../solver/graph.js';
 import { secureJoin } from '../fsutil/securejoin.js';
@@ -273,11 +273,26 @@ function lstatOrNull(p: string): Stats | null {
 
 /**
  * Whether `src` may become `dest` as a hard link (see CopyOptions.linkSources): the copy keeps
- * its metadata, it has one name, and no extended attributes (a copy leaves them behind).
+ * its metadata, it has one name, and no extended attributes (overlayfs' own ones, which a copy
+ * leaves behind, would come along).
  */
 function linkable(src: string, st: Stats, dest: string, ctx: EntryCtx): boolean {
   if (!ctx.linkSources || ctx.owner !== undefined || ctx.mode !== undefined || ctx.upper === undefined) return false;
   return st.nlink === 1 && dest.startsWith(`${ctx.upper}/`) && !(mayHaveXattrs(src) ?? listAttributesSync(src).length > 0);
+}
+
+/**
+ * Gives `dest` the extended attributes of `src` (contentXattrs: file capabilities, ACLs, user.*),
+ * as BuildKit's COPY does; after chown, which clears security.capability.
+ */
+function copyXattrs(src: string, dest: string): void {
+  for (const [name, value] of contentXattrs(src)) {
+    try {
+      setAttributeSync(dest, name, value);
+    } catch (err) {
+      throw new KilnError('COPY_XATTR', `Cannot copy the extended attribute "${name}" of "${src}": ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
 }
 
 /** Copies the matched source `src` itself, which was resolved through symlinks, to `dest`. */
@@ -300,6 +315,7 @@ async function copyEntry(src: string, st: Stats, dest: string, existing: Stats |
     await copyChildren(src, into, ctx, fresh);
     chownSync(into, owner.uid, owner.gid);
     chmodSync(into, mode);
+    copyXattrs(src, into);
     utimesSync(into, st.atimeMs / 1000, st.mtimeMs / 1000);
     return;
   }
@@ -322,6 +338,7 @@ async function copyEntry(src: string, st: Stats, dest: string, existing: Stats |
     await copyFile(src, dest, constants.COPYFILE_FICLONE);
     await chown(dest, owner.uid, owner.gid);
     await chmod(dest, mode);
+    copyXattrs(src, dest);
     await utimes(dest, st.atimeMs / 1000, st.mtimeMs / 1000);
     return;
   }
@@ -344,6 +361,7 @@ async function copyEntry(src: string, st: Stats, dest: string, existing: Stats |
       // chown before chmod: changing the owner clears the set-user-ID and set-group-ID bits.
       if (!owned) fchownSync(output, owner.uid, owner.gid);
       if (!finalMode) fchmodSync(output, mode);
+      copyXattrs(src, dest);
       futimesSync(output, st.atimeMs / 1000, st.mtimeMs / 1000);
     } finally {
       closeSync(output);

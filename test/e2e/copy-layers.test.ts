@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kiln, mountsUnder, storeAndContext, type TempDir } from '../helpers/kiln.js';
+import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
+import { kiln, mountsUnder, stepCached, stepRan, storeAndContext, type TempDir } from '../helpers/kiln.js';
 
 /*
  * COPY reads a stage's directory straight from the layer that holds it and fills the
@@ -165,5 +166,58 @@ describe('COPY through layer directories', () => {
     expect(below(await listing('copy/dest:1', '/sg'))).toBe(below(fresh));
     expect(await sh('copy/dest:1', 'stat -c "%a %u:%g" /sg /sg/sub /sg/sub/shared.txt /sg/tool')).toBe('2775 0:50\n755 0:0\n644 0:0\n4755 0:0\n');
     expect(await sh('copy/dest:1', 'cd /owned && find . | sort | xargs stat -c "%n %a %u:%g"')).toBe('. 755 1000:1000\n./deeper 640 1000:1000\n./deeper/deep.txt 640 1000:1000\n./shared.txt 640 1000:1000\n');
+  });
+  it('carries extended attributes from the context and from a stage, past --chown; a changed one misses the cache', async () => {
+    // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2): what setcap writes.
+    const capability = Buffer.alloc(20);
+    capability.writeUInt32LE(0x02000001, 0);
+    capability.writeUInt32LE(1 << 13, 4);
+    mkdirSync(join(ctx, 'attrs/sub'), { recursive: true });
+    writeFileSync(join(ctx, 'attrs/ping'), 'ping\n');
+    writeFileSync(join(ctx, 'attrs/note'), 'note\n');
+    writeFileSync(join(ctx, 'attrs/bare'), 'bare\n');
+    setAttributeSync(join(ctx, 'attrs/ping'), 'security.capability', capability);
+    setAttributeSync(join(ctx, 'attrs/note'), 'user.kiln.note', 'first');
+    setAttributeSync(join(ctx, 'attrs/sub'), 'user.kiln.dir', 'd');
+    const file = dockerfile('Dockerfile.xattrs', [
+      'FROM test/base:1 AS src',
+      'COPY attrs /src',
+      'FROM test/base:1',
+      'COPY --from=src /src /copied',
+      'COPY --from=src --chown=1000:1000 /src/ping /owned-ping',
+      'COPY attrs/note /note',
+    ]);
+    const out = join(work.path, 'xattrs-out');
+    const first = await build(file, '-o', `type=local,dest=${out}`);
+    const attrs = (path: string) =>
+      Object.fromEntries(
+        listAttributesSync(join(out, path))
+          .sort()
+          .map((name) => [name, getAttributeSync(join(out, path), name)!.toString('hex')]),
+      );
+    const cap = capability.toString('hex');
+    const note = Buffer.from('first').toString('hex');
+    expect(attrs('copied/ping')).toEqual({ 'security.capability': cap });
+    expect(attrs('owned-ping')).toEqual({ 'security.capability': cap });
+    expect(attrs('copied/note')).toEqual({ 'user.kiln.note': note });
+    expect(attrs('note')).toEqual({ 'user.kiln.note': note });
+    expect(attrs('copied/bare')).toEqual({});
+    expect(attrs('copied/sub')).toEqual({ 'user.kiln.dir': Buffer.from('d').toString('hex') });
+    // The directory named as the source is not copied, only what it holds (as in Docker).
+    expect(attrs('copied')).toEqual({});
+    expect(first.stderr).not.toMatch(/cache miss/);
+    // Unchanged: every step cached. A changed attribute (same content, same mtime): the steps
+    // that copy it run again, and the miss names the file.
+    const again = await build(file);
+    expect(stepCached(again.stderr, 'COPY attrs/note /note')).toBe(true);
+    expect(stepCached(again.stderr, 'COPY attrs /src')).toBe(true);
+    setAttributeSync(join(ctx, 'attrs/note'), 'user.kiln.note', 'second');
+    const changed = await build(file);
+    expect(stepRan(changed.stderr, 'COPY attrs/note /note')).toBe(true);
+    expect(stepRan(changed.stderr, 'COPY attrs /src')).toBe(true);
+    expect(changed.stderr).toContain('cache miss: file "attrs/note" changed');
+    const settled = await build(file);
+    expect(stepCached(settled.stderr, 'COPY attrs/note /note')).toBe(true);
+    expect(stepCached(settled.stderr, 'COPY --from=src --chown=1000:1000 /src/ping /owned-ping')).toBe(true);
   });
 });

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { removeAttributeSync, setAttributeSync } from '@napi-rs/xattr';
+import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreDb } from '../../cache/db.js';
 import { checksumSelections } from '../../src/sources/checksum.js';
@@ -78,7 +80,8 @@ describe('checksumSelections', () => {
     const ctx = makeContext();
     const first = await sum(ctx, ['.']);
     const memos = db.checksumsUnder(ctx);
-    expect(memos.size).toBe(10 * 30 + 1);
+    // Every file, and every directory (for its extended attributes).
+    expect(memos.size).toBe(10 * 30 + 1 + 10);
     // A memo that still matches the file's stat is believed: proof it is what the walk used.
     const path = join(ctx, 'd4/f4');
     const memo = memos.get(path)!;
@@ -101,5 +104,44 @@ describe('checksumSelections', () => {
     expect([...db.checksumsUnder('/c/ctx').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub/b']);
     expect([...db.checksumsUnder('/c/ctx/').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub/b']);
     expect(db.checksumsUnder('/c/none').size).toBe(0);
+  });
+  it('covers extended attributes of files and directories, also when the rest comes from the memo', async () => {
+    const ctx = makeContext();
+    const files: Record<string, string> = {};
+    const first = await sum(ctx, ['.'], [], files);
+    const plain = files['d3/f7']!;
+    setAttributeSync(join(ctx, 'd3/f7'), 'user.note', 'a');
+    const withFile = await sum(ctx, ['.'], [], files);
+    expect(withFile).not.toBe(first);
+    expect(files['d3/f7']).toMatch(new RegExp(`^${plain} xattrs:sha256:[0-9a-f]{64}$`));
+    expect(await sum(ctx, ['.'])).toBe(withFile);
+    setAttributeSync(join(ctx, 'd3/f7'), 'user.note', 'b');
+    const changed = await sum(ctx, ['.']);
+    expect(changed).not.toBe(withFile);
+    removeAttributeSync(join(ctx, 'd3/f7'), 'user.note');
+    expect(await sum(ctx, ['.'])).toBe(first);
+    setAttributeSync(join(ctx, 'd6'), 'user.dir', 'x');
+    const withDir = await sum(ctx, ['.'], [], files);
+    expect(withDir).not.toBe(first);
+    expect(files['d6']).toMatch(/^dir 755 0:0 0 xattrs:sha256:[0-9a-f]{64}$/);
+    // The same directory as the selection itself (its memo read on its own).
+    const alone = await sum(ctx, ['d6']);
+    removeAttributeSync(join(ctx, 'd6'), 'user.dir');
+    expect(await sum(ctx, ['d6'])).not.toBe(alone);
+    expect(await sum(ctx, ['.'])).toBe(first);
+  });
+
+  it('forgets the memo of a store from before attributes were covered', () => {
+    const path = join(tmp, 'kiln.db');
+    db.putChecksums([{ path: '/c/f', dev: 1, ino: 2, size: 3, mtimeNs: '4', ctimeNs: '5', sum: `sha256:${'1'.repeat(64)}` }]);
+    db.close();
+    db = new StoreDb(path);
+    expect(db.getChecksum('/c/f')).toBeDefined();
+    db.close();
+    const raw = new Database(path);
+    raw.pragma('user_version = 4');
+    raw.close();
+    db = new StoreDb(path);
+    expect(db.getChecksum('/c/f')).toBeUndefined();
   });
 });
