@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
 import { isNoSpace, noSpaceError } from './errors.js';
 
-const SCHEMA_VERSION = 5;
+const SCHEMA_VERSION = 6;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -20,6 +20,8 @@ CREATE TABLE IF NOT EXISTS cache (
 CREATE TABLE IF NOT EXISTS checksums (
   path TEXT PRIMARY KEY, dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
   mtime_ns TEXT NOT NULL, ctime_ns TEXT NOT NULL, sum TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checksum_dirs (
+  path TEXT NOT NULL, rel TEXT NOT NULL, stamp TEXT NOT NULL, pieces TEXT NOT NULL, PRIMARY KEY (path, rel));
 CREATE TABLE IF NOT EXISTS steps (
   identity TEXT PRIMARY KEY, key TEXT NOT NULL, ingredients TEXT NOT NULL, updated INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cache_mounts (
@@ -107,6 +109,17 @@ export interface ChecksumMemo {
   sum: string;
 }
 
+/**
+ * A directory's checksum memo: a digest of its entries' stats, and the checksum text they gave
+ * (JSON runs alternating with subdirectory names).
+ */
+export interface ChecksumDirMemo {
+  path: string;
+  rel: string;
+  stamp: string;
+  pieces: string;
+}
+
 /** The store's index: one SQLite database in WAL mode. */
 export class StoreDb {
   readonly db: Database.Database;
@@ -132,6 +145,7 @@ export class StoreDb {
       if (!columns.some((c) => c.name === 'unpacked_size')) this.db.exec('ALTER TABLE layers ADD COLUMN unpacked_size INTEGER');
       // Version 5: checksums cover extended attributes, which the memo rows of earlier versions
       // left out (a file's row stays valid while its stat does): they are computed afresh.
+      // Version 6 adds checksum_dirs (CREATE above).
       if (version > 0 && version < 5) this.db.exec('DELETE FROM checksums');
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
       // Immediate: two processes opening an old store at once take turns instead of racing.
@@ -310,12 +324,15 @@ export class StoreDb {
     return new Map(rows.map((r) => [r.diffId, r.n]));
   }
 
-  /** Forgets memoised checksums of files that no longer exist. */
+  /** Forgets memoised checksums of files and directories that no longer exist. */
   pruneChecksums(): void {
     const paths = this.statement('SELECT path FROM checksums').all() as { path: string }[];
+    const dirs = this.statement('SELECT DISTINCT path FROM checksum_dirs').all() as { path: string }[];
     const del = this.statement('DELETE FROM checksums WHERE path = ?');
+    const delDir = this.statement('DELETE FROM checksum_dirs WHERE path = ?');
     this.transaction(() => {
       for (const { path } of paths) if (!existsSync(path)) del.run(path);
+      for (const { path } of dirs) if (!existsSync(path)) delDir.run(path);
     });
   }
 
@@ -356,27 +373,37 @@ export class StoreDb {
   }
 
   /**
-   * Every memoised checksum of a file below `dir`, in one query: a context checksum looks each of
-   * its files up, and 50,000 single lookups cost far more than one range scan of the primary key.
+   * The memoised checksums of the entries directly in `dir`, in one query: a context checksum
+   * reads them for a directory whose stamp changed, and a thousand single lookups cost far more
+   * than one range scan of the primary key.
    */
-  checksumsUnder(dir: string): Map<string, ChecksumMemo> {
+  checksumsIn(dir: string): Map<string, ChecksumMemo> {
     const prefix = dir.endsWith('/') ? dir : `${dir}/`;
-    // Paths below `prefix` sort between it and the same text with its last "/" raised to "0".
-    const rows = this.statement('SELECT path, dev, ino, size, mtime_ns, ctime_ns, sum FROM checksums WHERE path > ? AND path < ?')
+    // Paths below `prefix` sort between it and the same text with its last "/" raised to "0";
+    // those with no further "/" are its own entries.
+    const rows = this.statement('SELECT path, dev, ino, size, mtime_ns, ctime_ns, sum FROM checksums WHERE path > ? AND path < ? AND instr(substr(path, ?), \'/\') = 0')
       .raw(true)
-      .all(prefix, `${prefix.slice(0, -1)}0`) as [string, number, number, number, string, string, string][];
+      .all(prefix, `${prefix.slice(0, -1)}0`, prefix.length + 1) as [string, number, number, number, string, string, string][];
     const memos = new Map<string, ChecksumMemo>();
     for (const [path, dev, ino, size, mtimeNs, ctimeNs, sum] of rows) memos.set(path, { dev, ino, size, mtimeNs, ctimeNs, sum });
     return memos;
   }
 
-  putChecksums(rows: (ChecksumMemo & { path: string })[]): void {
-    if (rows.length === 0) return;
+  /** A directory's memo for the selection path `rel` (src/sources/checksum.ts). */
+  getChecksumDir(path: string, rel: string): ChecksumDirMemo | undefined {
+    return this.statement('SELECT path, rel, stamp, pieces FROM checksum_dirs WHERE path = ? AND rel = ?').get(path, rel) as ChecksumDirMemo | undefined;
+  }
+
+  /** Memo rows of files and of directories, in one transaction. */
+  putChecksums(rows: (ChecksumMemo & { path: string })[], dirs: readonly ChecksumDirMemo[] = []): void {
+    if (rows.length === 0 && dirs.length === 0) return;
     const stmt = this.statement(
       'INSERT OR REPLACE INTO checksums (path, dev, ino, size, mtime_ns, ctime_ns, sum) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
+    const dirStmt = this.statement('INSERT OR REPLACE INTO checksum_dirs (path, rel, stamp, pieces) VALUES (?, ?, ?, ?)');
     this.transaction(() => {
       for (const r of rows) stmt.run(r.path, r.dev, r.ino, r.size, r.mtimeNs, r.ctimeNs, r.sum);
+      for (const d of dirs) dirStmt.run(d.path, d.rel, d.stamp, d.pieces);
     });
   }
 

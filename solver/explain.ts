@@ -30,8 +30,11 @@ export interface Ingredients {
 /** Content checksums a worker computed for a vertex: the key part and the files behind it. */
 export interface ContentKey {
   key: unknown;
-  /** Relative path → checksum of each selected file, for explanations only (not in the key). */
-  files?: Record<string, string>;
+  /**
+   * Relative path → checksum of each selected file, for explanations only (not in the key);
+   * worked out when asked, which a cached step never does.
+   */
+  files?: () => Record<string, string>;
 }
 
 /**

@@ -143,18 +143,20 @@ export class Solver {
       throw new VertexError(v.meta.name, err, { location: v.meta.location });
     }
     const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content?.key ?? null, sourceDateEpoch: o.sourceDateEpoch }));
-    const ingredients: Ingredients = {
+    // What the key was made of, kept to explain a later miss: needed only when the key is new.
+    let made: Ingredients | undefined;
+    const ingredients = (): Ingredients => (made ??= {
       op,
       inputs: inputs.map((i) => ({ key: i.key, kind: i.vertex.op.kind, manifest: i.vertex.op.kind === 'image' ? i.vertex.op.manifest : undefined })),
       content: content?.key ?? null,
-      files: content?.files,
+      files: content?.files?.(),
       sourceDateEpoch: o.sourceDateEpoch,
-    };
+    });
     const identity = o.identities.get(v.digest);
     const previous = identity === undefined ? undefined : this.db.getStep(identity);
     const remember = () => {
       if (identity !== undefined && previous?.key !== key) {
-        this.db.putStep({ identity, key, ingredients: canonicalJson(ingredients) });
+        this.db.putStep({ identity, key, ingredients: canonicalJson(ingredients()) });
       }
     };
     const noCache = o.noCache === true || (v.meta.stage !== undefined && (o.noCacheFilter ?? []).includes(v.meta.stage));
@@ -184,7 +186,7 @@ export class Solver {
       reasons =
         previous.key === key
           ? ['the cached result was pruned']
-          : explainMiss(JSON.parse(previous.ingredients) as Ingredients, ingredients, v, {
+          : explainMiss(JSON.parse(previous.ingredients) as Ingredients, ingredients(), v, {
               stepNumber: (input) => o.numbers.id(input.digest),
               buildArgs: o.buildArgSet,
             });

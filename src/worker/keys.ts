@@ -1,7 +1,7 @@
 import type { Store } from '../../cache/store.js';
 import type { Vertex } from '../../solver/graph.js';
 import type { ContentKey } from '../../solver/worker.js';
-import { checksumSelections } from '../sources/checksum.js';
+import { checksumSelections, type SelectionChecksum } from '../sources/checksum.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import { selectSources } from '../sources/select.js';
 
@@ -15,7 +15,7 @@ import { selectSources } from '../sources/select.js';
 export async function fileContentKey(store: Store, v: Vertex): Promise<ContentKey | undefined> {
   if (v.op.kind !== 'file') return undefined;
   const sums: (string | null)[] = [];
-  const files: Record<string, string> = {};
+  const parts: SelectionChecksum[] = [];
   for (const action of v.op.actions) {
     if (action.action !== 'copy') continue;
     const src = v.inputs[action.from]?.op;
@@ -25,9 +25,11 @@ export async function fileContentKey(store: Store, v: Vertex): Promise<ContentKe
     }
     const exclusion = exclusionFor(src.exclude);
     const selections = await selectSources(src.source, action.src, exclusion, 'the build context');
-    sums.push(await checksumSelections(store.db, selections, exclusion, src.source, files));
+    const part = await checksumSelections(store.db, selections, exclusion, src.source);
+    parts.push(part);
+    sums.push(part.sum);
   }
-  return { key: sums, files };
+  return { key: sums, files: () => filesOf(parts) };
 }
 
 /**
@@ -37,7 +39,7 @@ export async function fileContentKey(store: Store, v: Vertex): Promise<ContentKe
 export async function execContentKey(store: Store, v: Vertex): Promise<ContentKey | undefined> {
   if (v.op.kind !== 'exec' || !v.op.mounts) return undefined;
   const sums: (string | null)[] = [];
-  const files: Record<string, string> = {};
+  const parts: SelectionChecksum[] = [];
   let any = false;
   for (const m of v.op.mounts) {
     const index = m.type === 'bind' ? m.input : m.type === 'cache' ? m.input : undefined;
@@ -50,7 +52,14 @@ export async function execContentKey(store: Store, v: Vertex): Promise<ContentKe
     const source = m.type === 'bind' ? m.source : m.type === 'cache' ? (m.source ?? '/') : '/';
     const exclusion = exclusionFor(src.exclude);
     const selections = await selectSources(src.source, [source], exclusion, 'the build context');
-    sums.push(await checksumSelections(store.db, selections, exclusion, src.source, files));
+    const part = await checksumSelections(store.db, selections, exclusion, src.source);
+    parts.push(part);
+    sums.push(part.sum);
   }
-  return any ? { key: sums, files } : undefined;
+  return any ? { key: sums, files: () => filesOf(parts) } : undefined;
+}
+
+/** Every selection's files in one record, for explaining misses (worked out only then). */
+function filesOf(parts: readonly SelectionChecksum[]): Record<string, string> {
+  return Object.assign({}, ...parts.map((p) => p.files())) as Record<string, string>;
 }

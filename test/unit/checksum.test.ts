@@ -24,7 +24,9 @@ afterEach(() => {
 
 async function sum(ctx: string, patterns: string[], ignore: string[] = [], files?: Record<string, string>): Promise<string> {
   const exclusion = exclusionFor(ignore);
-  return checksumSelections(db, await selectSources(ctx, patterns, exclusion, 'the build context'), exclusion, ctx, files);
+  const checksum = await checksumSelections(db, await selectSources(ctx, patterns, exclusion, 'the build context'), exclusion, ctx);
+  if (files) Object.assign(files, checksum.files());
+  return checksum.sum;
 }
 
 function makeContext(): string {
@@ -76,35 +78,55 @@ describe('checksumSelections', () => {
     expect(names.indexOf('d5/f10big')).toBe(names.indexOf('d5/f10') + 1);
   });
 
-  it('takes unchanged files from the memo, read for a whole directory at once', async () => {
+  it('takes an unchanged directory whole from its memo, and the files of a changed one from theirs', async () => {
     const ctx = makeContext();
     const first = await sum(ctx, ['.']);
-    const memos = db.checksumsUnder(ctx);
-    // Every file, and every directory (for its extended attributes).
-    expect(memos.size).toBe(10 * 30 + 1 + 10);
-    // A memo that still matches the file's stat is believed: proof it is what the walk used.
-    const path = join(ctx, 'd4/f4');
-    const memo = memos.get(path)!;
+    const d4 = join(ctx, 'd4');
+    expect((JSON.parse(db.getChecksumDir(d4, 'd4')!.pieces) as string[])[0]).toContain('["d4/f4","file",420,0,0,4,"sha256:');
+    // A file memo that still matches the file's stat is believed, but only read for a directory
+    // whose stamp changed: until then the directory's memo speaks for it.
+    const path = join(d4, 'f4');
+    const memo = db.checksumsIn(d4).get(path)!;
     db.putChecksums([{ path, ...memo, sum: `sha256:${'0'.repeat(64)}` }]);
-    expect(await sum(ctx, ['.'])).not.toBe(first);
-    // The same through a directory selection and through a file selection (a single lookup).
-    for (const pattern of ['d4', 'd4/f4']) {
-      const files: Record<string, string> = {};
-      await sum(ctx, [pattern], [], files);
-      expect(files['d4/f4']).toContain(`sha256:${'0'.repeat(64)}`);
-    }
+    expect(await sum(ctx, ['.'])).toBe(first);
+    // A new time on a sibling changes the stamp (not the checksum): the file memos are read.
+    utimesSync(join(d4, 'f5'), 5, 5);
+    const files: Record<string, string> = {};
+    expect(await sum(ctx, ['.'], [], files)).not.toBe(first);
+    expect(files['d4/f4']).toContain(`sha256:${'0'.repeat(64)}`);
     // Once the file is written again, its stat no longer matches and it is hashed afresh.
     writeFileSync(path, '4 4\n');
     expect(await sum(ctx, ['.'])).toBe(first);
+    // A directory memo whose stamp matches is believed too: proof that it is what the walk used.
+    const d7 = db.getChecksumDir(join(ctx, 'd7'), 'd7')!;
+    const pieces = (JSON.parse(d7.pieces) as string[]).map((p) => p.replace('"d7/f3"', '"d7/f3-not"'));
+    db.putChecksums([], [{ ...d7, pieces: JSON.stringify(pieces) }]);
+    const believed: Record<string, string> = {};
+    await sum(ctx, ['.'], [], believed);
+    expect(believed['d7/f3-not']).toBeDefined();
+    // Added and removed files change the stamp; so does an exclusion that leaves a file out.
+    writeFileSync(join(ctx, 'd7/new'), 'new\n');
+    const added: Record<string, string> = {};
+    await sum(ctx, ['.'], [], added);
+    expect(added['d7/f3']).toBeDefined();
+    expect(added['d7/new']).toBeDefined();
+    rmSync(join(ctx, 'd7/new'));
+    expect(await sum(ctx, ['.'])).toBe(first);
+    const ignoring = await sum(ctx, ['.'], ['d2/f1*']);
+    expect(ignoring).not.toBe(first);
+    expect(await sum(ctx, ['.'])).toBe(first);
+    expect(await sum(ctx, ['.'], ['d2/f1*'])).toBe(ignoring);
   });
 
-  it('reads only the memo below the directory, not that of a sibling sharing its name as a prefix', () => {
+  it('reads the file memos of one directory, not those below it or of a sibling sharing its name as a prefix', () => {
     const row = (path: string) => ({ path, dev: 1, ino: 2, size: 3, mtimeNs: '4', ctimeNs: '5', sum: `sha256:${'1'.repeat(64)}` });
-    db.putChecksums([row('/c/ctx/a'), row('/c/ctx/sub/b'), row('/c/ctx-b/a'), row('/c/ctx0/a'), row('/c/ctx'), row('/c/ctxa/a'), row('/c/ct/x')]);
-    expect([...db.checksumsUnder('/c/ctx').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub/b']);
-    expect([...db.checksumsUnder('/c/ctx/').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub/b']);
-    expect(db.checksumsUnder('/c/none').size).toBe(0);
+    db.putChecksums([row('/c/ctx/a'), row('/c/ctx/sub'), row('/c/ctx/sub/b'), row('/c/ctx-b/a'), row('/c/ctx0/a'), row('/c/ctx'), row('/c/ctxa/a'), row('/c/ct/x')]);
+    expect([...db.checksumsIn('/c/ctx').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub']);
+    expect([...db.checksumsIn('/c/ctx/').keys()].sort()).toEqual(['/c/ctx/a', '/c/ctx/sub']);
+    expect([...db.checksumsIn('/c/ctx/sub').keys()]).toEqual(['/c/ctx/sub/b']);
+    expect(db.checksumsIn('/c/none').size).toBe(0);
   });
+
   it('covers extended attributes of files and directories, also when the rest comes from the memo', async () => {
     const ctx = makeContext();
     const files: Record<string, string> = {};

@@ -19,7 +19,8 @@ class FakeWorker implements Worker {
 
   async contentKey(v: Vertex): Promise<ContentKey | undefined> {
     if (v.op.kind !== 'file') return undefined;
-    return { key: digestOf(JSON.stringify(this.files)), files: { ...this.files } };
+    const files = { ...this.files };
+    return { key: digestOf(JSON.stringify(files)), files: () => files };
   }
 
   async run(v: Vertex, _inputs: readonly SolvedVertex[]) {
