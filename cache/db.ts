@@ -324,6 +324,17 @@ export class StoreDb {
     return new Map(rows.map((r) => [r.diffId, r.n]));
   }
 
+  /** Forgets the checksum memos of `dir` and of everything below it (a directory removed). */
+  forgetChecksumsUnder(dir: string): void {
+    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+    const end = `${prefix.slice(0, -1)}0`;
+    const path = prefix.slice(0, -1);
+    this.transaction(() => {
+      this.statement('DELETE FROM checksums WHERE path = ? OR (path > ? AND path < ?)').run(path, prefix, end);
+      this.statement('DELETE FROM checksum_dirs WHERE path = ? OR (path > ? AND path < ?)').run(path, prefix, end);
+    });
+  }
+
   /** Forgets memoised checksums of files and directories that no longer exist. */
   pruneChecksums(): void {
     const paths = this.statement('SELECT path FROM checksums').all() as { path: string }[];

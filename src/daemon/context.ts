@@ -26,16 +26,29 @@ export interface UploadedContext {
 }
 
 /**
+ * A new context directory under the store's `tmp/`, leased while the build uses it. Disposing of
+ * it also forgets the checksum memos of its files: every build gets a directory of its own, so
+ * they would only pile up in the index.
+ */
+function contextDir(store: Store): { dir: string; dispose(): Promise<void> } {
+  const dir = join(store.root, 'tmp', `context-${process.pid}-${randomId(8)}`);
+  const lease = store.lease('dir', dir);
+  return {
+    dir,
+    dispose: async () => {
+      await rm(dir, { recursive: true, force: true });
+      store.db.forgetChecksumsUnder(dir);
+      store.release(lease);
+    },
+  };
+}
+
+/**
  * Unpacks a context tar (plain or gzip) into a new leased directory under the store's `tmp/`,
  * so that a crash leaves nothing that start-up recovery does not remove.
  */
 export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, options: { maxBytes: number; signal: AbortSignal }): Promise<UploadedContext> {
-  const dir = join(store.root, 'tmp', `context-${process.pid}-${randomId(8)}`);
-  const lease = store.lease('dir', dir);
-  const dispose = async () => {
-    await rm(dir, { recursive: true, force: true });
-    store.release(lease);
-  };
+  const { dir, dispose } = contextDir(store);
   let size = 0;
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -83,12 +96,7 @@ export async function receiveContextList(
     checksums,
     options.signal,
   );
-  const dir = join(store.root, 'tmp', `context-${process.pid}-${randomId(8)}`);
-  const lease = store.lease('dir', dir);
-  const dispose = async () => {
-    await rm(dir, { recursive: true, force: true });
-    store.release(lease);
-  };
+  const { dir, dispose } = contextDir(store);
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     seedChecksums(store, materialise(cache, entries, dir, options.signal));

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import Database from 'better-sqlite3';
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -122,6 +123,16 @@ describe('kiln serve: incremental context upload', () => {
     expect(r.stdout).toMatch(/^sha256:/);
     expect(r.stdout).not.toBe(firstId);
     expect(d.contentBytes).toBeLessThan(FILE_BYTES + 10240);
+    // Each build's context directory is gone, and so are the checksum memos of its files.
+    const db = new Database(join(store.root, 'kiln.db'), { readonly: true });
+    try {
+      for (const table of ['checksums', 'checksum_dirs']) {
+        const row = db.prepare(`SELECT count(*) AS n FROM ${table} WHERE path LIKE ?`).get(`${join(store.root, 'tmp')}/%`) as { n: number };
+        expect(row.n, table).toBe(0);
+      }
+    } finally {
+      db.close();
+    }
    }, 120_000);
 
   it('keeps the client memo beside the user cache, not in a store', () => {
