@@ -7,7 +7,7 @@ import { resolve } from 'node:path';
 import { Readable, addAbortSignal } from 'node:stream';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { KilnError } from './errors.js';
-import { type EntryStat, mayHaveXattrs, statEntry } from './syscalls.js';
+import { closeFd, type EntryStat, fdMayHaveXattrs, mayHaveXattrs, openDirectory, openFileAt, statEntry, statEntryAt } from './syscalls.js';
 import { encodeTarHeader, endOfArchive, paddingFor, type TarHeader } from './tarheader.js';
 import { OPAQUE_MARKER, WHITEOUT_PREFIX, joinPath } from './tarpath.js';
 
@@ -95,7 +95,17 @@ function take(walk: Walk): Buffer {
 }
 
 async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): AsyncGenerator<Buffer, void, undefined> {
-  const nodes = listDirectory(dirAbs, dirRel);
+  const dirfd = openDirectory(dirAbs);
+  try {
+    yield* entryChunks(walk, dirAbs, dirRel, dirfd);
+  } finally {
+    if (dirfd !== undefined) closeFd(dirfd);
+  }
+}
+
+/** The entries of one directory; `dirfd`, when the FFI opened it, names them for the *at calls. */
+async function* entryChunks(walk: Walk, dirAbs: string, dirRel: string, dirfd: number | undefined): AsyncGenerator<Buffer, void, undefined> {
+  const nodes = listDirectory(dirAbs, dirRel, dirfd);
   for (const node of nodes) {
     walk.signal?.throwIfAborted();
     const kind = node.kind;
@@ -127,21 +137,28 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
       if (add(walk, encodeTarHeader(link))) yield take(walk);
       continue;
     }
-    const { xattrs } = readXattrs(node);
     if (kind === 'file') {
-      const h = header(walk, node, node.rel, 'file', xattrs);
       const size = node.st.size;
-      h.size = size;
-      add(walk, encodeTarHeader(h));
-      if (size === 0) continue;
-      // Small files are read whole, synchronously, without a generator of their own.
-      if (size <= READ_BYTES) {
-        if (add(walk, readSmallFile(node, size))) yield take(walk);
-        continue;
+      // Small files are read whole, synchronously, without a generator of their own, from a
+      // descriptor that also answers for their attributes.
+      const fd = size > 0 && size <= READ_BYTES && dirfd !== undefined ? openFileAt(dirfd, node.name) : undefined;
+      try {
+        const { xattrs } = fd !== undefined && fdMayHaveXattrs(fd) === false ? NONE : readXattrs(node);
+        const h = header(walk, node, node.rel, 'file', xattrs);
+        h.size = size;
+        add(walk, encodeTarHeader(h));
+        if (size === 0) continue;
+        if (size <= READ_BYTES) {
+          if (add(walk, fd === undefined ? readSmallFile(node, size) : readSmallFileFrom(fd, node, size))) yield take(walk);
+          continue;
+        }
+      } finally {
+        if (fd !== undefined) closeFd(fd);
       }
       yield* largeFileChunks(walk, node, size);
       continue;
     }
+    const { xattrs } = readXattrs(node);
     const h = header(walk, node, node.rel, kind === 'symlink' ? 'symlink' : kind, xattrs);
     if (kind === 'symlink') {
       h.linkname = readlinkSync(node.abs);
@@ -154,10 +171,10 @@ async function* directoryChunks(walk: Walk, dirAbs: string, dirRel: string): Asy
 }
 
 /** The children of a directory, stat'ed and in archive order. */
-function listDirectory(dirAbs: string, dirRel: string): Node[] {
+function listDirectory(dirAbs: string, dirRel: string, dirfd: number | undefined): Node[] {
   const nodes = readdirSync(dirAbs).map((name): Node => {
     const abs = `${dirAbs}/${name}`;
-    const st = statEntry(abs) ?? nodeStat(abs);
+    const st = (dirfd === undefined ? statEntry(abs) : statEntryAt(dirfd, name)) ?? nodeStat(abs);
     return { name, abs, rel: joinPath(dirRel, name), st, kind: kindOf(st) };
   });
   return nodes.sort((a, b) => {
@@ -268,18 +285,23 @@ function readXattrs(node: Node): { xattrs: ReadonlyMap<string, Buffer>; opaque: 
 
 /** A file of at most READ_BYTES with its padding, read in one go. */
 function readSmallFile(node: Node, size: number): Buffer {
-  const padding = paddingFor(size);
-  const buffer = Buffer.allocUnsafe(size + padding);
   const fd = openSync(node.abs, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    let done = 0;
-    while (done < size) {
-      const bytesRead = readSync(fd, buffer, done, size - done, done);
-      if (bytesRead === 0) throw shrank(node);
-      done += bytesRead;
-    }
+    return readSmallFileFrom(fd, node, size);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** readSmallFile from a descriptor the caller opened (and closes). */
+function readSmallFileFrom(fd: number, node: Node, size: number): Buffer {
+  const padding = paddingFor(size);
+  const buffer = Buffer.allocUnsafe(size + padding);
+  let done = 0;
+  while (done < size) {
+    const bytesRead = readSync(fd, buffer, done, size - done, done);
+    if (bytesRead === 0) throw shrank(node);
+    done += bytesRead;
   }
   if (padding > 0) buffer.fill(0, size);
   return buffer;
