@@ -141,21 +141,23 @@ async function* entryChunks(walk: Walk, dirAbs: string, dirRel: string, dirfd: n
       const size = node.st.size;
       // Small files are read whole, synchronously, without a generator of their own, from a
       // descriptor that also answers for their attributes.
-      const fd = size > 0 && size <= READ_BYTES && dirfd !== undefined ? openFileAt(dirfd, node.name) : undefined;
+      const small = size > 0 && size <= READ_BYTES;
+      const fd = small && dirfd !== undefined ? openFileAt(dirfd, node.name) : undefined;
+      let content: Buffer | undefined;
       try {
         const { xattrs } = fd !== undefined && fdMayHaveXattrs(fd) === false ? NONE : readXattrs(node);
         const h = header(walk, node, node.rel, 'file', xattrs);
         h.size = size;
         add(walk, encodeTarHeader(h));
-        if (size === 0) continue;
-        if (size <= READ_BYTES) {
-          if (add(walk, fd === undefined ? readSmallFile(node, size) : readSmallFileFrom(fd, node, size))) yield take(walk);
-          continue;
-        }
+        if (small) content = fd === undefined ? readSmallFile(node, size) : readSmallFileFrom(fd, node, size);
       } finally {
         if (fd !== undefined) closeFd(fd);
       }
-      yield* largeFileChunks(walk, node, size);
+      if (content !== undefined) {
+        if (add(walk, content)) yield take(walk);
+      } else if (size > 0) {
+        yield* largeFileChunks(walk, node, size);
+      }
       continue;
     }
     const { xattrs } = readXattrs(node);
