@@ -23,6 +23,11 @@ export function isOpaque(dir: string): boolean {
 
 const NO_XATTRS: readonly [string, Buffer][] = [];
 
+/** Whether an extended attribute travels with a file's content (see contentXattrs). */
+export function isContentXattr(name: string): boolean {
+  return !name.startsWith('trusted.overlay.') && name !== 'security.selinux';
+}
+
 /**
  * The extended attributes a copy of `path` carries, in name order (security.capability, ACLs,
  * user.*): all but overlayfs' own `trusted.overlay.*`, which describe one mount's layers, and the
@@ -30,7 +35,7 @@ const NO_XATTRS: readonly [string, Buffer][] = [];
  */
 export function contentXattrs(path: string): readonly [string, Buffer][] {
   if (mayHaveXattrs(path) === false) return NO_XATTRS;
-  const names = listAttributesSync(path).filter((n) => !n.startsWith('trusted.overlay.') && n !== 'security.selinux');
+  const names = listAttributesSync(path).filter(isContentXattr);
   if (names.length === 0) return NO_XATTRS;
   const out: [string, Buffer][] = [];
   for (const name of names.sort()) {

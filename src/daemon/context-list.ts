@@ -11,11 +11,18 @@ import { join } from 'node:path';
 import { parseIgnoreFile } from '../../frontend/ignore/index.js';
 import { digestOf, Hasher } from '../../cache/digest.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
+import { contentXattrs } from '../../cache/overlay.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import type { ContextEntry } from './wire.js';
 
-/** A memo entry: dev, inode, size, mtime (ns), ctime (ns), checksum. */
-type Memo = [dev: string, ino: string, size: number, mtimeNs: string, ctimeNs: string, checksum: string];
+/**
+ * A memo entry: dev, inode, size, mtime (ns), ctime (ns), checksum ('' for a directory) and the
+ * extended attributes sent (a change of them moves the ctime).
+ */
+type Memo = [dev: string, ino: string, size: number, mtimeNs: string, ctimeNs: string, checksum: string, xattrs?: Record<string, string>];
+
+/** Memo files of another version are ignored (version 1 had no attributes). */
+const MEMO_VERSION = 2;
 
 /**
  * A file changed again within the file system's timestamp granularity after it was hashed
@@ -64,22 +71,28 @@ export async function listContext(root: string, options: { dockerfile?: string; 
       const st = await lstat(abs, { bigint: true });
       const excluded = exclusion.excluded(rel);
       const base = { path: rel, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
+      /** The memoised checksum and attributes while the stat matches, else `fresh`'s, memoised once the entry is not recent. */
+      const known = async (fresh: () => Promise<string>): Promise<{ checksum: string; xattrs?: Record<string, string> }> => {
+        const key = [String(st.dev), String(st.ino), Number(st.size), String(st.mtimeNs), String(st.ctimeNs)] as const;
+        const old = memo[rel];
+        let found: { checksum: string; xattrs?: Record<string, string> };
+        if (old && key.every((v, i) => v === old[i])) found = { checksum: old[5], xattrs: old[6] };
+        else found = { checksum: await fresh(), xattrs: xattrsOf(abs) };
+        if (now - st.mtimeNs > RACY_NS && now - st.ctimeNs > RACY_NS) nextMemo[rel] = [...key, found.checksum, ...(found.xattrs ? [found.xattrs] : [])] as Memo;
+        return found;
+      };
       if (st.isDirectory()) {
         if (excluded && !hasExceptions && ![...always].some((a) => a.startsWith(`${rel}/`))) continue;
-        entries.push({ ...base, type: 'dir' });
+        const { xattrs } = await known(async () => '');
+        entries.push({ ...base, type: 'dir', ...(xattrs ? { xattrs } : {}) });
         await walk(abs, rel);
       } else if (excluded && !always.has(rel)) {
         continue;
       } else if (st.isSymbolicLink()) {
         entries.push({ ...base, type: 'symlink', target: await readlink(abs) });
       } else if (st.isFile()) {
-        const key: Memo = [String(st.dev), String(st.ino), Number(st.size), String(st.mtimeNs), String(st.ctimeNs), ''];
-        const old = memo[rel];
-        let checksum: string;
-        if (old && old.slice(0, 5).every((v, i) => v === key[i])) checksum = old[5];
-        else checksum = await hashFile(abs);
-        if (now - st.mtimeNs > RACY_NS && now - st.ctimeNs > RACY_NS) nextMemo[rel] = [...key.slice(0, 5), checksum] as Memo;
-        entries.push({ ...base, type: 'file', size: Number(st.size), checksum });
+        const { checksum, xattrs } = await known(() => hashFile(abs));
+        entries.push({ ...base, type: 'file', size: Number(st.size), checksum, ...(xattrs ? { xattrs } : {}) });
         if (!sources.has(checksum)) sources.set(checksum, abs);
       }
     }
@@ -87,6 +100,12 @@ export async function listContext(root: string, options: { dockerfile?: string; 
   await walk(root, '');
   await writeMemo(memoPath, nextMemo);
   return { entries, sources };
+}
+
+/** The attributes a COPY would carry of `path`, for the list (none: undefined). */
+function xattrsOf(path: string): Record<string, string> | undefined {
+  const xattrs = contentXattrs(path);
+  return xattrs.length === 0 ? undefined : Object.fromEntries(xattrs.map(([name, value]) => [name, value.toString('base64')]));
 }
 
 async function hashFile(path: string): Promise<string> {
@@ -104,7 +123,7 @@ function memoFile(root: string): string {
 async function readMemo(path: string): Promise<Record<string, Memo>> {
   try {
     const parsed = JSON.parse(await readFile(path, 'utf8')) as { version?: number; files?: Record<string, Memo> };
-    return parsed.version === 1 && parsed.files ? parsed.files : {};
+    return parsed.version === MEMO_VERSION && parsed.files ? parsed.files : {};
   } catch (err) {
     // No memo yet, or one cut short by a crash: every file is hashed afresh.
     if (isErrno(err, 'ENOENT') || err instanceof SyntaxError) return {};
@@ -116,7 +135,7 @@ async function writeMemo(path: string, files: Record<string, Memo>): Promise<voi
   const tmp = `${path}.${process.pid}-${randomId(4)}`;
   try {
     await mkdir(join(path, '..'), { recursive: true, mode: 0o700 });
-    await writeFile(tmp, JSON.stringify({ version: 1, files }), { mode: 0o600 });
+    await writeFile(tmp, JSON.stringify({ version: MEMO_VERSION, files }), { mode: 0o600 });
     await rename(tmp, path);
   } catch (err) {
     // A read-only or full cache directory only costs hashing again next time.

@@ -9,7 +9,9 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createGunzip } from 'node:zlib';
 import { Readable } from 'node:stream';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
+import { isContentXattr } from '../../cache/overlay.js';
 import { randomId } from '../../cache/fsutil.js';
 import type { Store } from '../../cache/store.js';
 import { crashPoint } from '../../cache/trace.js';
@@ -126,6 +128,7 @@ function materialise(cache: ContextFileCache, entries: readonly ContextEntry[], 
         if (!st) mkdirSync(abs);
         chmodSync(abs, e.mode & 0o7777);
         lchownSync(abs, e.uid, e.gid);
+        for (const [name, value] of entryXattrs(e)) setAttributeSync(abs, name, value);
         dirs.add(rel);
         dirTimes.push([abs, e.mtime]);
         break;
@@ -133,10 +136,12 @@ function materialise(cache: ContextFileCache, entries: readonly ContextEntry[], 
       case 'file': {
         if (lstatSync(abs, { throwIfNoEntry: false })) throw unsafe(e.path, 'a second entry for the same path');
         if (typeof e.checksum !== 'string' || typeof e.size !== 'number') throw new KilnError('INVALID_REQUEST', `The context list gives no checksum or size for "${e.path}"`);
-        if (!cache.place({ ...e, checksum: e.checksum, size: e.size }, abs)) {
+        const xattrs = entryXattrs(e);
+        if (!cache.place({ ...e, checksum: e.checksum, size: e.size, xattrs }, abs)) {
           throw new KilnError('CONTEXT_CONTENT_MISSING', `The build service no longer holds the content of "${e.path}"`, { hint: 'Run the build again: the client sends it anew' });
         }
-        files.push({ abs, sum: e.checksum });
+        // A file with attributes is left to the build's checksum, which covers them.
+        if (xattrs.length === 0) files.push({ abs, sum: e.checksum });
         break;
       }
       case 'symlink':
@@ -236,12 +241,14 @@ async function unpackContext(source: AsyncIterable<Buffer>, root: string, signal
         if (!st) mkdirSync(abs);
         chmodSync(abs, header.mode & 0o7777);
         lchownSync(abs, header.uid, header.gid);
+        setContextXattrs(abs, header.xattrs);
         dirs.add(rel);
         dirTimes.push([abs, header.mtime]);
         break;
       }
       case 'file':
         await writeEntry(abs, header, body);
+        setContextXattrs(abs, header.xattrs);
         break;
       case 'symlink':
         if (!linkStaysInside(rel, header.linkname)) throw unsafe(header.name, `a symbolic link to "${header.linkname}" outside the context`);
@@ -263,6 +270,34 @@ async function unpackContext(source: AsyncIterable<Buffer>, root: string, signal
   }
   // Last, because creating anything in a directory moves its modification time.
   for (const [abs, mtime] of dirTimes.reverse()) lutimesSync(abs, mtime, mtime);
+}
+
+/**
+ * Gives a context file or directory the extended attributes its entry carries (the docker
+ * client sends file capabilities), after chown, which clears them. As COPY does, overlayfs' own
+ * and the SELinux label are left out: they would mean something on this host.
+ */
+function setContextXattrs(abs: string, xattrs: Iterable<[string, Buffer]>): void {
+  for (const [name, value] of xattrs) if (isContentXattr(name)) setAttributeSync(abs, name, value);
+}
+
+/**
+ * A list entry's extended attributes in name order, checked: only those a COPY carries
+ * (isContentXattr), values in base64. The client sends nothing else.
+ */
+function entryXattrs(e: ContextEntry): [string, Buffer][] {
+  if (e.xattrs === undefined) return [];
+  if (typeof e.xattrs !== 'object' || e.xattrs === null || Array.isArray(e.xattrs)) {
+    throw new KilnError('INVALID_REQUEST', `The context list gives malformed extended attributes for "${e.path}"`);
+  }
+  return Object.entries(e.xattrs)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([name, value]) => {
+      if (typeof value !== 'string' || !isContentXattr(name) || !/^(trusted|user|security|system)\./.test(name)) {
+        throw new KilnError('INVALID_REQUEST', `The context list gives "${e.path}" an extended attribute a context cannot carry: "${name}"`);
+      }
+      return [name, Buffer.from(value, 'base64')];
+    });
 }
 
 /** Parents are created as needed and must be real directories: nothing is written through a link. */

@@ -12,8 +12,9 @@
 import { chmodSync, closeSync, constants, copyFileSync, fsyncSync, lchownSync, linkSync, lutimesSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
-import { Hasher, isDigest } from '../../cache/digest.js';
+import { digestOf, Hasher, isDigest } from '../../cache/digest.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
 import { CONTEXT_FILES_DIR, CONTEXT_FILES_MAX_AGE_MS } from '../../cache/gc.js';
 import type { Store } from '../../cache/store.js';
@@ -113,9 +114,11 @@ export class ContextFileCache {
    * to its variant, made from the content first if needed. Returns false when the cache holds
    * neither the variant nor the content.
    */
-  place(entry: { checksum: string; size: number; mode: number; uid: number; gid: number; mtime: number }, dest: string): boolean {
+  place(entry: PlacedFile, dest: string): boolean {
     const hex = this.path(entry.checksum).slice(this.dir.length + 1);
-    const variant = join(this.variants, `${hex}-${(entry.mode & 0o7777).toString(8)}-${entry.uid}-${entry.gid}-${entry.mtime}`);
+    // Attributes make a variant of their own (a digest of them in its name).
+    const attrs = entry.xattrs.length === 0 ? '' : `-x${digestOf(JSON.stringify(entry.xattrs.map(([n, v]) => [n, v.toString('base64')]))).slice(7, 23)}`;
+    const variant = join(this.variants, `${hex}-${(entry.mode & 0o7777).toString(8)}-${entry.uid}-${entry.gid}-${entry.mtime}${attrs}`);
     try {
       linkSync(variant, dest);
       return true;
@@ -186,9 +189,22 @@ export class ContextFileCache {
   }
 }
 
-function setMetadata(path: string, e: { mode: number; uid: number; gid: number; mtime: number }): void {
-  // Owner before mode: a change of owner clears set-user-ID and set-group-ID bits.
+/** A context file to place: its content, metadata and extended attributes (in name order). */
+export interface PlacedFile {
+  checksum: string;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: number;
+  xattrs: readonly [string, Buffer][];
+}
+
+function setMetadata(path: string, e: PlacedFile): void {
+  // Owner before mode: a change of owner clears set-user-ID and set-group-ID bits; both before
+  // the attributes, since it also clears file capabilities.
   lchownSync(path, e.uid, e.gid);
   chmodSync(path, e.mode & 0o7777);
+  for (const [name, value] of e.xattrs) setAttributeSync(path, name, value);
   lutimesSync(path, e.mtime, e.mtime);
 }

@@ -61,6 +61,8 @@ export interface ContextEntry {
   checksum?: string;
   /** A symbolic link's target. */
   target?: string;
+  /** A file's or directory's extended attributes that travel with it (contentXattrs): name → base64. */
+  xattrs?: Record<string, string>;
 }
 
 export interface WireError {

@@ -2,10 +2,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import Database from 'better-sqlite3';
+import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { kiln, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { type Served, startServe } from './serve-helpers.js';
 
 const FILES = 2000;
@@ -171,6 +172,60 @@ describe('kiln serve: incremental context upload', () => {
     expect(missing.status).toBe(400);
     expect(missing.text).toContain('is not a sha256 checksum');
   });
+  it('carries extended attributes of the context, refuses overlayfs ones, and a changed attribute misses the cache', async () => {
+    const attrs = join(work.path, 'attrs');
+    mkdirSync(join(attrs, 'sub'), { recursive: true });
+    writeFileSync(join(attrs, 'Dockerfile'), 'FROM test/base:1\nCOPY . /in\n');
+    writeFileSync(join(attrs, 'ping'), 'ping\n');
+    writeFileSync(join(attrs, 'twin'), 'ping\n');
+    // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2), as setcap writes it.
+    const capability = Buffer.alloc(20);
+    capability.writeUInt32LE(0x02000001, 0);
+    capability.writeUInt32LE(1 << 13, 4);
+    setAttributeSync(join(attrs, 'ping'), 'security.capability', capability);
+    setAttributeSync(join(attrs, 'ping'), 'user.kiln.note', 'first');
+    setAttributeSync(join(attrs, 'sub'), 'user.kiln.dir', 'd');
+    const out = join(work.path, 'attrs-out');
+    const remote = (...args: string[]) => kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', ...args, attrs], { env });
+    const first = await remote('--progress', 'plain', '-o', `type=local,dest=${out}`);
+    expect(first.code, first.stderr).toBe(0);
+    const read = (path: string, name: string) => getAttributeSync(join(out, path), name)?.toString('hex');
+    expect(read('in/ping', 'security.capability')).toBe(capability.toString('hex'));
+    expect(read('in/ping', 'user.kiln.note')).toBe(Buffer.from('first').toString('hex'));
+    expect(read('in/sub', 'user.kiln.dir')).toBe(Buffer.from('d').toString('hex'));
+    // The same content without attributes is another file: none leak onto it.
+    expect(listAttributesSync(join(out, 'in/twin'))).toEqual([]);
+    // Once the files are old enough for the client to memoise them (two seconds), the attributes
+    // come from its memo: still sent.
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    for (const n of [1, 2]) {
+      const r = await remote('-q', '-o', `type=local,dest=${out}-m${n}`);
+      expect(r.code, r.stderr).toBe(0);
+      expect(getAttributeSync(join(`${out}-m${n}`, 'in/ping'), 'security.capability')?.toString('hex')).toBe(capability.toString('hex'));
+      expect(getAttributeSync(join(`${out}-m${n}`, 'in/sub'), 'user.kiln.dir')?.toString()).toBe('d');
+    }
+    // Only the attribute changes (same content and times): the COPY runs again with the new value.
+    setAttributeSync(join(attrs, 'ping'), 'user.kiln.note', 'second');
+    const again = await remote('--progress', 'plain', '-o', `type=local,dest=${out}-2`);
+    expect(again.code, again.stderr).toBe(0);
+    expect(stepRan(again.stderr, 'COPY . /in')).toBe(true);
+    expect(getAttributeSync(join(`${out}-2`, 'in/ping'), 'user.kiln.note')?.toString()).toBe('second');
+    expect(getAttributeSync(join(`${out}-2`, 'in/ping'), 'security.capability')?.toString('hex')).toBe(capability.toString('hex'));
+    // A list that gives overlayfs' own attributes is refused, whoever sent it.
+    const entry = { path: 'd', type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, xattrs: { 'trusted.overlay.opaque': Buffer.from('y').toString('base64') } };
+    const bad = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request({ socketPath: served!.socket, path: '/v1/build', method: 'POST' }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      req.end(`{"context":"list"}\n${JSON.stringify({ entries: [entry] })}\n${'\0'.repeat(1024)}`);
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain('an extended attribute a context cannot carry: \\"trusted.overlay.opaque\\"');
+  }, 120_000);
+
   it('lets store verify check, du count and prune remove the uploaded context files', async () => {
     const dir = join(store.root, 'context-files', 'sha256');
     const contents = readdirSync(dir);

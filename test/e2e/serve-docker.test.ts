@@ -1,6 +1,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -113,6 +114,29 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
       expect(q.stdout.toString().trim()).toMatch(/^sha256:[0-9a-f]{64}$/);
     });
   }
+
+  it('docker build keeps the file capabilities the docker client sends with the context', async () => {
+    const docker = DOCKERS[0]!;
+    const capCtx = join(work.path, 'capctx');
+    mkdirSync(capCtx);
+    writeFileSync(join(capCtx, 'Dockerfile'), 'FROM test/base:1\nCOPY ping /ping\n');
+    writeFileSync(join(capCtx, 'ping'), 'ping\n');
+    // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2), as setcap writes it.
+    const capability = Buffer.alloc(20);
+    capability.writeUInt32LE(0x02000001, 0);
+    capability.writeUInt32LE(1 << 13, 4);
+    setAttributeSync(join(capCtx, 'ping'), 'security.capability', capability);
+    const b = await run(docker, ['build', '-q', '-t', 'acc/cap:1', capCtx], env);
+    expect(b.code, b.stderr).toBe(0);
+    // The image's filesystem, written out by a local build on the same store.
+    const from = join(work.path, 'capfrom');
+    mkdirSync(from);
+    writeFileSync(join(from, 'Dockerfile'), 'FROM acc/cap:1\n');
+    const out = join(work.path, 'capout');
+    const e = await kiln(store.root, ['build', '-q', '-o', `type=local,dest=${out}`, from]);
+    expect(e.code, e.stderr).toBe(0);
+    expect(getAttributeSync(join(out, 'ping'), 'security.capability')?.toString('hex')).toBe(capability.toString('hex'));
+  });
 
   it('docker save | docker load round-trips an image', async () => {
     const docker = DOCKERS[0]!;
