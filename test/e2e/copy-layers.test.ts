@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { kiln, mountsUnder, stepCached, stepRan, storeAndContext, type TempDir } from '../helpers/kiln.js';
+import { netRawCapability } from '../helpers/xattrs.js';
 
 /*
  * COPY reads a stage's directory straight from the layer that holds it and fills the
@@ -168,10 +169,7 @@ describe('COPY through layer directories', () => {
     expect(await sh('copy/dest:1', 'cd /owned && find . | sort | xargs stat -c "%n %a %u:%g"')).toBe('. 755 1000:1000\n./deeper 640 1000:1000\n./deeper/deep.txt 640 1000:1000\n./shared.txt 640 1000:1000\n');
   });
   it('carries extended attributes from the context and from a stage, past --chown; a changed one misses the cache', async () => {
-    // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2): what setcap writes.
-    const capability = Buffer.alloc(20);
-    capability.writeUInt32LE(0x02000001, 0);
-    capability.writeUInt32LE(1 << 13, 4);
+    const capability = netRawCapability();
     mkdirSync(join(ctx, 'attrs/sub'), { recursive: true });
     writeFileSync(join(ctx, 'attrs/ping'), 'ping\n');
     writeFileSync(join(ctx, 'attrs/note'), 'note\n');

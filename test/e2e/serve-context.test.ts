@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { netRawCapability } from '../helpers/xattrs.js';
 import { type Served, startServe } from './serve-helpers.js';
 
 const FILES = 2000;
@@ -178,10 +179,7 @@ describe('kiln serve: incremental context upload', () => {
     writeFileSync(join(attrs, 'Dockerfile'), 'FROM test/base:1\nCOPY . /in\n');
     writeFileSync(join(attrs, 'ping'), 'ping\n');
     writeFileSync(join(attrs, 'twin'), 'ping\n');
-    // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2), as setcap writes it.
-    const capability = Buffer.alloc(20);
-    capability.writeUInt32LE(0x02000001, 0);
-    capability.writeUInt32LE(1 << 13, 4);
+    const capability = netRawCapability();
     setAttributeSync(join(attrs, 'ping'), 'security.capability', capability);
     setAttributeSync(join(attrs, 'ping'), 'user.kiln.note', 'first');
     setAttributeSync(join(attrs, 'sub'), 'user.kiln.dir', 'd');

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { netRawCapability } from '../helpers/xattrs.js';
 import { freePort, registryApi, startRegistry, tempDocker, type TestRegistry } from '../helpers/registry.js';
 import { type Served, startServe } from './serve-helpers.js';
 
@@ -121,10 +122,7 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     mkdirSync(capCtx);
     writeFileSync(join(capCtx, 'Dockerfile'), 'FROM test/base:1\nCOPY ping /ping\n');
     writeFileSync(join(capCtx, 'ping'), 'ping\n');
-    // cap_net_raw, permitted and effective (VFS_CAP_REVISION_2), as setcap writes it.
-    const capability = Buffer.alloc(20);
-    capability.writeUInt32LE(0x02000001, 0);
-    capability.writeUInt32LE(1 << 13, 4);
+    const capability = netRawCapability();
     setAttributeSync(join(capCtx, 'ping'), 'security.capability', capability);
     const b = await run(docker, ['build', '-q', '-t', 'acc/cap:1', capCtx], env);
     expect(b.code, b.stderr).toBe(0);
