@@ -17,7 +17,8 @@
 //   one) and only its addon lookup (`bindings`) is left outside, told where the package is.
 // - A few modules load on their first call instead of at start-up (LAZY): @napi-rs/xattr (a libc
 //   probe, then its addon), tar-stream (with streamx, a fifth of the code a build loads),
-//   node:child_process and node:zlib are used only by steps that run, snapshot or unpack; and
+//   node:child_process and node:zlib are used only by steps that run, snapshot or unpack,
+//   node:https (with tls) only by a TLS connection (kiln --host over a unix socket opens none); and
 //   node:crypto's ES module face loads all of crypto (webcrypto included) where require() loads
 //   what is used. Only function exports get a stand-in (named, and as properties of the default
 //   export): importing anything else from them fails the bundle here, never at run time.
@@ -45,7 +46,7 @@ const ENTRY_NAME = 'kiln.cjs';
 const OLD_CHUNK_GRACE_MS = 60 * 60 * 1000;
 /** Where bin/kiln.cjs keeps V8's code cache of the chunks. */
 const CODE_CACHE_DIR = '.v8-cache';
-const LAZY = ['@napi-rs/xattr', 'tar-stream', 'node:child_process', 'node:zlib', 'node:crypto'];
+const LAZY = ['@napi-rs/xattr', 'tar-stream', 'node:child_process', 'node:zlib', 'node:crypto', 'node:https'];
 
 const keepModuleUrl = {
   name: 'keep-module-url',
