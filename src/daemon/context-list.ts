@@ -12,6 +12,7 @@ import { parseIgnoreFile } from '../../frontend/ignore/index.js';
 import { digestOf, Hasher } from '../../cache/digest.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
 import { contentXattrs } from '../../cache/overlay.js';
+import { RACY_MS } from '../sources/checksum.js';
 import { exclusionFor } from '../sources/exclusion.js';
 import type { ContextEntry } from './wire.js';
 
@@ -24,11 +25,8 @@ type Memo = [dev: string, ino: string, size: number, mtimeNs: string, ctimeNs: s
 /** Memo files of another version are ignored (version 1 had no attributes). */
 const MEMO_VERSION = 2;
 
-/**
- * A file changed again within the file system's timestamp granularity after it was hashed
- * would keep its stat and its stale checksum; such recent files are hashed every time.
- */
-const RACY_NS = 2_000_000_000n;
+/** Recent entries are not memoised, as in a local build's checksums (see RACY_MS). */
+const RACY_NS = BigInt(RACY_MS) * 1_000_000n;
 
 export interface ContextList {
   entries: ContextEntry[];

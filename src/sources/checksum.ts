@@ -12,6 +12,13 @@ type Entry = [rel: string, type: string, mode: number, uid: number, gid: number,
 /** Files up to this size are hashed from one read; larger ones are streamed. */
 const READ_WHOLE = 1024 * 1024;
 
+/**
+ * An entry changed this recently (mtime or ctime) is never memoised: written again within the
+ * file system's timestamp granularity (a jiffy on kernels before 6.13, two seconds on FAT), it
+ * would keep its stat and so its stale checksum. It is hashed again until it is this old.
+ */
+export const RACY_MS = 2000;
+
 /** The checksum of a context selection, and on demand what it covers of each entry. */
 export interface SelectionChecksum {
   sum: string;
@@ -43,7 +50,18 @@ interface DirWrite {
  * The tree is walked with synchronous calls paced by a TimeSlice (a thread pool round trip per
  * file cost more than the stat itself), and the new memo rows are written in one transaction.
  */
-export async function checksumSelections(db: StoreDb, selections: readonly Selection[], exclusion: Exclusion, root: string): Promise<SelectionChecksum> {
+export async function checksumSelections(
+  db: StoreDb,
+  selections: readonly Selection[],
+  exclusion: Exclusion,
+  root: string,
+  /** The time the racy window is measured from (tests move it). */
+  now = Date.now(),
+): Promise<SelectionChecksum> {
+  const settledMs = now - RACY_MS;
+  const settledNs = BigInt(settledMs) * 1_000_000n;
+  /** Whether an entry's stat may be memoised (see RACY_MS). */
+  const settled = (st: BigIntStats) => st.mtimeNs < settledNs && st.ctimeNs < settledNs;
   /** The list in order: entries, and the JSON text (comma-joined entries) of unchanged directories. */
   const out: (Entry | string)[] = [];
   const memoWrites: (ChecksumMemo & { path: string })[] = [];
@@ -74,13 +92,16 @@ export async function checksumSelections(db: StoreDb, selections: readonly Selec
   /** The entries below directory `host` (its own entry is its parent's, or the top's). */
   const visitDirectory = async (host: string, rel: string, relToRoot: string): Promise<void> => {
     const names: string[] = [];
+    let racy = false;
     stamp.reset();
     for (const name of readdirSync(host).sort()) {
       if (filtered && exclusion.excluded(relToRoot === '' ? name : `${relToRoot}/${name}`)) continue;
       const pause = slice.pause();
       if (pause) await pause;
       names.push(name);
-      stamp.add(name, lstatSync(`${host}/${name}`));
+      const st = lstatSync(`${host}/${name}`);
+      stamp.add(name, st);
+      if (st.mtimeMs >= settledMs || st.ctimeMs >= settledMs) racy = true;
     }
     const stampDigest = stamp.digest();
     const known = db.getChecksumDir(host, rel);
@@ -116,7 +137,8 @@ export async function checksumSelections(db: StoreDb, selections: readonly Selec
       const big = pending.get(entry);
       if (big) await big;
     }
-    dirWrites.push(write);
+    // A stamp with a recent entry in it is not kept: the entry may change again unseen.
+    if (!racy) dirWrites.push(write);
   };
 
   /** Entries whose content is still being hashed from a stream (files above READ_WHOLE). */
@@ -126,7 +148,7 @@ export async function checksumSelections(db: StoreDb, selections: readonly Selec
     let xattrs = memoHit(host, st, memos);
     if (xattrs === undefined) {
       xattrs = xattrsOf(host);
-      memoWrites.push(memoRow(host, st, xattrs));
+      if (settled(st)) memoWrites.push(memoRow(host, st, xattrs));
     }
     return [rel, 'dir', Number(st.mode & 0o7777n), Number(st.uid), Number(st.gid), 0, xattrs];
   };
@@ -144,7 +166,7 @@ export async function checksumSelections(db: StoreDb, selections: readonly Selec
     const xattrs = xattrsOf(host);
     const record = (content: string) => {
       const sum = xattrs === '' ? content : `${content} ${xattrs}`;
-      memoWrites.push(memoRow(host, st, sum));
+      if (settled(st)) memoWrites.push(memoRow(host, st, sum));
       crashPoint('checksum');
       entry[6] = sum;
     };

@@ -5,7 +5,7 @@ import { removeAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreDb } from '../../cache/db.js';
-import { checksumSelections } from '../../src/sources/checksum.js';
+import { checksumSelections, RACY_MS } from '../../src/sources/checksum.js';
 import { exclusionFor } from '../../src/sources/exclusion.js';
 import { selectSources } from '../../src/sources/select.js';
 
@@ -24,7 +24,8 @@ afterEach(() => {
 
 async function sum(ctx: string, patterns: string[], ignore: string[] = [], files?: Record<string, string>): Promise<string> {
   const exclusion = exclusionFor(ignore);
-  const checksum = await checksumSelections(db, await selectSources(ctx, patterns, exclusion, 'the build context'), exclusion, ctx);
+  // Measured from ten seconds ahead, the files the test just wrote count as settled (RACY_MS).
+  const checksum = await checksumSelections(db, await selectSources(ctx, patterns, exclusion, 'the build context'), exclusion, ctx, Date.now() + 10_000);
   if (files) Object.assign(files, checksum.files());
   return checksum.sum;
 }
@@ -151,6 +152,33 @@ describe('checksumSelections', () => {
     removeAttributeSync(join(ctx, 'd6'), 'user.dir');
     expect(await sum(ctx, ['d6'])).not.toBe(alone);
     expect(await sum(ctx, ['.'])).toBe(first);
+  });
+
+  it('memoises nothing changed within RACY_MS: such a file is hashed again, its directory walked again', async () => {
+    const ctx = makeContext();
+    const exclusion = exclusionFor([]);
+    const now = async (at: number) => (await checksumSelections(db, await selectSources(ctx, ['.'], exclusion, 'the build context'), exclusion, ctx, at)).sum;
+    const first = await now(Date.now());
+    expect(db.getChecksum(join(ctx, 'd3/f7'))).toBeUndefined();
+    expect(db.getChecksumDir(join(ctx, 'd3'), 'd3')).toBeUndefined();
+    // A change within the same timestamp tick would keep the stat: nothing was kept to trust.
+    expect(await now(Date.now())).toBe(first);
+    // Old enough: memoised, file and directory.
+    expect(await now(Date.now() + RACY_MS + 1000)).toBe(first);
+    expect(db.getChecksum(join(ctx, 'd3/f7'))).toBeDefined();
+    expect(db.getChecksumDir(join(ctx, 'd3'), 'd3')).toBeDefined();
+    // A recent edit replaces neither the file's memo nor its directory's stamp.
+    const keptStamp = db.getChecksumDir(join(ctx, 'd3'), 'd3')!.stamp;
+    const keptRow = db.getChecksum(join(ctx, 'd3/f8'))!;
+    writeFileSync(join(ctx, 'd3/f8'), 'eight\n');
+    const edited = await now(Date.now());
+    expect(edited).not.toBe(first);
+    expect(db.getChecksum(join(ctx, 'd3/f8'))).toEqual(keptRow);
+    expect(db.getChecksumDir(join(ctx, 'd3'), 'd3')!.stamp).toBe(keptStamp);
+    // Settled, the edit is memoised.
+    expect(await now(Date.now() + RACY_MS + 1000)).toBe(edited);
+    expect(db.getChecksum(join(ctx, 'd3/f8'))).not.toEqual(keptRow);
+    expect(db.getChecksumDir(join(ctx, 'd3'), 'd3')!.stamp).not.toBe(keptStamp);
   });
 
   it('forgets the memo of a store from before attributes were covered', () => {
