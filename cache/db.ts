@@ -120,6 +120,15 @@ export interface ChecksumDirMemo {
   pieces: string;
 }
 
+/**
+ * The bounds of the paths below `dir` in text order: they sort after `dir/` and before the same
+ * text with its last "/" raised to "0", so a range scan of the primary key finds them all.
+ */
+function below(dir: string): [prefix: string, end: string] {
+  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  return [prefix, `${prefix.slice(0, -1)}0`];
+}
+
 /** The store's index: one SQLite database in WAL mode. */
 export class StoreDb {
   readonly db: Database.Database;
@@ -326,8 +335,7 @@ export class StoreDb {
 
   /** Forgets the checksum memos of `dir` and of everything below it (a directory removed). */
   forgetChecksumsUnder(dir: string): void {
-    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
-    const end = `${prefix.slice(0, -1)}0`;
+    const [prefix, end] = below(dir);
     const path = prefix.slice(0, -1);
     this.transaction(() => {
       this.statement('DELETE FROM checksums WHERE path = ? OR (path > ? AND path < ?)').run(path, prefix, end);
@@ -389,12 +397,11 @@ export class StoreDb {
    * than one range scan of the primary key.
    */
   checksumsIn(dir: string): Map<string, ChecksumMemo> {
-    const prefix = dir.endsWith('/') ? dir : `${dir}/`;
-    // Paths below `prefix` sort between it and the same text with its last "/" raised to "0";
-    // those with no further "/" are its own entries.
+    const [prefix, end] = below(dir);
+    // Those with no "/" after the prefix are its own entries.
     const rows = this.statement('SELECT path, dev, ino, size, mtime_ns, ctime_ns, sum FROM checksums WHERE path > ? AND path < ? AND instr(substr(path, ?), \'/\') = 0')
       .raw(true)
-      .all(prefix, `${prefix.slice(0, -1)}0`, prefix.length + 1) as [string, number, number, number, string, string, string][];
+      .all(prefix, end, prefix.length + 1) as [string, number, number, number, string, string, string][];
     const memos = new Map<string, ChecksumMemo>();
     for (const [path, dev, ino, size, mtimeNs, ctimeNs, sum] of rows) memos.set(path, { dev, ino, size, mtimeNs, ctimeNs, sum });
     return memos;

@@ -1,6 +1,7 @@
 import type { Stats } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
+import { type Digest, digestOf } from './digest.js';
 import { run } from './exec.js';
 import { KilnError } from './errors.js';
 import { errnoName, mayHaveXattrs, nativeLibc } from './syscalls.js';
@@ -22,6 +23,11 @@ export function isOpaque(dir: string): boolean {
 }
 
 const NO_XATTRS: readonly [string, Buffer][] = [];
+
+/** A digest of an attribute set as contentXattrs gives it (names in order, values as base64). */
+export function xattrsDigest(xattrs: readonly [string, Buffer][]): Digest {
+  return digestOf(JSON.stringify(xattrs.map(([name, value]) => [name, value.toString('base64')])));
+}
 
 /** Whether an extended attribute travels with a file's content (see contentXattrs). */
 export function isContentXattr(name: string): boolean {

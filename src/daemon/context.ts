@@ -128,7 +128,7 @@ function materialise(cache: ContextFileCache, entries: readonly ContextEntry[], 
         if (!st) mkdirSync(abs);
         chmodSync(abs, e.mode & 0o7777);
         lchownSync(abs, e.uid, e.gid);
-        for (const [name, value] of entryXattrs(e)) setAttributeSync(abs, name, value);
+        setContextXattrs(abs, entryXattrs(e));
         dirs.add(rel);
         dirTimes.push([abs, e.mtime]);
         break;

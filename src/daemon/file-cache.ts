@@ -14,9 +14,10 @@ import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setAttributeSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
-import { digestOf, Hasher, isDigest } from '../../cache/digest.js';
+import { Hasher, isDigest } from '../../cache/digest.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
 import { CONTEXT_FILES_DIR, CONTEXT_FILES_MAX_AGE_MS } from '../../cache/gc.js';
+import { xattrsDigest } from '../../cache/overlay.js';
 import type { Store } from '../../cache/store.js';
 import { readTar } from '../../cache/tarreader.js';
 
@@ -117,7 +118,7 @@ export class ContextFileCache {
   place(entry: PlacedFile, dest: string): boolean {
     const hex = this.path(entry.checksum).slice(this.dir.length + 1);
     // Attributes make a variant of their own (a digest of them in its name).
-    const attrs = entry.xattrs.length === 0 ? '' : `-x${digestOf(JSON.stringify(entry.xattrs.map(([n, v]) => [n, v.toString('base64')]))).slice(7, 23)}`;
+    const attrs = entry.xattrs.length === 0 ? '' : `-x${xattrsDigest(entry.xattrs).slice(7, 23)}`;
     const variant = join(this.variants, `${hex}-${(entry.mode & 0o7777).toString(8)}-${entry.uid}-${entry.gid}-${entry.mtime}${attrs}`);
     try {
       linkSync(variant, dest);

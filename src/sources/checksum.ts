@@ -2,7 +2,7 @@ import { type BigIntStats, type Stats, createReadStream, lstatSync, readFileSync
 import { posix } from 'node:path';
 import type { ChecksumMemo, StoreDb } from '../../cache/db.js';
 import { digestOf, Hasher } from '../../cache/digest.js';
-import { contentXattrs } from '../../cache/overlay.js';
+import { contentXattrs, xattrsDigest } from '../../cache/overlay.js';
 import { crashPoint } from '../../cache/trace.js';
 import { TimeSlice } from '../fsutil/timeslice.js';
 import { NO_EXCLUSION, type Exclusion, type Selection } from './select.js';
@@ -272,7 +272,7 @@ function memoRow(path: string, st: BigIntStats, sum: string): ChecksumMemo & { p
 function xattrsOf(path: string): string {
   const xattrs = contentXattrs(path);
   if (xattrs.length === 0) return '';
-  return `xattrs:${digestOf(JSON.stringify(xattrs.map(([name, value]) => [name, value.toString('base64')])))}`;
+  return `xattrs:${xattrsDigest(xattrs)}`;
 }
 
 async function hashFile(path: string): Promise<string> {
