@@ -1,10 +1,10 @@
-import { createReadStream } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { closeSync, createReadStream, fstatSync, mkdirSync, openSync, readSync, renameSync, statSync, writeSync, writev } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Digest, digestHex, Hasher } from './digest.js';
 import { isNoSpace, KilnError, noSpaceError } from './errors.js';
-import { fsyncDir, isErrno, randomId } from './fsutil.js';
+import { fsyncDir, fsyncFd, isErrno, randomId } from './fsutil.js';
 import { crashPoint, traced } from './trace.js';
 
 /** Blobs small enough to verify on every read (configs, manifests). */
@@ -18,11 +18,15 @@ export interface BlobInfo {
 /** Bytes of stream chunks gathered before one vectored write. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 
+function writevAsync(fd: number, parts: Uint8Array[]): Promise<number> {
+  return new Promise((resolve, reject) => writev(fd, parts, (err, n) => (err ? reject(err) : resolve(n))));
+}
+
 /** Writes every part at the file's current position, however many calls the kernel needs. */
-async function writeAll(fh: FileHandle, parts: Uint8Array[]): Promise<void> {
+async function writeAll(fd: number, parts: Uint8Array[]): Promise<void> {
   let rest = parts;
   while (rest.length > 0) {
-    const { bytesWritten } = await fh.writev(rest);
+    const bytesWritten = await writevAsync(fd, rest);
     let left = bytesWritten;
     let i = 0;
     while (i < rest.length && left >= rest[i]!.byteLength) left -= rest[i++]!.byteLength;
@@ -45,9 +49,9 @@ export class BlobStore {
     this.tmpDir = join(root, 'tmp');
   }
 
-  async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    await mkdir(this.tmpDir, { recursive: true });
+  init(): void {
+    mkdirSync(this.dir, { recursive: true });
+    mkdirSync(this.tmpDir, { recursive: true });
   }
 
   path(digest: Digest): string {
@@ -61,7 +65,7 @@ export class BlobStore {
 
   async has(digest: Digest): Promise<boolean> {
     try {
-      await stat(this.path(digest));
+      statSync(this.path(digest));
       return true;
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return false;
@@ -70,7 +74,7 @@ export class BlobStore {
   }
 
   async size(digest: Digest): Promise<number> {
-    return (await stat(this.path(digest))).size;
+    return statSync(this.path(digest)).size;
   }
 
   async writeBuffer(data: Uint8Array, expected?: Digest): Promise<BlobInfo> {
@@ -79,16 +83,16 @@ export class BlobStore {
     checkExpected(digest, expected);
     if (await this.has(digest)) return { digest, size: data.byteLength };
     const tmp = this.tempPath('blob');
-    const fh = await open(tmp, 'w', 0o444);
+    const fd = openSync(tmp, 'w', 0o444);
     try {
-      await fh.writeFile(data);
-      await fh.sync();
+      for (let done = 0; done < data.byteLength; ) done += writeSync(fd, data, done);
+      await fsyncFd(fd);
     } catch (err) {
+      closeSync(fd);
       await rm(tmp, { force: true });
       throw isNoSpace(err) ? noSpaceError(tmp, 'writing a blob', err) : err;
-    } finally {
-      await fh.close();
     }
+    closeSync(fd);
     await this.commit(tmp, digest);
     return { digest, size: data.byteLength };
   }
@@ -97,7 +101,7 @@ export class BlobStore {
   async writeStream(source: AsyncIterable<Uint8Array> | Readable, options: { expected?: Digest; signal?: AbortSignal } = {}): Promise<BlobInfo> {
     const tmp = this.tempPath('blob');
     const hasher = new Hasher();
-    const fh = await open(tmp, 'w', 0o444);
+    const fd = openSync(tmp, 'w', 0o444);
     let ok = false;
     try {
       // Network chunks are 16-64 KiB: they are written a batch at a time, one system call (and
@@ -109,7 +113,7 @@ export class BlobStore {
         const parts = batch;
         batch = [];
         batched = 0;
-        await writeAll(fh, parts);
+        await writeAll(fd, parts);
         crashPoint('blob-write');
       };
       for await (const chunk of source as AsyncIterable<Uint8Array>) {
@@ -120,12 +124,12 @@ export class BlobStore {
         if (batched >= WRITE_BATCH_BYTES) await flush();
       }
       await flush();
-      await traced('fsync', () => fh.sync());
+      await traced('fsync', () => fsyncFd(fd));
       ok = true;
     } catch (err) {
       throw isNoSpace(err) ? noSpaceError(tmp, 'writing a blob', err) : err;
     } finally {
-      await fh.close();
+      closeSync(fd);
       if (!ok) await rm(tmp, { force: true });
     }
     const digest = hasher.digest();
@@ -146,14 +150,14 @@ export class BlobStore {
   /** Moves a file already written and fsynced under tmp/ into place as `digest`. */
   async commit(tmp: string, digest: Digest): Promise<void> {
     crashPoint('blob-rename');
-    await rename(tmp, this.path(digest));
+    renameSync(tmp, this.path(digest));
     await fsyncDir(this.dir);
   }
 
   async read(digest: Digest): Promise<Buffer> {
     let data: Buffer;
     try {
-      data = await readFile(this.path(digest));
+      data = readSmall(this.path(digest)) ?? (await readFile(this.path(digest)));
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
         throw new KilnError('BLOB_UNKNOWN', `Blob "${digest}" is not in the store`, { hint: 'Run "kiln store verify" to check the store' });
@@ -182,6 +186,29 @@ export class BlobStore {
     const hasher = new Hasher();
     for await (const chunk of createReadStream(this.path(digest))) hasher.update(chunk as Buffer);
     return hasher.digest() === digest;
+  }
+}
+
+/**
+ * The whole file when it is no larger than VERIFY_ON_READ_LIMIT, read with synchronous calls (each
+ * thread-pool round trip of an asynchronous read costs more than the read itself); undefined for a
+ * larger file, which the caller reads without holding up the event loop.
+ */
+function readSmall(path: string): Buffer | undefined {
+  const fd = openSync(path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    if (size > VERIFY_ON_READ_LIMIT) return undefined;
+    const data = Buffer.allocUnsafe(size);
+    let done = 0;
+    while (done < size) {
+      const n = readSync(fd, data, done, size - done, null);
+      if (n === 0) break;
+      done += n;
+    }
+    return data.subarray(0, done);
+  } finally {
+    closeSync(fd);
   }
 }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, mkdir, statfs } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, fsync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { readFile, statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** A short random id for temporary names. */
@@ -7,13 +8,44 @@ export function randomId(bytes = 8): string {
   return randomBytes(bytes).toString('hex');
 }
 
+/*
+ * Small metadata calls (open, close, mkdir, rename, stat, a small read) are made synchronously on
+ * the paths every build takes: an awaited call of fs/promises is a round trip to libuv's thread
+ * pool, ~120-180 us on a 2-vCPU VM against 3-9 us for the call itself, and a build makes
+ * hundreds. fsync stays asynchronous: on a disk it can wait for milliseconds, and a build service
+ * should not hold every other build's progress meanwhile.
+ */
+
+/**
+ * A file's content: a regular file read with synchronous calls, anything else (a pipe given as
+ * `-f <(...)`, a fifo, a directory) by fs/promises as before, which waits (or fails) without
+ * holding the event loop and with it every other build of a build service. Opening does not
+ * block either way.
+ */
+export async function readFileQuickly(path: string): Promise<Buffer> {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  let regular: boolean;
+  try {
+    regular = fstatSync(fd).isFile();
+    if (regular) return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return readFile(path);
+}
+
+/** fsync(2) of an open descriptor, off the event loop. */
+export function fsyncFd(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
 /** fsync a file or a directory by its path (a directory, so that a rename inside it is durable). */
 export async function fsyncPath(path: string): Promise<void> {
-  const fh = await open(path, 'r');
+  const fd = openSync(path, 'r');
   try {
-    await fh.sync();
+    await fsyncFd(fd);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -21,19 +53,20 @@ export const fsyncDir = fsyncPath;
 
 /** Writes `data` to `path` atomically: temp file beside it, fsync, rename. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${randomId(4)}`;
-  const fh = await open(tmp, 'w', 0o644);
+  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+  const fd = openSync(tmp, 'w', 0o644);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
+    for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done);
+    await fsyncFd(fd);
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
   try {
-    await rename(tmp, path);
+    renameSync(tmp, path);
   } catch (err) {
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
     throw err;
   }
 }

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readdir } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip, createGunzip } from 'node:zlib';
@@ -56,7 +56,7 @@ export async function storeLayerTarSized(store: Store, tar: Readable, options: {
  * record it, and keep the directory as the unpacked layer. An unchanged upper gives no layer.
  */
 export async function commitWorkspace(store: Store, ws: Workspace, options: { signal?: AbortSignal; sourceDateEpoch?: number } = {}): Promise<LayerRow | null> {
-  if ((await readdir(ws.upper)).length === 0) return null;
+  if (readdirSync(ws.upper).length === 0) return null;
   const { layer, tarSize } = await storeLayerTarSized(store, diffTar(ws.upper, options), { signal: options.signal });
   crashPoint('snapshot');
   await store.commitLayerDir(ws, layer.diffId, tarSize);

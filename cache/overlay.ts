@@ -1,5 +1,4 @@
-import type { Stats } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFileSync, type Stats } from 'node:fs';
 import { getAttributeSync, listAttributesSync } from '@napi-rs/xattr';
 import { type Digest, digestOf } from './digest.js';
 import { run } from './exec.js';
@@ -122,7 +121,7 @@ export async function isMountPoint(path: string): Promise<boolean> {
 
 /** Mount points at or under `prefix`, deepest first. */
 export async function mountsUnder(prefix: string): Promise<string[]> {
-  const mounts = await readFile('/proc/self/mountinfo', 'utf8');
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
   const found: string[] = [];
   const under = prefix.endsWith('/') ? prefix : `${prefix}/`;
   for (const line of mounts.split('\n')) {

@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readlink, rename, rm, stat, symlink } from 'node:fs/promises';
+import { existsSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from './blobs.js';
@@ -51,17 +51,13 @@ export class Store {
   }
 
   static async open(root: string, options: { cleaners?: Record<string, LeaseCleaner> } = {}): Promise<Store> {
-    await mkdir(root, { recursive: true, mode: 0o700 });
+    mkdirSync(root, { recursive: true, mode: 0o700 });
     const db = new StoreDb(join(root, 'kiln.db'));
     const store = new Store(root, db);
     for (const [kind, fn] of Object.entries(options.cleaners ?? {})) store.cleaners.set(kind, fn);
-    // Every open pays for these (they exist after the first): issued together, not one by one.
-    await Promise.all([
-      store.blobs.init(),
-      mkdir(store.layersDir, { recursive: true }),
-      mkdir(store.mntDir, { recursive: true }),
-      mkdir(join(root, 'l'), { recursive: true }),
-    ]);
+    // Every open pays for these (they exist after the first).
+    store.blobs.init();
+    for (const dir of [store.layersDir, store.mntDir, join(root, 'l')]) mkdirSync(dir, { recursive: true });
     await store.recover();
     return store;
   }
@@ -84,12 +80,11 @@ export class Store {
     const link = join(this.root, 'l', hex.slice(0, 16));
     const target = `../layers/${hex}/fs`;
     try {
-      await symlink(target, link);
+      symlinkSync(target, link);
     } catch (err) {
       if (!isErrno(err, 'EEXIST')) throw err;
-      if ((await readlink(link)) !== target) {
-        throw new KilnError('STORE_CORRUPT', `Layer link "${link}" points to "${await readlink(link)}", not "${target}"`);
-      }
+      const found = readlinkSync(link);
+      if (found !== target) throw new KilnError('STORE_CORRUPT', `Layer link "${link}" points to "${found}", not "${target}"`);
     }
     return link;
   }
@@ -104,7 +99,7 @@ export class Store {
    */
   async emptyLayer(n = 0): Promise<string> {
     const dir = join(this.layersDir, n === 0 ? 'empty' : `empty-${n}`);
-    await mkdir(dir, { recursive: true, mode: 0o755 });
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
     return dir;
   }
 
@@ -176,7 +171,7 @@ export class Store {
     const tmp = join(this.root, 'tmp');
     let names: string[];
     try {
-      names = await readdir(tmp);
+      names = readdirSync(tmp);
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return;
       throw err;
@@ -201,17 +196,18 @@ export class Store {
     const dir = join(this.layersDir, `.work-${process.pid}-${id}`);
     const mnt = join(this.mntDir, id);
     const leases = [this.lease('dir', dir), this.lease('dir', mnt)];
-    await mkdir(join(dir, 'fs'), { recursive: true, mode: 0o755 });
-    await mkdir(join(dir, 'work'), { recursive: true });
-    await mkdir(mnt, { recursive: true });
+    mkdirSync(join(dir, 'fs'), { recursive: true, mode: 0o755 });
+    mkdirSync(join(dir, 'work'), { recursive: true });
+    mkdirSync(mnt, { recursive: true });
     return { id, dir, upper: join(dir, 'fs'), work: join(dir, 'work'), mnt, leases };
   }
 
   /** Unmounts and removes a workspace, then drops its leases. */
   async disposeWorkspace(ws: Workspace & { leases: string[] }): Promise<void> {
     if (await isMountPoint(ws.mnt)) await unmount(ws.mnt);
-    await rm(ws.mnt, { recursive: true, force: true });
-    await rm(ws.dir, { recursive: true, force: true });
+    rmSync(ws.mnt, { recursive: true, force: true });
+    // Gone already when it became a layer; otherwise it may hold a whole step's output.
+    if (existsSync(ws.dir)) await rm(ws.dir, { recursive: true, force: true });
     for (const l of ws.leases) this.release(l);
   }
 
@@ -221,7 +217,7 @@ export class Store {
    * uncompressed tar size) is recorded on the layer's row, for GC's measure of the store.
    */
   async commitLayerDir(ws: Workspace, diffId: Digest, unpackedSize?: number): Promise<void> {
-    await rm(ws.work, { recursive: true, force: true });
+    rmSync(ws.work, { recursive: true, force: true });
     const target = join(this.layersDir, digestHex(diffId));
     if (unpackedSize !== undefined) this.db.setLayerUnpackedSize(diffId, unpackedSize);
     if (existsSync(target)) {
@@ -229,7 +225,7 @@ export class Store {
       return;
     }
     try {
-      await rename(ws.dir, target);
+      renameSync(ws.dir, target);
     } catch (err) {
       if (!isErrno(err, 'ENOTEMPTY') && !isErrno(err, 'EEXIST')) throw err;
       await rm(ws.dir, { recursive: true, force: true });

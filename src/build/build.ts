@@ -1,8 +1,8 @@
-import { readFile, stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { autoGc } from '../../cache/gc.js';
-import { isErrno } from '../../cache/fsutil.js';
+import { isErrno, readFileQuickly } from '../../cache/fsutil.js';
 import { dockerfileFrontend } from '../../frontend/index.js';
 import type { RunDefaults } from '../../frontend/frontend.js';
 import { parseIgnoreFile } from '../../frontend/ignore/index.js';
@@ -147,7 +147,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
 
 async function checkContext(dir: string): Promise<void> {
   try {
-    const st = await stat(dir);
+    const st = statSync(dir);
     if (!st.isDirectory()) throw new KilnError('CONTEXT_NOT_DIR', `The build context "${dir}" is not a directory`);
   } catch (err) {
     if (isErrno(err, 'ENOENT')) throw new KilnError('CONTEXT_MISSING', `The build context "${dir}" does not exist`);
@@ -159,7 +159,7 @@ async function readDockerfile(req: BuildRequest, contextDir: string): Promise<{ 
   if (req.dockerfileText !== undefined) return { text: req.dockerfileText, file: 'Dockerfile' };
   const path = resolve(req.dockerfile ?? `${contextDir}/Dockerfile`);
   try {
-    return { text: await readFile(path, 'utf8'), file: basename(path) };
+    return { text: (await readFileQuickly(path)).toString('utf8'), file: basename(path) };
   } catch (err) {
     if (isErrno(err, 'ENOENT')) {
       throw new KilnError('DOCKERFILE_MISSING', `Cannot read the Dockerfile "${path}": no such file`, { hint: 'Pass its path with -f, or "-f -" to read it from standard input' });
@@ -178,7 +178,7 @@ async function readDockerignore(contextDir: string, req: Pick<BuildRequest, 'doc
   if (req.dockerfileText === undefined) candidates.unshift(`${resolve(req.dockerfile ?? `${contextDir}/Dockerfile`)}.dockerignore`);
   for (const path of candidates) {
     try {
-      return parseIgnoreFile(await readFile(path, 'utf8'), { file: basename(path) });
+      return parseIgnoreFile((await readFileQuickly(path)).toString('utf8'), { file: basename(path) });
     } catch (err) {
       if (!isErrno(err, 'ENOENT')) throw err;
     }

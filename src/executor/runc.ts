@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { run } from '../../cache/exec.js';
@@ -31,13 +31,13 @@ export class RuncExecutor implements Executor {
     const containerLease = this.store.lease(CONTAINER_LEASE, id);
     let exited = false;
     try {
-      await mkdir(bundle, { recursive: true, mode: 0o700 });
+      mkdirSync(bundle, { recursive: true, mode: 0o700 });
       if (options.sensitive) await mountTmpfs(bundle, 'mode=700,size=1m');
       const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
       const hostname = spec.hostname ?? 'kiln';
-      await writeFile(files.hosts, hostsFile({ ...spec, hostname }));
-      await writeFile(files.resolvConf, await hostResolvConf());
-      await writeFile(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
+      writeFileSync(files.hosts, hostsFile({ ...spec, hostname }));
+      writeFileSync(files.resolvConf, hostResolvConf());
+      writeFileSync(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
       const code = await this.runBundle(id, bundle, options);
       exited = true;
       return code;
@@ -46,7 +46,7 @@ export class RuncExecutor implements Executor {
       if (!exited) await deleteContainer(this.runtime, id);
       this.store.release(containerLease);
       if (options.sensitive) await unmount(bundle);
-      await rm(bundle, { recursive: true, force: true });
+      rmSync(bundle, { recursive: true, force: true });
       this.store.release(bundleLease);
     }
   }
@@ -89,10 +89,10 @@ export class RuncExecutor implements Executor {
 
 let resolvConf: string | undefined;
 
-async function hostResolvConf(): Promise<string> {
+function hostResolvConf(): string {
   if (resolvConf !== undefined) return resolvConf;
   try {
-    resolvConf = await readFile('/etc/resolv.conf', 'utf8');
+    resolvConf = readFileSync('/etc/resolv.conf', 'utf8');
   } catch (err) {
     if (!isErrno(err, 'ENOENT')) throw err;
     resolvConf = '';

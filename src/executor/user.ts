@@ -1,6 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
-import { isErrno } from '../../cache/fsutil.js';
+import { isErrno, readFileQuickly } from '../../cache/fsutil.js';
 import { secureJoin } from '../fsutil/securejoin.js';
 import type { ProcessUser } from './executor.js';
 
@@ -13,7 +12,7 @@ interface PasswdEntry {
 
 async function readRootFile(rootfs: string, path: string): Promise<string | undefined> {
   try {
-    return await readFile(await secureJoin(rootfs, path), 'utf8');
+    return (await readFileQuickly(await secureJoin(rootfs, path))).toString('utf8');
   } catch (err) {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return undefined;
     throw err;

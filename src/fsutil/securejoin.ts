@@ -1,4 +1,4 @@
-import { lstat, readlink } from 'node:fs/promises';
+import { lstatSync, readlinkSync } from 'node:fs';
 import { posix } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
@@ -8,7 +8,8 @@ const MAX_LINKS = 255;
 /**
  * Resolves `path` inside `root` as a process chrooted at `root` would: symlinks are followed, but
  * absolute targets and `..` never leave the root. Components that do not exist are kept as they
- * are, so the result can be used to create them. Returns a host path under `root`.
+ * are, so the result can be used to create them. Returns a host path under `root`. (Synchronous
+ * calls, one or two per component: see the note in cache/fsutil.ts.)
  */
 export async function secureJoin(root: string, path: string): Promise<string> {
   const pending = splitPath(path);
@@ -24,7 +25,7 @@ export async function secureJoin(root: string, path: string): Promise<string> {
     const candidate = posix.join(root, ...resolved, part);
     let isLink = false;
     try {
-      isLink = (await lstat(candidate)).isSymbolicLink();
+      isLink = lstatSync(candidate).isSymbolicLink();
     } catch (err) {
       if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
     }
@@ -35,7 +36,7 @@ export async function secureJoin(root: string, path: string): Promise<string> {
     if (++links > MAX_LINKS) {
       throw new KilnError('TOO_MANY_LINKS', `Too many levels of symbolic links resolving "${path}"`);
     }
-    const target = await readlink(candidate);
+    const target = readlinkSync(candidate);
     if (target.startsWith('/')) resolved.length = 0;
     pending.unshift(...splitPath(target));
   }

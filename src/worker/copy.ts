@@ -22,7 +22,7 @@ import {
   writeSync,
   type Stats,
 } from 'node:fs';
-import { chmod, chown, copyFile, lstat, mkdir, utimes } from 'node:fs/promises';
+import { chmod, chown, copyFile, utimes } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { listAttributesSync, setAttributeSync } from '@napi-rs/xattr';
 import { KilnError } from '../../cache/errors.js';
@@ -129,7 +129,7 @@ export async function copyIntoRoot(destRoot: string, action: CopyAction, selecti
   const mode = action.chmod === undefined ? undefined : parseChmod(action.chmod);
   const ctx: EntryCtx = { ...o, mode, destRoot, slice: new TimeSlice(o.signal), umask: process.umask() };
   for (const m of matches) {
-    const st = await lstat(m.host);
+    const st = lstatSync(m.host);
     if (o.excludes?.excluded(posix.basename(m.rel))) continue;
     ctx.matchRoot = st.isDirectory() ? m.host : posix.dirname(m.host);
     if (action.parents) {
@@ -173,7 +173,7 @@ const ROOT = process.geteuid?.() === 0 && process.getegid?.() === 0;
 
 async function isDir(p: string): Promise<boolean> {
   try {
-    return (await lstat(p)).isDirectory();
+    return lstatSync(p).isDirectory();
   } catch (err) {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
     throw err;
@@ -193,7 +193,7 @@ async function mkdirOwned(root: string, path: string, ctx: EntryCtx): Promise<bo
     const host = await secureJoin(root, cur);
     created = false;
     try {
-      const st = await lstat(host);
+      const st = lstatSync(host);
       if (!st.isDirectory()) {
         throw new KilnError('COPY_NOT_DIR', `Cannot copy to "${path}": "${cur}" exists and is not a directory`);
       }
@@ -201,8 +201,8 @@ async function mkdirOwned(root: string, path: string, ctx: EntryCtx): Promise<bo
       if (!isErrno(err, 'ENOENT')) throw err;
       const owner = ctx.owner ?? { uid: 0, gid: 0 };
       for (const dir of await mkdirResolved(root, host)) {
-        await chmod(dir, 0o755);
-        await chown(dir, owner.uid, owner.gid);
+        chmodSync(dir, 0o755);
+        chownSync(dir, owner.uid, owner.gid);
         created = true;
       }
     }
@@ -220,7 +220,7 @@ export async function mkdirResolved(root: string, host: string): Promise<string[
   if (host !== root && !host.startsWith(`${root}/`)) {
     throw new KilnError('PATH_ESCAPE', `Refusing to create "${host}" outside the root "${root}"`);
   }
-  const first = await mkdir(host, { recursive: true, mode: 0o755 });
+  const first = mkdirSync(host, { recursive: true, mode: 0o755 });
   if (first === undefined) return [];
   const made = [first];
   for (const part of posix.relative(first, host).split('/').filter(Boolean)) made.push(posix.join(made[made.length - 1]!, part));

@@ -1,5 +1,4 @@
-import type { Stats } from 'node:fs';
-import { lstat, mkdir, readdir, rmdir, unlink, utimes } from 'node:fs/promises';
+import { lstatSync, mkdirSync, readdirSync, rmdirSync, type Stats, unlinkSync, utimesSync } from 'node:fs';
 import { posix } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { LayerRow } from '../../cache/db.js';
@@ -33,9 +32,9 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
     try {
       const extra = await prepareRunMounts(store, op, inputs, ctx);
       try {
-        stubs = await missingPaths(ws.mnt, [...MOUNT_POINTS, ...extra.targets]);
+        stubs = missingPaths(ws.mnt, [...MOUNT_POINTS, ...extra.targets]);
         const cwd = await secureJoin(ws.mnt, op.cwd);
-        await mkdir(cwd, { recursive: true, mode: 0o755 });
+        mkdirSync(cwd, { recursive: true, mode: 0o755 });
         const user = await resolveUser(ws.mnt, op.user);
         const out = new StringDecoder('utf8');
         const err = new StringDecoder('utf8');
@@ -67,7 +66,7 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
     } finally {
       await traced('unmount', () => unmount(ws.mnt));
     }
-    await removeStubs(ws.upper, stubs);
+    removeStubs(ws.upper, stubs);
     if (code !== 0) {
       // A step whose writes filled the store's disk fails with its own words ("I/O error"): say why.
       const full = await diskFull(store.root);
@@ -91,14 +90,14 @@ interface Stubs {
  * The paths (and their missing parents) that do not exist in the root: the runtime will create
  * them as mount points, and they must not end up in the layer.
  */
-async function missingPaths(rootfs: string, paths: readonly string[]): Promise<Stubs> {
+function missingPaths(rootfs: string, paths: readonly string[]): Stubs {
   const missing = new Set<string>();
   const parents = new Map<string, Stats>();
   for (const p of paths) {
     let cur = p;
     while (cur !== '/') {
       try {
-        await lstat(posix.join(rootfs, cur));
+        lstatSync(posix.join(rootfs, cur));
         break;
       } catch (err) {
         if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
@@ -106,7 +105,7 @@ async function missingPaths(rootfs: string, paths: readonly string[]): Promise<S
       }
       cur = posix.dirname(cur);
     }
-    if (cur !== p && cur !== '/' && !parents.has(cur)) parents.set(cur, await lstat(posix.join(rootfs, cur)));
+    if (cur !== p && cur !== '/' && !parents.has(cur)) parents.set(cur, lstatSync(posix.join(rootfs, cur)));
   }
   // Deepest first, so that a parent is empty by the time it is considered.
   return { missing: [...missing].sort((a, b) => b.length - a.length), parents };
@@ -116,13 +115,13 @@ async function missingPaths(rootfs: string, paths: readonly string[]): Promise<S
  * Whether every parent of `rel` in `upper` is a directory. The step may have turned one into a
  * link, whose target the host would resolve: `/x -> /home` made `x/y/stub` a host path.
  */
-async function throughDirectories(upper: string, rel: string): Promise<boolean> {
+function throughDirectories(upper: string, rel: string): boolean {
   const parts = rel.split('/').filter((s) => s !== '');
   let p = upper;
   for (const part of parts.slice(0, -1)) {
     p = posix.join(p, part);
     try {
-      if (!(await lstat(p)).isDirectory()) return false;
+      if (!lstatSync(p).isDirectory()) return false;
     } catch (err) {
       if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;
       throw err;
@@ -136,16 +135,16 @@ async function throughDirectories(upper: string, rel: string): Promise<boolean> 
  * existing directory that was copied up only to hold a stub goes too; one that the step changed
  * gets its times back.
  */
-async function removeStubs(upper: string, stubs: Stubs): Promise<void> {
+function removeStubs(upper: string, stubs: Stubs): void {
   for (const stub of stubs.missing) {
-    if (!(await throughDirectories(upper, stub))) continue;
+    if (!(throughDirectories(upper, stub))) continue;
     const p = posix.join(upper, stub);
     try {
-      const st = await lstat(p);
+      const st = lstatSync(p);
       if (st.isDirectory()) {
-        if ((await readdir(p)).length === 0) await rmdir(p);
+        if (readdirSync(p).length === 0) rmdirSync(p);
       } else if (st.isFile() && st.size === 0) {
-        await unlink(p);
+        unlinkSync(p);
       }
     } catch (err) {
       // The step may have removed or replaced the stub itself; then there is nothing to undo.
@@ -153,19 +152,19 @@ async function removeStubs(upper: string, stubs: Stubs): Promise<void> {
     }
   }
   for (const [dir, before] of stubs.parents) {
-    if (!(await throughDirectories(upper, dir))) continue;
+    if (!(throughDirectories(upper, dir))) continue;
     const p = posix.join(upper, dir);
     let st: Stats;
     try {
-      st = await lstat(p);
+      st = lstatSync(p);
     } catch (err) {
       if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) continue;
       throw err;
     }
     if (!st.isDirectory()) continue;
-    await utimes(p, before.atime, before.mtime);
+    utimesSync(p, before.atime, before.mtime);
     const untouched = st.mode === before.mode && st.uid === before.uid && st.gid === before.gid;
-    if (untouched && (await readdir(p)).length === 0 && !isOpaque(p)) await rmdir(p);
+    if (untouched && readdirSync(p).length === 0 && !isOpaque(p)) rmdirSync(p);
   }
 }
 

@@ -1,5 +1,5 @@
 import { chmodSync, chownSync, copyFileSync, lchownSync, linkSync, lstatSync, mkdirSync, readdirSync, readlinkSync, symlinkSync, utimesSync } from 'node:fs';
-import { chmod, chown, lstat, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { acquireCacheMount } from '../../cache/cachemounts.js';
 import type { LayerRow } from '../../cache/db.js';
@@ -41,7 +41,7 @@ export async function mountLayers(store: Store, layers: readonly LayerRow[], tar
 export async function withReadOnlyView<T>(store: Store, layers: readonly LayerRow[], fn: (root: string) => Promise<T>, signal?: AbortSignal): Promise<T> {
   const mnt = join(store.mntDir, `ro-${randomId()}`);
   return store.withLease('dir', mnt, async () => {
-    await mkdir(mnt, { recursive: true });
+    mkdirSync(mnt, { recursive: true });
     try {
       await mountLayers(store, layers, mnt, undefined, signal);
       try {
@@ -166,7 +166,7 @@ export async function prepareRunMounts(store: Store, op: ExecOp, inputs: readonl
       await rm(dir, { recursive: true, force: true });
       store.release(lease);
     });
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
     return dir;
   };
   let secretsDir: string | undefined;
@@ -268,9 +268,9 @@ async function inputPath(
     if (exclusion !== NO_EXCLUSION) {
       const host = await secureJoin(op.source, source);
       const rel = posix.relative(op.source, host);
-      await lstatOrMissing(host, source, input.vertex.meta.name || op.kind);
+      lstatOrMissing(host, source, input.vertex.meta.name || op.kind);
       context = join(await scratch('context'), 'view');
-      await mkdir(join(context, rel, '..'), { recursive: true });
+      mkdirSync(join(context, rel, '..'), { recursive: true });
       await copyFiltered(op.source, host, join(context, rel), exclusion, signal);
       path = rel;
     }
@@ -280,14 +280,14 @@ async function inputPath(
   } else {
     const dir = await scratch('bind');
     const mnt = join(dir, 'mnt');
-    await mkdir(mnt);
+    mkdirSync(mnt);
     if (context !== undefined) {
-      await mkdir(join(dir, 'upper'));
-      await mkdir(join(dir, 'work'));
+      mkdirSync(join(dir, 'upper'));
+      mkdirSync(join(dir, 'work'));
       await mountOverlay(mnt, { lower: [context], upper: join(dir, 'upper'), work: join(dir, 'work') });
     } else if (writable) {
-      await mkdir(join(dir, 'upper'));
-      await mkdir(join(dir, 'work'));
+      mkdirSync(join(dir, 'upper'));
+      mkdirSync(join(dir, 'work'));
       await mountLayers(store, input.snapshot.layers, mnt, { upper: join(dir, 'upper'), work: join(dir, 'work') }, signal);
     } else {
       await mountLayers(store, input.snapshot.layers, mnt, undefined, signal);
@@ -296,13 +296,13 @@ async function inputPath(
   }
   if (path !== undefined) return join(root, path);
   const joined = await secureJoin(root, source);
-  await lstatOrMissing(joined, source, input.vertex.meta.name || op.kind);
+  lstatOrMissing(joined, source, input.vertex.meta.name || op.kind);
   return joined;
 }
 
-async function lstatOrMissing(path: string, source: string, what: string): Promise<void> {
+function lstatOrMissing(path: string, source: string, what: string): void {
   try {
-    await lstat(path);
+    lstatSync(path);
   } catch (err) {
     if (!isErrno(err, 'ENOENT') && !isErrno(err, 'ENOTDIR')) throw err;
     throw new KilnError('MOUNT_SOURCE_MISSING', `Mount source "${source}" not found in ${what}`);

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, statSync, writeFileSync, utimesSync, lstatSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -167,6 +167,26 @@ describe('a multi-stage build through runc', () => {
       expect(r.code, r.stderr).toBe(0);
       expect(readFileSync(join(out.path, 'fs/s'), 'utf8')).toBe('stdin\n');
     } finally {
+      await out.cleanup();
+    }
+  });
+
+  it('reads the Dockerfile from a pipe, as -f <(...) names one, and refuses a directory', async () => {
+    const out = tempDir();
+    const fifo = join(out.path, 'Dockerfile.fifo');
+    execFileSync('mkfifo', [fifo]);
+    // The writer opens the fifo only after a while: the build must wait for it, not read nothing.
+    const writer = spawn('sh', ['-c', `sleep 0.3; printf 'FROM test/base:1\\nRUN echo piped > /p\\n' > "$1"`, 'sh', fifo]);
+    try {
+      const r = await kiln(root, ['build', '-f', fifo, '-o', `type=local,dest=${out.path}/fs`, ctx]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(join(out.path, 'fs/p'), 'utf8')).toBe('piped\n');
+      mkdirSync(join(out.path, 'dir'));
+      const d = await kiln(root, ['build', '-f', join(out.path, 'dir'), ctx]);
+      expect(d.code).toBe(1);
+      expect(d.stderr).toContain(`The Dockerfile "${join(out.path, 'dir')}" is a directory`);
+    } finally {
+      writer.kill();
       await out.cleanup();
     }
   });
