@@ -32,7 +32,10 @@ describe('extra certificate authorities', () => {
     openssl(['x509', '-req', '-in', p('server.csr'), '-CA', ca(), '-CAkey', p('ca.key'), '-CAcreateserial', '-out', p('server.pem'), '-days', '2', '-extfile', p('san.ext')]);
     server = https.createServer({ key: readFileSync(p('server.key')), cert: readFileSync(p('server.pem')) }, (req, res) => {
       if (req.url === '/hello.txt') res.end('over tls\n');
-      else res.writeHead(404).end();
+      else if (req.url === '/v2/') res.writeHead(200, { 'Content-Type': 'application/json' }).end('{}');
+      else if (req.url?.startsWith('/v2/')) {
+        res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] }));
+      } else res.writeHead(404).end();
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `https://127.0.0.1:${(server.address() as AddressInfo).port}/hello.txt`;
@@ -69,6 +72,15 @@ describe('extra certificate authorities', () => {
   it('trusts the CA KILN_EXTRA_CA_CERTS names', async () => {
     const r = await kiln(store.root, ['build', '--no-cache', ctx], { env: { ...none, KILN_EXTRA_CA_CERTS: ca() } });
     expect(r.code, r.stderr).toBe(0);
+  });
+
+  it('speaks TLS to an insecure registry whose certificate no authority signed for it', async () => {
+    // The answer to the manifest request (404, manifest unknown) comes over HTTPS: a failed
+    // handshake would have made the probe fall back to plain HTTP, which this server does not speak.
+    const host = new URL(url).host;
+    const r = await kiln(store.root, ['pull', '--insecure-registry', host, `${host}/tls/none:1`], { env: none });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`Cannot fetch the manifest of "${host}/tls/none:1": MANIFEST_UNKNOWN: manifest unknown`);
   });
 
   it('refuses the server without its CA, and warns about a CA file it cannot read', async () => {
