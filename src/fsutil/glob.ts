@@ -1,4 +1,4 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync, readdirSync } from 'node:fs';
 import { posix } from 'node:path';
 import { isErrno } from '../../cache/fsutil.js';
 
@@ -37,12 +37,13 @@ function escapeRe(c: string): string {
 
 /**
  * Paths under `root` (relative, `/`-separated) matching `pattern`. `*`, `?` and classes stay
- * within a segment; a `**` segment matches any number of segments. Results are sorted.
+ * within a segment; a `**` segment matches any number of segments. Results are sorted. One
+ * synchronous readdir per directory walked (see the note in cache/fsutil.ts).
  */
-export async function glob(root: string, pattern: string): Promise<string[]> {
+export function glob(root: string, pattern: string): string[] {
   const segments = pattern.split('/').filter((s) => s !== '' && s !== '.');
   const out = new Set<string>();
-  const walk = async (dir: string, i: number): Promise<void> => {
+  const walk = (dir: string, i: number): void => {
     if (i === segments.length) {
       out.add(dir);
       return;
@@ -50,36 +51,36 @@ export async function glob(root: string, pattern: string): Promise<string[]> {
     const seg = segments[i]!;
     if (!hasGlob(seg)) {
       const next = dir === '' ? seg : `${dir}/${seg}`;
-      if (await exists(posix.join(root, next))) await walk(next, i + 1);
+      if (exists(posix.join(root, next))) walk(next, i + 1);
       return;
     }
-    const entries = await list(posix.join(root, dir));
+    const entries = list(posix.join(root, dir));
     if (seg === '**') {
-      await walk(dir, i + 1);
-      for (const e of entries) if (e.dir) await walk(dir === '' ? e.name : `${dir}/${e.name}`, i);
+      walk(dir, i + 1);
+      for (const e of entries) if (e.dir) walk(dir === '' ? e.name : `${dir}/${e.name}`, i);
       return;
     }
     const re = segmentRegex(seg);
     for (const e of entries) {
-      if (re.test(e.name)) await walk(dir === '' ? e.name : `${dir}/${e.name}`, i + 1);
+      if (re.test(e.name)) walk(dir === '' ? e.name : `${dir}/${e.name}`, i + 1);
     }
   };
-  await walk('', 0);
+  walk('', 0);
   return [...out].filter((p) => p !== '').sort();
 }
 
-async function list(dir: string): Promise<{ name: string; dir: boolean }[]> {
+function list(dir: string): { name: string; dir: boolean }[] {
   try {
-    return (await readdir(dir, { withFileTypes: true })).map((d) => ({ name: d.name, dir: d.isDirectory() }));
+    return readdirSync(dir, { withFileTypes: true }).map((d) => ({ name: d.name, dir: d.isDirectory() }));
   } catch (err) {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return [];
     throw err;
   }
 }
 
-async function exists(p: string): Promise<boolean> {
+function exists(p: string): boolean {
   try {
-    await lstat(p);
+    lstatSync(p);
     return true;
   } catch (err) {
     if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return false;

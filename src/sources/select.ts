@@ -1,4 +1,4 @@
-import { lstat } from 'node:fs/promises';
+import { lstatSync } from 'node:fs';
 import { posix } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
@@ -42,13 +42,13 @@ export async function selectSources(root: string, patterns: readonly string[], e
       throw new KilnError('SOURCE_OUTSIDE', `Source "${pattern}" is outside ${what}`, { hint: 'COPY and ADD can only read files inside the context; move the file into it' });
     }
     const clean = cleanSource(pattern);
-    const rels = hasGlob(clean) ? await glob(root, clean) : [clean];
+    const rels = hasGlob(clean) ? glob(root, clean) : [clean];
     const matches: { rel: string; host: string }[] = [];
     for (const rel of rels) {
       if (rel !== '.' && exclusion.excluded(rel)) continue;
       const host = await secureJoin(root, rel);
       try {
-        await lstat(host);
+        lstatSync(host);
       } catch (err) {
         if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) continue;
         throw err;
