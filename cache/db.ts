@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
 import { isNoSpace, noSpaceError } from './errors.js';
 
-const SCHEMA_VERSION = 6;
+const SCHEMA_VERSION = 7;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,9 +33,22 @@ CREATE TABLE IF NOT EXISTS leases (
   target TEXT NOT NULL, created INTEGER NOT NULL);
 `;
 
+/** A layer row's columns as LayerRow names them ('' in the index is a layer without a blob). */
+/** A layer whose compressed blob is in the store. */
+export type BlobLayer = LayerRow & { blob: Digest };
+
+const LAYER_COLUMNS = "diff_id AS diffId, NULLIF(blob, '') AS blob, blob_size AS blobSize, media_type AS mediaType";
+
 export interface LayerRow {
   diffId: Digest;
-  blob: Digest;
+  /**
+   * The compressed blob, or null while the layer exists only as its directory: a step whose
+   * layer no output image holds skips compressing it (the layer's diff id is the digest of its tar
+   * all the same); ensureLayerBlob in cache/layers.ts makes the blob when something needs it.
+   * Stored as '' in the index, whose column is NOT NULL.
+   */
+  blob: Digest | null;
+  /** 0 while there is no blob. */
   blobSize: number;
   mediaType: string;
 }
@@ -154,7 +167,8 @@ export class StoreDb {
       if (!columns.some((c) => c.name === 'unpacked_size')) this.db.exec('ALTER TABLE layers ADD COLUMN unpacked_size INTEGER');
       // Version 5: checksums cover extended attributes, which the memo rows of earlier versions
       // left out (a file's row stays valid while its stat does): they are computed afresh.
-      // Version 6 adds checksum_dirs (CREATE above).
+      // Version 6 adds checksum_dirs (CREATE above). Version 7: a layer's blob may be '' (a layer
+      // kept as its directory only, LayerRow.blob null); nothing to convert.
       if (version > 0 && version < 5) this.db.exec('DELETE FROM checksums');
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
       // Immediate: two processes opening an old store at once take turns instead of racing.
@@ -195,19 +209,20 @@ export class StoreDb {
     return this.statement('SELECT digest, size, media_type AS mediaType FROM blobs').all() as never;
   }
 
+  /** Records a layer; a blob fills in the row of a layer recorded without one. */
   putLayer(layer: LayerRow): void {
-    this.statement('INSERT OR IGNORE INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, ?, ?, ?, ?)')
-      .run(layer.diffId, layer.blob, layer.blobSize, layer.mediaType, Date.now());
+    this.statement(
+      'INSERT INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, ?, ?, ?, ?) ' +
+        "ON CONFLICT (diff_id) DO UPDATE SET blob = excluded.blob, blob_size = excluded.blob_size, media_type = excluded.media_type WHERE layers.blob = '' AND excluded.blob <> ''",
+    ).run(layer.diffId, layer.blob ?? '', layer.blobSize, layer.mediaType, Date.now());
   }
 
   getLayer(diffId: Digest): LayerRow | undefined {
-    return this.statement('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers WHERE diff_id = ?')
-      .get(diffId) as LayerRow | undefined;
+    return this.statement(`SELECT ${LAYER_COLUMNS} FROM layers WHERE diff_id = ?`).get(diffId) as LayerRow | undefined;
   }
 
   allLayers(): LayerRow[] {
-    return this.statement('SELECT diff_id AS diffId, blob, blob_size AS blobSize, media_type AS mediaType FROM layers')
-      .all() as LayerRow[];
+    return this.statement(`SELECT ${LAYER_COLUMNS} FROM layers`).all() as LayerRow[];
   }
 
   putManifest(row: ManifestRow): void {
@@ -249,13 +264,13 @@ export class StoreDb {
    */
   lookupCache(key: string): { row: CacheRow & { lastUsed: number }; layer: LayerRow | null | undefined } | undefined {
     const r = this.statement(
-      'SELECT c.key, c.diff_id AS diffId, c.created, c.last_used AS lastUsed, l.blob, l.blob_size AS blobSize, l.media_type AS mediaType ' +
+      "SELECT c.key, c.diff_id AS diffId, c.created, c.last_used AS lastUsed, l.diff_id AS layer, NULLIF(l.blob, '') AS blob, l.blob_size AS blobSize, l.media_type AS mediaType " +
         'FROM cache c LEFT JOIN layers l ON l.diff_id = c.diff_id WHERE c.key = ?',
-    ).get(key) as (CacheRow & { lastUsed: number; blob: Digest | null; blobSize: number | null; mediaType: string | null }) | undefined;
+    ).get(key) as (CacheRow & { lastUsed: number; layer: string | null; blob: Digest | null; blobSize: number | null; mediaType: string | null }) | undefined;
     if (!r) return undefined;
     const row = { key: r.key, diffId: r.diffId, created: r.created, lastUsed: r.lastUsed };
     if (r.diffId === null) return { row, layer: null };
-    return { row, layer: r.blob === null ? undefined : { diffId: r.diffId, blob: r.blob, blobSize: r.blobSize!, mediaType: r.mediaType! } };
+    return { row, layer: r.layer === null ? undefined : { diffId: r.diffId, blob: r.blob, blobSize: r.blobSize!, mediaType: r.mediaType! } };
   }
 
   /** Marks cache records used now, in one transaction. */

@@ -288,9 +288,10 @@ export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneRe
   // then only records go, and their layers wait for a quiet moment.
   const deadLayers = busySince !== undefined ? [] : [...layers.values()].filter((l) => !referenced.has(l.diffId));
   const liveLayerBlobs = new Set<string>(roots.blobs);
-  for (const l of layers.values()) if (!deadLayers.includes(l)) liveLayerBlobs.add(l.blob);
+  for (const l of layers.values()) if (l.blob && !deadLayers.includes(l)) liveLayerBlobs.add(l.blob);
   const deadBlobs = new Set<string>();
-  for (const l of deadLayers) if (!liveLayerBlobs.has(l.blob)) deadBlobs.add(l.blob);
+  // A layer without a blob (never needed compressed) has only its directory to remove.
+  for (const l of deadLayers) if (l.blob && !liveLayerBlobs.has(l.blob)) deadBlobs.add(l.blob);
   // Blobs recorded but used by nothing at all (converted copies, leftovers of a crash).
   for (const b of store.db.allBlobs()) {
     if (!liveLayerBlobs.has(b.digest) && !deadBlobs.has(b.digest) && now - blobCreated(store, b.digest) > ORPHAN_GRACE_MS) deadBlobs.add(b.digest);

@@ -3,7 +3,7 @@ import { readdirSync } from 'node:fs';
 import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip, createGunzip } from 'node:zlib';
-import type { LayerRow } from './db.js';
+import type { BlobLayer, LayerRow } from './db.js';
 import { type Digest, Hasher } from './digest.js';
 import { diffTar } from './diff.js';
 import { KilnError } from './errors.js';
@@ -25,7 +25,7 @@ function hashing(hasher: Hasher): Transform {
 }
 
 /** Compresses an uncompressed layer tar into the blob store; returns the layer record. */
-export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortSignal): Promise<LayerRow> {
+export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortSignal): Promise<BlobLayer> {
   return (await storeLayerTarSized(store, tar, { signal })).layer;
 }
 
@@ -33,7 +33,7 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
  * storeLayerTar, also giving the uncompressed tar's size: what the layer's files take unpacked
  * (within a block each), recorded when its directory is made (Store.commitLayerDir) for GC.
  */
-export async function storeLayerTarSized(store: Store, tar: Readable, options: { signal?: AbortSignal } = {}): Promise<{ layer: LayerRow; tarSize: number }> {
+export async function storeLayerTarSized(store: Store, tar: Readable, options: { signal?: AbortSignal; expected?: Digest } = {}): Promise<{ layer: BlobLayer; tarSize: number }> {
   const signal = options.signal;
   const diffHasher = new Hasher();
   const gz = createGzip({ level: 6 });
@@ -42,7 +42,11 @@ export async function storeLayerTarSized(store: Store, tar: Readable, options: {
   tar.on('error', (err) => gz.destroy(err));
   hashed.pipe(gz);
   const blob = await traced('diff+compress+write', () => store.blobs.writeStream(gz, { signal }));
-  const layer: LayerRow = { diffId: diffHasher.digest(), blob: blob.digest, blobSize: blob.size, mediaType: MEDIA_TYPE_LAYER_GZIP };
+  const layer: BlobLayer = { diffId: diffHasher.digest(), blob: blob.digest, blobSize: blob.size, mediaType: MEDIA_TYPE_LAYER_GZIP };
+  if (options.expected !== undefined && layer.diffId !== options.expected) {
+    // The blob just written is recorded nowhere: GC sweeps it as a leftover.
+    throw new KilnError('LAYER_CORRUPT', `The directory of layer "${options.expected}" no longer gives that layer: its tar is "${layer.diffId}"`, { hint: 'Run "kiln store verify"; "kiln prune -a" removes the damaged build cache' });
+  }
   store.db.transaction(() => {
     store.db.putBlob(blob.digest, blob.size, MEDIA_TYPE_LAYER_GZIP);
     crashPoint('index-commit');
@@ -54,9 +58,36 @@ export async function storeLayerTarSized(store: Store, tar: Readable, options: {
 /**
  * Turns a finished workspace's upper directory into a layer: tar, compress, store the blob,
  * record it, and keep the directory as the unpacked layer. An unchanged upper gives no layer.
+ *
+ * `blob: false` (a layer no output image holds, such as a builder stage's) skips compressing and
+ * storing the tar: only its digest, the diff id, is taken, and the directory is the layer's only
+ * copy until ensureLayerBlob makes the blob from it, tarring it again to the same bytes. Not with
+ * SOURCE_DATE_EPOCH, whose clamped times that second tar would not know.
  */
-export async function commitWorkspace(store: Store, ws: Workspace, options: { signal?: AbortSignal; sourceDateEpoch?: number } = {}): Promise<LayerRow | null> {
+export async function commitWorkspace(
+  store: Store,
+  ws: Workspace,
+  options: { signal?: AbortSignal; sourceDateEpoch?: number; blob?: boolean } = {},
+): Promise<LayerRow | null> {
   if (readdirSync(ws.upper).length === 0) return null;
+  if (options.blob === false && options.sourceDateEpoch === undefined) {
+    const hasher = new Hasher();
+    await traced('diff', async () => {
+      for await (const chunk of diffTar(ws.upper)) {
+        options.signal?.throwIfAborted();
+        hasher.update(chunk as Buffer);
+      }
+    });
+    const layer: LayerRow = { diffId: hasher.digest(), blob: null, blobSize: 0, mediaType: MEDIA_TYPE_LAYER_GZIP };
+    crashPoint('snapshot');
+    // The directory first: a layer row without a blob must always have one. A crash in between
+    // leaves a directory without a row, which recovery's sweep of orphans removes.
+    await store.commitLayerDir(ws, layer.diffId);
+    crashPoint('layer-row');
+    store.db.putLayer(layer);
+    store.db.setLayerUnpackedSize(layer.diffId, hasher.size);
+    return store.db.getLayer(layer.diffId) ?? layer;
+  }
   const { layer, tarSize } = await storeLayerTarSized(store, diffTar(ws.upper, options), { signal: options.signal });
   crashPoint('snapshot');
   await store.commitLayerDir(ws, layer.diffId, tarSize);
@@ -108,7 +139,7 @@ export async function importLayerTar(store: Store, source: Readable, signal?: Ab
 }
 
 /** Fetches a remote layer's blob into the store and records the layer. */
-export type RemoteLayerFetch = (signal?: AbortSignal) => Promise<LayerRow>;
+export type RemoteLayerFetch = (signal?: AbortSignal) => Promise<BlobLayer>;
 
 /**
  * Layers a build may use but has not downloaded (hits of an imported cache): fetched the first
@@ -123,10 +154,17 @@ export function addRemoteLayer(store: Store, diffId: Digest, fetch: RemoteLayerF
   map.set(diffId, fetch);
 }
 
-/** The layer's record, downloading it first when it is a remote layer not fetched yet. */
-export async function ensureLayerBlob(store: Store, diffId: Digest, signal?: AbortSignal): Promise<LayerRow> {
+/**
+ * The layer's record with its blob: downloaded first when it is a remote layer not fetched yet,
+ * made from its directory when it was stored without one (commitWorkspace's `blob: false`).
+ */
+export async function ensureLayerBlob(store: Store, diffId: Digest, signal?: AbortSignal): Promise<BlobLayer> {
   const row = store.db.getLayer(diffId);
-  if (row) return row;
+  if (row?.blob) return row as BlobLayer;
+  if (row) {
+    if (!store.hasLayerFs(diffId)) throw new KilnError('LAYER_CORRUPT', `Layer "${diffId}" has neither a blob nor a directory`, { hint: 'Run "kiln store verify"' });
+    return (await storeLayerTarSized(store, diffTar(store.layerFs(diffId)), { signal, expected: diffId })).layer;
+  }
   const fetch = remoteLayers.get(store)?.get(diffId);
   if (!fetch) throw new KilnError('LAYER_UNKNOWN', `Layer "${diffId}" is not in the store`);
   return fetch(signal);

@@ -50,7 +50,10 @@ export async function verifyStore(store: Store, options: { signal?: AbortSignal 
   const layerSet = new Set<string>(layers.map((l) => l.diffId));
   for (const l of layers) {
     report.layers++;
-    if (!blobSet.has(l.blob)) report.problems.push(`Layer "${l.diffId}" points to blob "${l.blob}", which is not in the store`);
+    if (l.blob === null) {
+      // Never compressed: its directory is the only copy.
+      if (!store.hasLayerFs(l.diffId)) report.problems.push(`Layer "${l.diffId}" has neither a blob nor a directory`);
+    } else if (!blobSet.has(l.blob)) report.problems.push(`Layer "${l.diffId}" points to blob "${l.blob}", which is not in the store`);
   }
 
   const manifests = db.allManifests();

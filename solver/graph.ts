@@ -196,6 +196,25 @@ export function topoSort(roots: readonly Vertex[]): Vertex[] {
   return out;
 }
 
+/**
+ * The vertices whose layers make up the roots' filesystems, and so the images built from them:
+ * each root and, from each, the input it builds on (a RUN's root, a file op's base), down to the
+ * base image. Stages the roots only copy or mount from are not among them.
+ */
+export function imageChain(roots: readonly Vertex[]): Set<Digest> {
+  const chain = new Set<Digest>();
+  for (let v of roots) {
+    for (;;) {
+      chain.add(v.digest);
+      const below = v.op.kind === 'exec' ? v.op.root : v.op.kind === 'file' ? v.op.base : -1;
+      const next = below >= 0 ? v.inputs[below] : undefined;
+      if (!next) break;
+      v = next;
+    }
+  }
+  return chain;
+}
+
 /** The graph as plain JSON, for `kiln debug graph`. */
 export function graphToJson(roots: readonly Vertex[]): unknown {
   return {

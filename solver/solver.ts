@@ -6,7 +6,7 @@ import { KilnError, VertexError } from '../cache/errors.js';
 import { isAlive, selfIdentity } from '../cache/lease.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { explainMiss, type Ingredients, stepIdentities, summarizeReasons } from './explain.js';
-import { topoSort, type Vertex } from './graph.js';
+import { imageChain, topoSort, type Vertex } from './graph.js';
 import { ProgressNumbers, type ProgressEvent, type ProgressSink } from './progress.js';
 import { type CacheImport, EMPTY_SESSION, type Session, type SolvedVertex, type Worker } from './worker.js';
 
@@ -38,6 +38,8 @@ type SolveState = Required<Pick<SolveOptions, 'progress' | 'numbers' | 'session'
   SolveOptions & {
     signal: AbortSignal;
     identities: Map<Digest, string>;
+    /** imageChain of the roots: the steps whose layers need their compressed blob. */
+    imageLayers: ReadonlySet<Digest>;
     buildArgSet: ReadonlySet<string>;
     /** Cache records this solve hit whose last use is older than TOUCH_AFTER_MS, marked used at its end. */
     used: string[];
@@ -82,6 +84,7 @@ export class Solver {
     const session = options.session ?? EMPTY_SESSION;
     checkEntitlements(roots, session);
     const identities = stepIdentities(roots, options.scope ?? '');
+    const imageLayers = imageChain(roots);
     const buildArgSet = new Set(options.buildArgs ?? []);
     const memo = new Map<Digest, Promise<SolvedVertex>>();
     const results = new Map<Digest, SolvedVertex>();
@@ -90,7 +93,7 @@ export class Solver {
     const solveVertex = (v: Vertex): Promise<SolvedVertex> => {
       let p = memo.get(v.digest);
       if (!p) {
-        const state: SolveState = { ...options, signal: controller.signal, numbers, progress, session, identities, buildArgSet, used };
+        const state: SolveState = { ...options, signal: controller.signal, numbers, progress, session, identities, imageLayers, buildArgSet, used };
         p = this.solveOne(v, solveVertex, state).then((r) => {
           results.set(v.digest, r);
           return r;
@@ -320,7 +323,14 @@ export class Solver {
           }
           claimed = other.claimed;
         }
-        const layer = await this.worker.run(v, inputs, { id: first?.id ?? 0, signal, log, session: o.session, sourceDateEpoch: o.sourceDateEpoch });
+        const layer = await this.worker.run(v, inputs, {
+          id: first?.id ?? 0,
+          signal,
+          log,
+          session: o.session,
+          sourceDateEpoch: o.sourceDateEpoch,
+          layerBlob: o.imageLayers.has(v.digest),
+        });
         const created = new Date().toISOString();
         this.db.putCache({ key, diffId: layer?.diffId ?? null, created, description: v.meta.name });
         emit((id) => ({ type: 'vertex.done', id, time: Date.now(), duration: Date.now() - start }));

@@ -48,6 +48,11 @@ export interface StepContext {
   session?: Session;
   /** `SOURCE_DATE_EPOCH`: the layer the step makes has no modification time later than it. */
   sourceDateEpoch?: number;
+  /**
+   * False when no image of the build holds the layer the step makes (a stage other stages only
+   * copy from): the layer is then kept without its compressed blob until something needs one.
+   */
+  layerBlob?: boolean;
 }
 
 /**

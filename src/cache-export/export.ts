@@ -1,4 +1,4 @@
-import type { LayerRow } from '../../cache/db.js';
+import type { BlobLayer } from '../../cache/db.js';
 import type { Digest } from '../../cache/digest.js';
 import { cacheMountsDir } from '../../cache/cachemounts.js';
 import { diffTar } from '../../cache/diff.js';
@@ -34,9 +34,11 @@ interface Artifact {
 
 /** Writes a cache export where `to` says: pushed to a registry, or an OCI layout directory. */
 export async function exportCache(store: Store, to: Exclude<CacheTo, { type: 'inline' }>, records: readonly SolvedRecord[], options: CacheExportOptions = {}): Promise<Digest> {
-  // Hits of an imported cache that nothing needed are still remote: an export carries their blobs.
-  await Promise.all(records.flatMap((r) => (r.layer ? [ensureLayerBlob(store, r.layer.diffId, options.signal)] : [])));
-  const artifact = await writeArtifact(store, records, to.cacheMounts ? (options.cacheMountIds ?? []) : [], options.signal);
+  // Hits of an imported cache that nothing needed are still remote, and layers of stages no image
+  // holds were never compressed: an export carries their blobs.
+  const stored = new Map<Digest, BlobLayer>();
+  for (const l of await Promise.all(records.flatMap((r) => (r.layer ? [ensureLayerBlob(store, r.layer.diffId, options.signal)] : [])))) stored.set(l.diffId, l);
+  const artifact = await writeArtifact(store, records, stored, to.cacheMounts ? (options.cacheMountIds ?? []) : [], options.signal);
   if (to.type === 'registry') {
     // The cache is pushed like an image: HEAD first, cross-repository mounts, retries.
     const { pushImage } = await import('../registry/push.js');
@@ -51,10 +53,11 @@ export async function exportCache(store: Store, to: Exclude<CacheTo, { type: 'in
  * The cache as an OCI manifest in the store: a config blob listing the records, and the layers
  * they point to as the manifest's layers, so a registry keeps them alive and can mount them.
  */
-async function writeArtifact(store: Store, records: readonly SolvedRecord[], mountIds: readonly string[], signal?: AbortSignal): Promise<Artifact> {
+async function writeArtifact(store: Store, records: readonly SolvedRecord[], stored: ReadonlyMap<Digest, BlobLayer>, mountIds: readonly string[], signal?: AbortSignal): Promise<Artifact> {
   const layers: Descriptor[] = [];
   const index = new Map<Digest, number>();
-  const layerIndex = (l: LayerRow): number => {
+  const layerIndex = (diffId: Digest): number => {
+    const l = stored.get(diffId)!;
     let i = index.get(l.blob);
     if (i === undefined) {
       i = layers.push({ mediaType: l.mediaType, digest: l.blob, size: l.blobSize }) - 1;
@@ -63,7 +66,7 @@ async function writeArtifact(store: Store, records: readonly SolvedRecord[], mou
     return i;
   };
   const config: CacheConfig = {
-    records: records.map((r): CacheRecord => ({ key: r.key, diffId: r.layer?.diffId ?? null, created: r.created, layer: r.layer ? layerIndex(r.layer) : null })),
+    records: records.map((r): CacheRecord => ({ key: r.key, diffId: r.layer?.diffId ?? null, created: r.created, layer: r.layer ? layerIndex(r.layer.diffId) : null })),
   };
   const mounts = await exportCacheMounts(store, mountIds, signal);
   if (mounts.length > 0) {
@@ -89,9 +92,9 @@ async function writeArtifact(store: Store, records: readonly SolvedRecord[], mou
 }
 
 /** Each cache mount the build used, as a layer tar of its directory. Secrets are never in one: they live on a tmpfs. */
-async function exportCacheMounts(store: Store, ids: readonly string[], signal?: AbortSignal): Promise<{ id: string; layer: LayerRow }[]> {
+async function exportCacheMounts(store: Store, ids: readonly string[], signal?: AbortSignal): Promise<{ id: string; layer: BlobLayer }[]> {
   const wanted = new Set(ids);
-  const out: { id: string; layer: LayerRow }[] = [];
+  const out: { id: string; layer: BlobLayer }[] = [];
   const rows = store.db.allCacheMounts().filter((r) => wanted.has(r.id));
   // A `private` mount used at once by two steps gets `<name>-1`: the shared one (shortest name) is the cache.
   rows.sort((a, b) => a.dir.length - b.dir.length);

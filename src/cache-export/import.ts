@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { acquireCacheMount } from '../../cache/cachemounts.js';
-import type { LayerRow } from '../../cache/db.js';
+import type { BlobLayer, LayerRow } from '../../cache/db.js';
 import { type Digest, digestHex, digestOf, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
@@ -43,7 +43,7 @@ interface Found {
  */
 export class ImportedCache implements CacheImport {
   private readonly byDiffId = new Map<Digest, Descriptor>();
-  private readonly fetching = new Map<Digest, Promise<LayerRow>>();
+  private readonly fetching = new Map<Digest, Promise<BlobLayer>>();
   /** What to record once a layer is in the store: the solver's local cache records. */
   private readonly onStored = new Map<Digest, (() => void)[]>();
 
@@ -83,7 +83,7 @@ export class ImportedCache implements CacheImport {
   }
 
   /** Downloads a layer once, however many steps and images ask for it at the same time. */
-  private download(diffId: Digest, signal?: AbortSignal): Promise<LayerRow> {
+  private download(diffId: Digest, signal?: AbortSignal): Promise<BlobLayer> {
     let p = this.fetching.get(diffId);
     if (!p) {
       p = this.fetch(diffId, signal);
@@ -93,11 +93,11 @@ export class ImportedCache implements CacheImport {
     return p;
   }
 
-  private async fetch(diffId: Digest, signal?: AbortSignal): Promise<LayerRow> {
+  private async fetch(diffId: Digest, signal?: AbortSignal): Promise<BlobLayer> {
     const desc = this.byDiffId.get(diffId)!;
     const blob = parseDigest(desc.digest);
     if (!(await this.store.blobs.has(blob))) await this.source.store(this.store, desc, signal);
-    const layer: LayerRow = { diffId, blob, blobSize: desc.size, mediaType: desc.mediaType };
+    const layer: BlobLayer = { diffId, blob, blobSize: desc.size, mediaType: desc.mediaType };
     this.store.db.transaction(() => {
       this.store.db.putBlob(blob, desc.size, desc.mediaType);
       this.store.db.putLayer(layer);

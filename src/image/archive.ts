@@ -5,6 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
+import type { BlobLayer } from '../../cache/db.js';
 import { type Digest, digestHex, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
@@ -171,8 +172,8 @@ async function loadDockerArchive(store: Store, dir: string, signal?: AbortSignal
     for (const [i, l] of e.Layers.entries()) {
       signal?.throwIfAborted();
       const known = store.db.getLayer(parseDigest(diffIds[i]!));
-      if (known && (await store.blobs.has(known.blob))) {
-        layers.push(known);
+      if (known?.blob && (await store.blobs.has(known.blob))) {
+        layers.push(known as BlobLayer);
         continue;
       }
       const file = createReadStream(inside(l));

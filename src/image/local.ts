@@ -1,4 +1,4 @@
-import type { LayerRow } from '../../cache/db.js';
+import type { BlobLayer, LayerRow } from '../../cache/db.js';
 import { type Digest, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
@@ -69,11 +69,14 @@ export async function loadImage(store: Store, manifestDigest: Digest): Promise<L
  * remote layers of an imported cache, which are downloaded first: an image in the store is whole.
  */
 export async function writeImage(store: Store, config: ImageConfig, layers: readonly LayerRow[], options: { signal?: AbortSignal } = {}): Promise<LocalImage> {
-  // The layer code (for a remote layer to download) loads only when a layer is not recorded yet:
-  // a build whose steps are all cached never needs it.
-  if (layers.some((l) => !store.db.getLayer(l.diffId))) {
+  // The layer code (for a remote layer to download, or a blob to make from a layer's directory)
+  // loads only when a layer lacks its blob: a build whose steps are all cached never needs it.
+  const whole = (ls: readonly LayerRow[]): ls is readonly BlobLayer[] => ls.every((l) => l.blob !== null && store.db.getLayer(l.diffId));
+  let stored: readonly BlobLayer[];
+  if (whole(layers)) stored = layers;
+  else {
     const { ensureLayerBlob } = await import('../../cache/layers.js');
-    await Promise.all(layers.map((l) => ensureLayerBlob(store, l.diffId, options.signal)));
+    stored = await Promise.all(layers.map((l) => ensureLayerBlob(store, l.diffId, options.signal)));
   }
   const configBytes = Buffer.from(JSON.stringify(config));
   const configBlob = await store.blobs.writeBuffer(configBytes);
@@ -81,7 +84,7 @@ export async function writeImage(store: Store, config: ImageConfig, layers: read
     schemaVersion: 2,
     mediaType: MEDIA_TYPE_MANIFEST,
     config: { mediaType: MEDIA_TYPE_CONFIG, digest: configBlob.digest, size: configBlob.size },
-    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.blob, size: l.blobSize })),
+    layers: stored.map((l) => ({ mediaType: l.mediaType, digest: l.blob, size: l.blobSize })),
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest));
   const manifestBlob = await store.blobs.writeBuffer(manifestBytes);
@@ -92,11 +95,11 @@ export async function writeImage(store: Store, config: ImageConfig, layers: read
     store.db.putManifest({
       digest: manifestBlob.digest,
       config: configBlob.digest,
-      size: layers.reduce((n, l) => n + l.blobSize, configBlob.size),
+      size: stored.reduce((n, l) => n + l.blobSize, configBlob.size),
       created: config.created ? Date.parse(config.created) : Date.now(),
     });
   });
-  return { manifestDigest: manifestBlob.digest, manifest, configDigest: configBlob.digest, config, layers: [...layers] };
+  return { manifestDigest: manifestBlob.digest, manifest, configDigest: configBlob.digest, config, layers: [...stored] };
 }
 
 /**

@@ -73,7 +73,7 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
       const why = full ? ` (the store's disk at "${store.root}" has no space left on device)` : '';
       throw new KilnError('STEP_FAILED', `Process "${op.args.join(' ')}" did not complete successfully: exit code ${code}${why}`, full ? { hint: NO_SPACE_HINT } : {});
     }
-    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch }));
+    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch, blob: ctx.layerBlob }));
   } finally {
     await store.disposeWorkspace(ws);
   }

@@ -41,7 +41,7 @@ export async function runFile(store: Store, op: FileOp, inputs: readonly SolvedV
     } finally {
       await traced('unmount', () => unmount(ws.mnt));
     }
-    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch }));
+    return await traced('snapshot', () => commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch, blob: ctx.layerBlob }));
   } finally {
     await traced('dispose', () => store.disposeWorkspace(ws));
   }
@@ -95,7 +95,7 @@ export async function writeLayer(store: Store, ctx: StepContext, fill: (root: st
     } finally {
       await unmount(ws.mnt);
     }
-    return await commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch });
+    return await commitWorkspace(store, ws, { signal: ctx.signal, sourceDateEpoch: ctx.sourceDateEpoch, blob: ctx.layerBlob });
   } finally {
     await store.disposeWorkspace(ws);
   }

@@ -50,6 +50,30 @@ describe('crash safety and concurrent builds', () => {
     });
   }
 
+  // A stage other stages only copy from keeps its layer as a directory, without a blob: killed
+  // before the directory is in place, or after it but before its index row.
+  for (const point of ['snapshot', 'layer-row']) {
+    it(`a build killed at "${point}" of a stage no image holds leaves a store that verifies`, async () => {
+      const f = join(work.path, `Dockerfile.stage-${point}`);
+      writeFileSync(f, `FROM test/base:1 AS s\nRUN echo ${point} > /only-${point}\nFROM test/base:1\nCOPY --from=s /only-${point} /copied\n`);
+      const dead = await kiln(root, ['build', '--progress', 'plain', '-f', f, ctx], { env: { KILN_CRASH_AT: point } });
+      expect(dead.code, dead.stderr).toBe(128);
+      const verify = await kiln(root, ['store', 'verify']);
+      expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+      expect(verify.stdout).toContain('no problems');
+      expect(readdirSync(join(root, 'layers')).filter((n) => n.startsWith('.work-'))).toEqual([]);
+      // Recovery sweeps a layer directory the dead build left without a row (after the grace
+      // period only while other work is live; none is).
+      const prune = await kiln(root, ['prune', '-f']);
+      expect(prune.code, prune.stderr).toBe(0);
+      const redo = await kiln(root, ['build', '--progress', 'plain', '-t', `test/stage-${point}:1`, '-f', f, ctx]);
+      expect(redo.code, redo.stderr).toBe(0);
+      const run = await kiln(root, ['run', '--rm', `test/stage-${point}:1`, 'cat', '/copied']);
+      expect(run.stdout).toBe(`${point}\n`);
+      expect((await kiln(root, ['store', 'verify'])).stdout).toContain('no problems');
+    });
+  }
+
   it('two builds on one store at once both succeed, and a third reuses what they made', async () => {
     const df = join(work.path, 'Dockerfile.both');
     writeFileSync(df, 'FROM test/base:1\nCOPY data.txt /d\nRUN sleep 0.5; echo both > /both\nRUN --mount=type=cache,target=/cache,sharing=locked echo x >> /cache/log\n');
