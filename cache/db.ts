@@ -33,10 +33,10 @@ CREATE TABLE IF NOT EXISTS leases (
   target TEXT NOT NULL, created INTEGER NOT NULL);
 `;
 
-/** A layer row's columns as LayerRow names them ('' in the index is a layer without a blob). */
 /** A layer whose compressed blob is in the store. */
 export type BlobLayer = LayerRow & { blob: Digest };
 
+/** A layer row's columns as LayerRow names them ('' in the index is a layer without a blob). */
 const LAYER_COLUMNS = "diff_id AS diffId, NULLIF(blob, '') AS blob, blob_size AS blobSize, media_type AS mediaType";
 
 export interface LayerRow {

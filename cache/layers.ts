@@ -84,9 +84,12 @@ export async function commitWorkspace(
     // leaves a directory without a row, which recovery's sweep of orphans removes.
     await store.commitLayerDir(ws, layer.diffId);
     crashPoint('layer-row');
-    store.db.putLayer(layer);
-    store.db.setLayerUnpackedSize(layer.diffId, hasher.size);
-    return store.db.getLayer(layer.diffId) ?? layer;
+    return store.db.transaction(() => {
+      store.db.putLayer(layer);
+      store.db.setLayerUnpackedSize(layer.diffId, hasher.size);
+      // Another build may have recorded this layer with its blob already.
+      return store.db.getLayer(layer.diffId) ?? layer;
+    });
   }
   const { layer, tarSize } = await storeLayerTarSized(store, diffTar(ws.upper, options), { signal: options.signal });
   crashPoint('snapshot');
