@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, fsync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { readFile, statfs } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, fsync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /** A short random id for temporary names. */
@@ -77,6 +77,6 @@ export function isErrno(err: unknown, code: string): boolean {
 
 /** Whether the filesystem holding `path` has less than 1 MiB left for an ordinary writer. */
 export async function diskFull(path: string): Promise<boolean> {
-  const s = await statfs(path);
+  const s = statfsSync(path);
   return s.bavail * s.bsize < 1024 * 1024;
 }

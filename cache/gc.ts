@@ -5,7 +5,8 @@
  * points to any more follow. Index rows go first, in one transaction, files after: a crash in
  * between leaves only files without rows, which the next collection removes.
  */
-import { lstat, readdir, rm, statfs } from 'node:fs/promises';
+import { statfsSync } from 'node:fs';
+import { lstat, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cacheMountInUse, cacheMountsDir } from './cachemounts.js';
 import type { CacheMountRow, CacheRecordRow, LayerRow, ManifestRow } from './db.js';
@@ -423,7 +424,7 @@ export async function defaultKeepBytes(store: Store, env: NodeJS.ProcessEnv = pr
     const n = parseSize(configured);
     return n === 0 ? undefined : n;
   }
-  const fs = await statfs(store.root);
+  const fs = statfsSync(store.root);
   return Math.min(10e9, Math.floor(fs.blocks * fs.bsize * 0.1));
 }
 
