@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
 import { isNoSpace, noSpaceError } from './errors.js';
 
-const SCHEMA_VERSION = 7;
+const SCHEMA_VERSION = 8;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -36,8 +36,16 @@ CREATE TABLE IF NOT EXISTS leases (
 /** A layer whose compressed blob is in the store. */
 export type BlobLayer = LayerRow & { blob: Digest };
 
-/** A layer row's columns as LayerRow names them ('' in the index is a layer without a blob). */
-const LAYER_COLUMNS = "diff_id AS diffId, NULLIF(blob, '') AS blob, blob_size AS blobSize, media_type AS mediaType";
+/**
+ * What the index holds as the blob of a layer without one (its column is NOT NULL): a digest no
+ * content has. Not '': a Kiln from before layers could lack a blob takes the column for a digest,
+ * and the path of '' is the blob directory itself, which its GC would remove whole; this one names
+ * a file that does not exist (and its `store verify` says so).
+ */
+const NO_BLOB = `sha256:${'0'.repeat(64)}`;
+
+/** A layer row's columns as LayerRow names them (NO_BLOB is null). */
+const LAYER_COLUMNS = `diff_id AS diffId, NULLIF(blob, '${NO_BLOB}') AS blob, blob_size AS blobSize, media_type AS mediaType`;
 
 export interface LayerRow {
   diffId: Digest;
@@ -45,7 +53,7 @@ export interface LayerRow {
    * The compressed blob, or null while the layer exists only as its directory: a step whose
    * layer no output image holds skips compressing it (the layer's diff id is the digest of its tar
    * all the same); ensureLayerBlob in cache/layers.ts makes the blob when something needs it.
-   * Stored as '' in the index, whose column is NOT NULL.
+   * Stored as NO_BLOB in the index.
    */
   blob: Digest | null;
   /** 0 while there is no blob. */
@@ -167,9 +175,10 @@ export class StoreDb {
       if (!columns.some((c) => c.name === 'unpacked_size')) this.db.exec('ALTER TABLE layers ADD COLUMN unpacked_size INTEGER');
       // Version 5: checksums cover extended attributes, which the memo rows of earlier versions
       // left out (a file's row stays valid while its stat does): they are computed afresh.
-      // Version 6 adds checksum_dirs (CREATE above). Version 7: a layer's blob may be '' (a layer
-      // kept as its directory only, LayerRow.blob null); nothing to convert.
+      // Version 6 adds checksum_dirs (CREATE above). Version 7: a layer's blob may be missing (a
+      // layer kept as its directory only, LayerRow.blob null), written ''; version 8 writes NO_BLOB.
       if (version > 0 && version < 5) this.db.exec('DELETE FROM checksums');
+      if (version === 7) this.db.prepare("UPDATE layers SET blob = ? WHERE blob = ''").run(NO_BLOB);
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
       // Immediate: two processes opening an old store at once take turns instead of racing.
     }).immediate();
@@ -213,8 +222,9 @@ export class StoreDb {
   putLayer(layer: LayerRow): void {
     this.statement(
       'INSERT INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, ?, ?, ?, ?) ' +
-        "ON CONFLICT (diff_id) DO UPDATE SET blob = excluded.blob, blob_size = excluded.blob_size, media_type = excluded.media_type WHERE layers.blob = '' AND excluded.blob <> ''",
-    ).run(layer.diffId, layer.blob ?? '', layer.blobSize, layer.mediaType, Date.now());
+        'ON CONFLICT (diff_id) DO UPDATE SET blob = excluded.blob, blob_size = excluded.blob_size, media_type = excluded.media_type ' +
+        `WHERE layers.blob = '${NO_BLOB}'`,
+    ).run(layer.diffId, layer.blob ?? NO_BLOB, layer.blobSize, layer.mediaType, Date.now());
   }
 
   getLayer(diffId: Digest): LayerRow | undefined {
@@ -264,7 +274,7 @@ export class StoreDb {
    */
   lookupCache(key: string): { row: CacheRow & { lastUsed: number }; layer: LayerRow | null | undefined } | undefined {
     const r = this.statement(
-      "SELECT c.key, c.diff_id AS diffId, c.created, c.last_used AS lastUsed, l.diff_id AS layer, NULLIF(l.blob, '') AS blob, l.blob_size AS blobSize, l.media_type AS mediaType " +
+      `SELECT c.key, c.diff_id AS diffId, c.created, c.last_used AS lastUsed, l.diff_id AS layer, NULLIF(l.blob, '${NO_BLOB}') AS blob, l.blob_size AS blobSize, l.media_type AS mediaType ` +
         'FROM cache c LEFT JOIN layers l ON l.diff_id = c.diff_id WHERE c.key = ?',
     ).get(key) as (CacheRow & { lastUsed: number; layer: string | null; blob: Digest | null; blobSize: number | null; mediaType: string | null }) | undefined;
     if (!r) return undefined;

@@ -195,3 +195,36 @@ describe('checksumSelections', () => {
     expect(db.getChecksum('/c/f')).toBeUndefined();
   });
 });
+
+describe('layer rows without a blob', () => {
+  const d = (c: string) => `sha256:${c.repeat(64)}` as const;
+  const raw = (diffId: string) => {
+    const r = new Database(join(tmp, 'kiln.db'), { readonly: true });
+    try {
+      return (r.prepare('SELECT blob FROM layers WHERE diff_id = ?').get(diffId) as { blob: string }).blob;
+    } finally {
+      r.close();
+    }
+  };
+
+  it('are stored as a digest no content has, filled in by a blob, never emptied by another', () => {
+    db.putLayer({ diffId: d('a'), blob: null, blobSize: 0, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+    expect(db.getLayer(d('a'))?.blob).toBeNull();
+    expect(raw(d('a'))).toBe(d('0'));
+    db.putLayer({ diffId: d('a'), blob: d('b'), blobSize: 5, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+    db.putLayer({ diffId: d('a'), blob: null, blobSize: 0, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip' });
+    expect(db.getLayer(d('a'))).toMatchObject({ blob: d('b'), blobSize: 5 });
+    expect(db.allLayers().map((l) => l.blob)).toEqual([d('b')]);
+  });
+
+  it("of a version-7 store, written '', are converted (an older GC takes '' for the blob directory)", () => {
+    db.close();
+    const w = new Database(join(tmp, 'kiln.db'));
+    w.prepare("INSERT INTO layers (diff_id, blob, blob_size, media_type, created) VALUES (?, '', 0, 'x', 0)").run(d('c'));
+    w.pragma('user_version = 7');
+    w.close();
+    db = new StoreDb(join(tmp, 'kiln.db'));
+    expect(db.getLayer(d('c'))?.blob).toBeNull();
+    expect(raw(d('c'))).toBe(d('0'));
+  });
+});
