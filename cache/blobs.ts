@@ -1,10 +1,10 @@
-import { closeSync, createReadStream, fstatSync, mkdirSync, openSync, readSync, renameSync, statSync, writeSync, writev } from 'node:fs';
-import { readFile, rm } from 'node:fs/promises';
+import { closeSync, createReadStream, mkdirSync, openSync, renameSync, statSync, writeSync, writev } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Digest, digestHex, Hasher } from './digest.js';
 import { isNoSpace, KilnError, noSpaceError } from './errors.js';
-import { fsyncDir, fsyncFd, isErrno, randomId } from './fsutil.js';
+import { fsyncDir, fsyncFd, isErrno, randomId, readFileQuickly } from './fsutil.js';
 import { crashPoint, traced } from './trace.js';
 
 /** Blobs small enough to verify on every read (configs, manifests). */
@@ -157,7 +157,8 @@ export class BlobStore {
   async read(digest: Digest): Promise<Buffer> {
     let data: Buffer;
     try {
-      data = readSmall(this.path(digest)) ?? (await readFile(this.path(digest)));
+      // Configs and manifests without a thread-pool round trip; a large blob off the event loop.
+      data = await readFileQuickly(this.path(digest), VERIFY_ON_READ_LIMIT);
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
         throw new KilnError('BLOB_UNKNOWN', `Blob "${digest}" is not in the store`, { hint: 'Run "kiln store verify" to check the store' });
@@ -186,29 +187,6 @@ export class BlobStore {
     const hasher = new Hasher();
     for await (const chunk of createReadStream(this.path(digest))) hasher.update(chunk as Buffer);
     return hasher.digest() === digest;
-  }
-}
-
-/**
- * The whole file when it is no larger than VERIFY_ON_READ_LIMIT, read with synchronous calls (each
- * thread-pool round trip of an asynchronous read costs more than the read itself); undefined for a
- * larger file, which the caller reads without holding up the event loop.
- */
-function readSmall(path: string): Buffer | undefined {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    if (size > VERIFY_ON_READ_LIMIT) return undefined;
-    const data = Buffer.allocUnsafe(size);
-    let done = 0;
-    while (done < size) {
-      const n = readSync(fd, data, done, size - done, null);
-      if (n === 0) break;
-      done += n;
-    }
-    return data.subarray(0, done);
-  } finally {
-    closeSync(fd);
   }
 }
 

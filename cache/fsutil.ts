@@ -17,17 +17,16 @@ export function randomId(bytes = 8): string {
  */
 
 /**
- * A file's content: a regular file read with synchronous calls, anything else (a pipe given as
- * `-f <(...)`, a fifo, a directory) by fs/promises as before, which waits (or fails) without
- * holding the event loop and with it every other build of a build service. Opening does not
- * block either way.
+ * A file's content: a regular file of at most `syncLimit` bytes read with synchronous calls,
+ * anything else (a pipe given as `-f <(...)`, a fifo, a directory, a large file) by fs/promises,
+ * which waits (or fails) without holding the event loop and with it every other build of a build
+ * service. Opening does not block either way.
  */
-export async function readFileQuickly(path: string): Promise<Buffer> {
+export async function readFileQuickly(path: string, syncLimit = Infinity): Promise<Buffer> {
   const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  let regular: boolean;
   try {
-    regular = fstatSync(fd).isFile();
-    if (regular) return readFileSync(fd);
+    const st = fstatSync(fd);
+    if (st.isFile() && st.size <= syncLimit) return readFileSync(fd);
   } finally {
     closeSync(fd);
   }
