@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, mkdirSync, openSync, renameSync, statSync, writeSync, writev } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, renameSync, statSync, writeFileSync, writev } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -85,7 +85,7 @@ export class BlobStore {
     const tmp = this.tempPath('blob');
     const fd = openSync(tmp, 'w', 0o444);
     try {
-      for (let done = 0; done < data.byteLength; ) done += writeSync(fd, data, done);
+      writeFileSync(fd, data);
       await fsyncFd(fd);
     } catch (err) {
       closeSync(fd);

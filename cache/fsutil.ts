@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fstatSync, fsync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statfsSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
@@ -54,10 +54,9 @@ export const fsyncDir = fsyncPath;
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${randomId(4)}`;
-  const bytes = typeof data === 'string' ? Buffer.from(data) : data;
   const fd = openSync(tmp, 'w', 0o644);
   try {
-    for (let done = 0; done < bytes.byteLength; ) done += writeSync(fd, bytes, done);
+    writeFileSync(fd, data);
     await fsyncFd(fd);
   } finally {
     closeSync(fd);

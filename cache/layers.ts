@@ -73,10 +73,7 @@ export async function commitWorkspace(
   if (options.blob === false && options.sourceDateEpoch === undefined) {
     const hasher = new Hasher();
     await traced('diff', async () => {
-      for await (const chunk of diffTar(ws.upper)) {
-        options.signal?.throwIfAborted();
-        hasher.update(chunk as Buffer);
-      }
+      for await (const chunk of diffTar(ws.upper, options)) hasher.update(chunk as Buffer);
     });
     const layer: LayerRow = { diffId: hasher.digest(), blob: null, blobSize: 0, mediaType: MEDIA_TYPE_LAYER_GZIP };
     crashPoint('snapshot');
@@ -166,7 +163,7 @@ export async function ensureLayerBlob(store: Store, diffId: Digest, signal?: Abo
   if (row?.blob) return row as BlobLayer;
   if (row) {
     if (!store.hasLayerFs(diffId)) throw new KilnError('LAYER_CORRUPT', `Layer "${diffId}" has neither a blob nor a directory`, { hint: 'Run "kiln store verify"' });
-    return (await storeLayerTarSized(store, diffTar(store.layerFs(diffId)), { signal, expected: diffId })).layer;
+    return (await storeLayerTarSized(store, diffTar(store.layerFs(diffId), { signal }), { signal, expected: diffId })).layer;
   }
   const fetch = remoteLayers.get(store)?.get(diffId);
   if (!fetch) throw new KilnError('LAYER_UNKNOWN', `Layer "${diffId}" is not in the store`);
