@@ -260,6 +260,9 @@ export async function packDirectory(pack: tar.Pack, root: string, signal?: Abort
       }
     }
   };
+  // The root first, as the list sends it (see listContext).
+  const top = await lstat(root);
+  await new Promise<void>((ok, fail) => pack.entry({ name: '.', type: 'directory', mode: top.mode & 0o7777, uid: top.uid, gid: top.gid, mtime: top.mtime }, (err) => (err ? fail(err) : ok())));
   await walk(root);
   pack.finalize();
 }

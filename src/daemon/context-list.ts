@@ -95,6 +95,10 @@ export async function listContext(root: string, options: { dockerfile?: string; 
       }
     }
   };
+  // The root goes first, as `.`: a build's checksum of `COPY .` covers its mode and owner.
+  const top = await lstat(root);
+  const topXattrs = xattrsOf(root);
+  entries.push({ path: '.', type: 'dir', mode: top.mode & 0o7777, uid: top.uid, gid: top.gid, mtime: Math.floor(top.mtimeMs / 1000), ...(topXattrs ? { xattrs: topXattrs } : {}) });
   await walk(root, '');
   await writeMemo(memoPath, nextMemo);
   return { entries, sources };

@@ -46,6 +46,15 @@ function contextDir(store: Store): { dir: string; dispose(): Promise<void> } {
 }
 
 /**
+ * A context's root, as `mkdir` makes a directory (the store above it is private): a tar without
+ * an entry for its root (the docker client's) gets the root a local context usually has.
+ */
+function makeRoot(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  chmodSync(dir, 0o755);
+}
+
+/**
  * Unpacks a context tar (plain or gzip) into a new leased directory under the store's `tmp/`,
  * so that a crash leaves nothing that start-up recovery does not remove.
  */
@@ -53,7 +62,7 @@ export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, 
   const { dir, dispose } = contextDir(store);
   let size = 0;
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeRoot(dir);
     const counted = limitBytes(body, options.maxBytes, (n) => (size = n));
     await unpackContext(await maybeGunzip(counted), dir, options.signal);
     crashPoint('context-upload');
@@ -100,7 +109,7 @@ export async function receiveContextList(
   );
   const { dir, dispose } = contextDir(store);
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeRoot(dir);
     seedChecksums(store, materialise(cache, entries, dir, options.signal));
     crashPoint('context-upload');
     return { dir, size: sent, dispose, filesReceived };
@@ -118,21 +127,15 @@ function materialise(cache: ContextFileCache, entries: readonly ContextEntry[], 
   for (const e of entries) {
     signal.throwIfAborted();
     const rel = contextEntryPath(e.path);
-    if (rel === '') continue;
+    if (rel === '' && e.type !== 'dir') throw unsafe(e.path, 'a root that is not a directory');
     makeParents(root, rel, dirs, e.path);
     const abs = join(root, rel);
     switch (e.type) {
-      case 'dir': {
-        const st = lstatSync(abs, { throwIfNoEntry: false });
-        if (st && !st.isDirectory()) throw unsafe(e.path, 'a directory that replaces another entry');
-        if (!st) mkdirSync(abs);
-        chmodSync(abs, e.mode & 0o7777);
-        lchownSync(abs, e.uid, e.gid);
-        setContextXattrs(abs, entryXattrs(e));
+      case 'dir':
+        placeDir(abs, e.path, e, entryXattrs(e));
         dirs.add(rel);
         dirTimes.push([abs, e.mtime]);
         break;
-      }
       case 'file': {
         if (lstatSync(abs, { throwIfNoEntry: false })) throw unsafe(e.path, 'a second entry for the same path');
         if (typeof e.checksum !== 'string' || typeof e.size !== 'number') throw new KilnError('INVALID_REQUEST', `The context list gives no checksum or size for "${e.path}"`);
@@ -231,21 +234,15 @@ async function unpackContext(source: AsyncIterable<Buffer>, root: string, signal
   for await (const { header, body } of readTar(source)) {
     signal.throwIfAborted();
     const rel = contextEntryPath(header.name);
-    if (rel === '') continue;
+    if (rel === '' && header.type !== 'directory') throw unsafe(header.name, 'a root that is not a directory');
     makeParents(root, rel, dirs, header.name);
     const abs = join(root, rel);
     switch (header.type) {
-      case 'directory': {
-        const st = lstatSync(abs, { throwIfNoEntry: false });
-        if (st && !st.isDirectory()) throw unsafe(header.name, 'a directory that replaces another entry');
-        if (!st) mkdirSync(abs);
-        chmodSync(abs, header.mode & 0o7777);
-        lchownSync(abs, header.uid, header.gid);
-        setContextXattrs(abs, header.xattrs);
+      case 'directory':
+        placeDir(abs, header.name, header, header.xattrs);
         dirs.add(rel);
         dirTimes.push([abs, header.mtime]);
         break;
-      }
       case 'file':
         await writeEntry(abs, header, body);
         setContextXattrs(abs, header.xattrs);
@@ -298,6 +295,20 @@ function entryXattrs(e: ContextEntry): [string, Buffer][] {
       }
       return [name, Buffer.from(value, 'base64')];
     });
+}
+
+/**
+ * A directory of the context, or its root (which the client sends as `.`: a build's checksum of
+ * `COPY .` covers the root's mode and owner, so a root that differed from the client's would miss
+ * the cache of the same context built locally). Its time is set by the caller, after its entries.
+ */
+function placeDir(abs: string, name: string, h: { mode: number; uid: number; gid: number }, xattrs: Iterable<[string, Buffer]>): void {
+  const st = lstatSync(abs, { throwIfNoEntry: false });
+  if (st && !st.isDirectory()) throw unsafe(name, 'a directory that replaces another entry');
+  if (!st) mkdirSync(abs);
+  chmodSync(abs, h.mode & 0o7777);
+  lchownSync(abs, h.uid, h.gid);
+  setContextXattrs(abs, xattrs);
 }
 
 /** Parents are created as needed and must be real directories: nothing is written through a link. */

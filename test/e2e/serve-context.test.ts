@@ -6,7 +6,7 @@ import { getAttributeSync, listAttributesSync, setAttributeSync } from '@napi-rs
 import { join } from 'node:path';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kiln, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { kiln, stepCached, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { netRawCapability } from '../helpers/xattrs.js';
 import { type Served, startServe } from './serve-helpers.js';
 
@@ -30,6 +30,18 @@ function contextStats(socket: string): Promise<ContextStats> {
         res.on('end', () => resolve((JSON.parse(text) as { context: ContextStats }).context));
       })
       .on('error', reject);
+  });
+}
+
+function postTo(socket: string, path: string, body: string | Buffer): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: socket, path, method: 'POST' }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end(body);
   });
 }
 
@@ -143,17 +155,7 @@ describe('kiln serve: incremental context upload', () => {
   });
 
   it('refuses content that does not hash to its name and a list with a link outside', async () => {
-    const socket = served!.socket;
-    const post = (path: string, body: string | Buffer) =>
-      new Promise<{ status: number; text: string }>((resolve, reject) => {
-        const req = http.request({ socketPath: socket, path, method: 'POST' }, (res) => {
-          let text = '';
-          res.on('data', (c: Buffer) => (text += c.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-        });
-        req.on('error', reject);
-        req.end(body);
-      });
+    const post = (path: string, body: string | Buffer) => postTo(served!.socket, path, body);
     const entry = { type: 'symlink', mode: 0o777, uid: 0, gid: 0, mtime: 0 };
     const bad = await post('/v1/build', `{"context":"list"}\n${JSON.stringify({ entries: [{ ...entry, path: 'x', target: '../../etc' }] })}\n${'\0'.repeat(1024)}`);
     expect(bad.status).toBe(400);
@@ -222,6 +224,45 @@ describe('kiln serve: incremental context upload', () => {
     });
     expect(bad.status).toBe(400);
     expect(bad.text).toContain('an extended attribute a context cannot carry: \\"trusted.overlay.opaque\\"');
+  }, 120_000);
+
+  it("shares the cache with a local build of the same context on the server's store, its root included", async () => {
+    // COPY .'s checksum covers the root's mode and owner: the list sends the root as ".".
+    const listed = join(work.path, 'root-750');
+    mkdirSync(listed);
+    chmodSync(listed, 0o750);
+    writeFileSync(join(listed, 'a.txt'), 'a\n');
+    writeFileSync(join(listed, 'Dockerfile'), 'FROM test/base:1\nCOPY . /ctx\nRUN stat -c %a /ctx > /mode\n');
+    const local = await kiln(store.root, ['build', '-q', listed]);
+    expect(local.code, local.stderr).toBe(0);
+    const iid = join(work.path, 'root-750.iid');
+    const remote = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', '--progress', 'plain', '--iidfile', iid, listed], { env });
+    expect(remote.code, remote.stderr).toBe(0);
+    expect(stepCached(remote.stderr, 'COPY . /ctx'), remote.stderr).toBe(true);
+    expect(readFileSync(iid, 'utf8')).toBe(local.stdout.trim());
+
+    // A whole tar without an entry for its root (as the docker client sends) gets the root that
+    // mkdir gives a local context.
+    const plain = join(work.path, 'root-755');
+    mkdirSync(plain);
+    chmodSync(plain, 0o755);
+    const dockerfile = 'FROM test/base:1\nCOPY . /ctx\nRUN echo tar > /how\n';
+    writeFileSync(join(plain, 'Dockerfile'), dockerfile);
+    writeFileSync(join(plain, 'b.txt'), 'b\n');
+    chmodSync(join(plain, 'Dockerfile'), 0o644);
+    chmodSync(join(plain, 'b.txt'), 0o644);
+    const localPlain = await kiln(store.root, ['build', '-q', plain]);
+    expect(localPlain.code, localPlain.stderr).toBe(0);
+    const pack = tar.pack();
+    pack.entry({ name: 'Dockerfile', mode: 0o644 }, dockerfile);
+    pack.entry({ name: 'b.txt', mode: 0o644 }, 'b\n');
+    pack.finalize();
+    const chunks: Buffer[] = [];
+    for await (const c of pack) chunks.push(c as Buffer);
+    const r = await postTo(served!.socket, '/v1/build', Buffer.concat([Buffer.from('{}\n'), ...chunks]));
+    expect(r.status, r.text).toBe(200);
+    const events = r.text.trim().split('\n').map((l) => JSON.parse(l) as { type: string; image?: string; name?: string; cached?: boolean });
+    expect(events.find((e) => e.type === 'result')?.image, r.text).toBe(localPlain.stdout.trim());
   }, 120_000);
 
   it('lets store verify check, du count and prune remove the uploaded context files', async () => {
