@@ -2,7 +2,7 @@
 // V8's code cache for the bundle's chunks, used by bin/kiln.cjs. Its own file so that tests can
 // name a chunk's cache file as Kiln does.
 const { createHash } = require('node:crypto');
-const { mkdirSync, readFileSync, renameSync, writeFileSync } = require('node:fs');
+const { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } = require('node:fs');
 const { basename, dirname, join } = require('node:path');
 
 /** Changes whenever the way chunks are compiled below does: a cache holds compile options too. */
@@ -16,9 +16,11 @@ const CODE_CACHE_FORMAT = 'kiln code cache 1\n';
  * one gets it written when the process exits, after it ran, so that it holds the functions
  * compiled lazily too. A directory Kiln cannot write to just means no cache.
  */
-function useCodeCache(dir) {
+function useCodeCache(bundleDir) {
   const vm = require('node:vm');
   const Module = require('node:module');
+  // As Node names modules: by real path, so that a chunk is one module however it is reached.
+  const dir = realpathSync.native(bundleDir);
   const fresh = [];
   const plain = Module._extensions['.cjs'] ?? Module._extensions['.js'];
   Module._extensions['.cjs'] = function loadWithCodeCache(module, filename) {
@@ -32,12 +34,28 @@ function useCodeCache(dir) {
     const cachedData = readCodeCache(file);
     const script = new vm.Script(Module.wrap(source), { filename, cachedData });
     if (cachedData === undefined || script.cachedDataRejected) fresh.push({ script, file });
-    const localRequire = (id) => module.require(id);
+    // The chunks sit side by side in `dir`: a require of one needs none of Node's resolution
+    // (a stat and a realpath each, ~4 ms of a cached build's 33 chunk requires).
+    const localRequire = (id) => (id.startsWith('./chunk-') ? requireChunk(join(dir, id.slice(2)), module) : module.require(id));
     localRequire.resolve = (request, options) => Module._resolveFilename(request, module, false, options);
     localRequire.cache = Module._cache;
     localRequire.main = require.main;
     script.runInThisContext({ displayErrors: true }).call(module.exports, module.exports, localRequire, module, filename, dir);
   };
+  /** What Node's require does for a file it has resolved: one module per file, cached before it runs. */
+  function requireChunk(filename, parent) {
+    const known = Module._cache[filename];
+    if (known !== undefined) return known.exports;
+    const child = new Module(filename, parent);
+    Module._cache[filename] = child;
+    try {
+      child.load(filename);
+    } catch (err) {
+      delete Module._cache[filename];
+      throw err;
+    }
+    return child.exports;
+  }
   process.once('exit', () => {
     for (const { script, file } of fresh) {
       try {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REPO, kiln, tempDir } from '../helpers/kiln.js';
@@ -57,5 +58,37 @@ describe('the code cache of the bundle', () => {
     expect(refused.code, refused.stderr).toBe(0);
     expect(refused.stdout).toBe(first.stdout);
     expect(refused.stderr).toBe('');
+  });
+
+  it("loads each chunk once, as Node's require would, when reached through a symbolic link", () => {
+    // A link to the bundle, as a packaged install may have; the chunks load by real path.
+    const link = join(t.path, 'bundle-link');
+    symlinkSync(join(REPO, 'dist/bundle'), link);
+    const script = `
+      const Module = require('node:module');
+      require(${JSON.stringify(join(REPO, 'bin/code-cache.cjs'))}).useCodeCache(${JSON.stringify(link)});
+      require(${JSON.stringify(join(link, 'kiln.cjs'))}).main(['version']).then(() => {
+        const chunks = Object.keys(Module._cache).filter((k) => k.includes('/chunk-'));
+        // Required again by its real path from outside: the very module the bundle loaded.
+        const same = chunks.every((k) => require(k) === Module._cache[k].exports);
+        console.log(JSON.stringify({ chunks, same }));
+      });
+    `;
+    // The entry's cache is made again by this run, so the run must have compiled it with one.
+    rmSync(entryCache(), { force: true });
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+    expect(r.status, r.stderr).toBe(0);
+    const { chunks, same } = JSON.parse(r.stdout.trim().split('\n').pop()!) as { chunks: string[]; same: boolean };
+    expect(chunks.length).toBeGreaterThan(5);
+    const real = realpathSync(join(REPO, 'dist/bundle'));
+    for (const c of chunks) expect(c.startsWith(`${real}/chunk-`), c).toBe(true);
+    expect(new Set(chunks).size).toBe(chunks.length);
+    expect(same).toBe(true);
+    // Each of them compiled with a cache this run wrote or read.
+    expect(existsSync(entryCache())).toBe(true);
+    for (const c of chunks) {
+      if (readFileSync(c, 'utf8').includes('import(')) continue;
+      expect(existsSync(cacheFile(real, c, readFileSync(c, 'utf8'))), c).toBe(true);
+    }
   });
 });
