@@ -86,6 +86,7 @@ export class BlobStore {
     const fd = openSync(tmp, 'w', 0o444);
     try {
       writeFileSync(fd, data);
+      crashPoint('blob-write');
       await fsyncFd(fd);
     } catch (err) {
       closeSync(fd);

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip, gzipSync } from 'node:zlib';
 import type { BlobLayer, LayerRow } from './db.js';
 import { type Digest, Hasher } from './digest.js';
-import { diffTar } from './diff.js';
+import { layerTar } from './diff.js';
 import { KilnError } from './errors.js';
 import type { Store, Workspace } from './store.js';
 import { unpackLayer } from './unpack.js';
@@ -29,7 +29,7 @@ function hashing(hasher: Hasher): Transform {
 }
 
 /** Compresses an uncompressed layer tar into the blob store; returns the layer record. */
-export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortSignal): Promise<BlobLayer> {
+export async function storeLayerTar(store: Store, tar: AsyncIterable<Buffer>, signal?: AbortSignal): Promise<BlobLayer> {
   return (await storeLayerTarSized(store, tar, { signal })).layer;
 }
 
@@ -37,7 +37,7 @@ export async function storeLayerTar(store: Store, tar: Readable, signal?: AbortS
  * storeLayerTar, also giving the uncompressed tar's size: what the layer's files take unpacked
  * (within a block each), recorded when its directory is made (Store.commitLayerDir) for GC.
  */
-export async function storeLayerTarSized(store: Store, tar: Readable, options: { signal?: AbortSignal; expected?: Digest } = {}): Promise<{ layer: BlobLayer; tarSize: number }> {
+export async function storeLayerTarSized(store: Store, tar: AsyncIterable<Buffer>, options: { signal?: AbortSignal; expected?: Digest } = {}): Promise<{ layer: BlobLayer; tarSize: number }> {
   const signal = options.signal;
   const diffHasher = new Hasher();
   const blob = await traced('diff+compress+write', async () => {
@@ -47,7 +47,7 @@ export async function storeLayerTarSized(store: Store, tar: Readable, options: {
     // its input arrives), and a layer is small or not by its tar alone.
     const head: Buffer[] = [];
     let size = 0;
-    const chunks = (tar as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const chunks = tar[Symbol.asyncIterator]();
     for (;;) {
       const next = await chunks.next();
       if (next.done) {
@@ -104,7 +104,7 @@ export async function commitWorkspace(
   if (options.blob === false && options.sourceDateEpoch === undefined) {
     const hasher = new Hasher();
     await traced('diff', async () => {
-      for await (const chunk of diffTar(ws.upper, options)) hasher.update(chunk as Buffer);
+      for await (const chunk of layerTar(ws.upper, options)) hasher.update(chunk);
     });
     const layer: LayerRow = { diffId: hasher.digest(), blob: null, blobSize: 0, mediaType: MEDIA_TYPE_LAYER_GZIP };
     crashPoint('snapshot');
@@ -119,7 +119,7 @@ export async function commitWorkspace(
       return store.db.getLayer(layer.diffId) ?? layer;
     });
   }
-  const { layer, tarSize } = await storeLayerTarSized(store, diffTar(ws.upper, options), { signal: options.signal });
+  const { layer, tarSize } = await storeLayerTarSized(store, layerTar(ws.upper, options), { signal: options.signal });
   crashPoint('snapshot');
   await store.commitLayerDir(ws, layer.diffId, tarSize);
   return layer;
@@ -194,7 +194,7 @@ export async function ensureLayerBlob(store: Store, diffId: Digest, signal?: Abo
   if (row?.blob) return row as BlobLayer;
   if (row) {
     if (!store.hasLayerFs(diffId)) throw new KilnError('LAYER_CORRUPT', `Layer "${diffId}" has neither a blob nor a directory`, { hint: 'Run "kiln store verify"' });
-    return (await storeLayerTarSized(store, diffTar(store.layerFs(diffId), { signal }), { signal, expected: diffId })).layer;
+    return (await storeLayerTarSized(store, layerTar(store.layerFs(diffId), { signal }), { signal, expected: diffId })).layer;
   }
   const fetch = remoteLayers.get(store)?.get(diffId);
   if (!fetch) throw new KilnError('LAYER_UNKNOWN', `Layer "${diffId}" is not in the store`);

@@ -1,7 +1,7 @@
 import type { BlobLayer } from '../../cache/db.js';
 import type { Digest } from '../../cache/digest.js';
 import { cacheMountsDir } from '../../cache/cachemounts.js';
-import { diffTar } from '../../cache/diff.js';
+import { layerTar } from '../../cache/diff.js';
 import { ensureLayerBlob, storeLayerTar } from '../../cache/layers.js';
 import type { Store } from '../../cache/store.js';
 import { join } from 'node:path';
@@ -100,7 +100,7 @@ async function exportCacheMounts(store: Store, ids: readonly string[], signal?: 
   rows.sort((a, b) => a.dir.length - b.dir.length);
   for (const row of rows) {
     if (out.some((o) => o.id === row.id)) continue;
-    const layer = await storeLayerTar(store, diffTar(join(cacheMountsDir(store), row.dir), { signal }), signal);
+    const layer = await storeLayerTar(store, layerTar(join(cacheMountsDir(store), row.dir), { signal }), signal);
     out.push({ id: row.id, layer });
   }
   return out;
