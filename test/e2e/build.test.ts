@@ -163,12 +163,15 @@ describe('a multi-stage build through runc', () => {
   it('a cached rebuild loads none of the code only running steps need (scripts/bundle.mjs LAZY)', async () => {
     const list = join(work.path, 'modules');
     const preload = join(work.path, 'modules.cjs');
-    writeFileSync(preload, `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));\n`);
+    writeFileSync(preload, `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(list)}, [...process.moduleLoadList, ...Object.keys(require.cache)].join('\\n')));\n`);
     const r = await kiln(root, ['build', '-q', '--build-arg', 'FLAVOR=spicy', ctx], { env: { NODE_OPTIONS: `--require ${preload}` } });
     expect(r.code, r.stderr).toBe(0);
     const loaded = readFileSync(list, 'utf8').split('\n');
     expect(loaded).toContain('NativeModule fs');
     for (const m of ['fs/promises', 'zlib', 'child_process', 'https', 'tls', 'readline']) expect(loaded).not.toContain(`NativeModule ${m}`);
+    // SQLite's addon is loaded from where npm built it, without the `bindings` package's search.
+    expect(loaded.filter((f) => f.endsWith('/better_sqlite3.node'))).toEqual([join(REPO, 'node_modules/better-sqlite3/build/Release/better_sqlite3.node')]);
+    expect(loaded.filter((f) => f.includes('/node_modules/bindings/'))).toEqual([]);
   });
 
   it('reads the Dockerfile from standard input', async () => {
