@@ -4,7 +4,7 @@
  * content checksum. Checksums are memoised in a small cache file per context directory, keyed
  * by (dev, inode, size, mtime, ctime), so an unchanged context costs one stat per file.
  */
-import { createReadStream } from 'node:fs';
+import { type BigIntStats, createReadStream } from 'node:fs';
 import { lstat, mkdir, readFile, readdir, readlink, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +61,22 @@ export async function listContext(root: string, options: { dockerfile?: string; 
   const entries: ContextEntry[] = [];
   const sources = new Map<string, string>();
 
+  /** The memoised checksum and attributes while the stat matches, else `fresh`'s, memoised once the entry is not recent. */
+  const known = async (rel: string, abs: string, st: BigIntStats, fresh: () => Promise<string>): Promise<{ checksum: string; xattrs?: Record<string, string> }> => {
+    const key = [String(st.dev), String(st.ino), Number(st.size), String(st.mtimeNs), String(st.ctimeNs)] as const;
+    const old = memo[rel];
+    let found: { checksum: string; xattrs?: Record<string, string> };
+    if (old && key.every((v, i) => v === old[i])) found = { checksum: old[5], xattrs: old[6] };
+    else found = { checksum: await fresh(), xattrs: xattrsOf(abs) };
+    if (now - st.mtimeNs > RACY_NS && now - st.ctimeNs > RACY_NS) nextMemo[rel] = [...key, found.checksum, ...(found.xattrs ? [found.xattrs] : [])] as Memo;
+    return found;
+  };
+  const describe = (rel: string, st: BigIntStats) => ({ path: rel, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) });
+  const dirEntry = async (rel: string, abs: string, st: BigIntStats): Promise<ContextEntry> => {
+    const { xattrs } = await known(rel, abs, st, async () => '');
+    return { ...describe(rel, st), type: 'dir', ...(xattrs ? { xattrs } : {}) };
+  };
+
   const walk = async (dir: string, prefix: string): Promise<void> => {
     for (const name of (await readdir(dir)).sort()) {
       options.signal?.throwIfAborted();
@@ -68,37 +84,23 @@ export async function listContext(root: string, options: { dockerfile?: string; 
       const abs = join(dir, name);
       const st = await lstat(abs, { bigint: true });
       const excluded = exclusion.excluded(rel);
-      const base = { path: rel, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), mtime: Number(st.mtimeMs / 1000n) };
-      /** The memoised checksum and attributes while the stat matches, else `fresh`'s, memoised once the entry is not recent. */
-      const known = async (fresh: () => Promise<string>): Promise<{ checksum: string; xattrs?: Record<string, string> }> => {
-        const key = [String(st.dev), String(st.ino), Number(st.size), String(st.mtimeNs), String(st.ctimeNs)] as const;
-        const old = memo[rel];
-        let found: { checksum: string; xattrs?: Record<string, string> };
-        if (old && key.every((v, i) => v === old[i])) found = { checksum: old[5], xattrs: old[6] };
-        else found = { checksum: await fresh(), xattrs: xattrsOf(abs) };
-        if (now - st.mtimeNs > RACY_NS && now - st.ctimeNs > RACY_NS) nextMemo[rel] = [...key, found.checksum, ...(found.xattrs ? [found.xattrs] : [])] as Memo;
-        return found;
-      };
       if (st.isDirectory()) {
         if (excluded && !hasExceptions && ![...always].some((a) => a.startsWith(`${rel}/`))) continue;
-        const { xattrs } = await known(async () => '');
-        entries.push({ ...base, type: 'dir', ...(xattrs ? { xattrs } : {}) });
+        entries.push(await dirEntry(rel, abs, st));
         await walk(abs, rel);
       } else if (excluded && !always.has(rel)) {
         continue;
       } else if (st.isSymbolicLink()) {
-        entries.push({ ...base, type: 'symlink', target: await readlink(abs) });
+        entries.push({ ...describe(rel, st), type: 'symlink', target: await readlink(abs) });
       } else if (st.isFile()) {
-        const { checksum, xattrs } = await known(() => hashFile(abs));
-        entries.push({ ...base, type: 'file', size: Number(st.size), checksum, ...(xattrs ? { xattrs } : {}) });
+        const { checksum, xattrs } = await known(rel, abs, st, () => hashFile(abs));
+        entries.push({ ...describe(rel, st), type: 'file', size: Number(st.size), checksum, ...(xattrs ? { xattrs } : {}) });
         if (!sources.has(checksum)) sources.set(checksum, abs);
       }
     }
   };
   // The root goes first, as `.`: a build's checksum of `COPY .` covers its mode and owner.
-  const top = await lstat(root);
-  const topXattrs = xattrsOf(root);
-  entries.push({ path: '.', type: 'dir', mode: top.mode & 0o7777, uid: top.uid, gid: top.gid, mtime: Math.floor(top.mtimeMs / 1000), ...(topXattrs ? { xattrs: topXattrs } : {}) });
+  entries.push(await dirEntry('.', root, await lstat(root, { bigint: true })));
   await walk(root, '');
   await writeMemo(memoPath, nextMemo);
   return { entries, sources };
