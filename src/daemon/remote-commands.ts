@@ -13,7 +13,7 @@ import { isErrno } from '../../cache/fsutil.js';
 import { usageError, type CommandSpec, type ParsedArgs } from '../cli/args.js';
 import { parseBuildArgs, parseExtraBuildFlags } from '../cli/build-flags.js';
 import type { CommandIO } from '../cli/main.js';
-import type { BuildRunner } from '../cli/commands/build.js';
+import type { BuildRunner } from '../cli/present-build.js';
 import { parseReference } from '../image/reference.js';
 import { KilnClient, receiveFile, type RemoteHost } from './client.js';
 import { parseEntitlement, parseSecretSpec } from '../build/session.js';

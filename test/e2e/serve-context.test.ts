@@ -236,10 +236,23 @@ describe('kiln serve: incremental context upload', () => {
     const local = await kiln(store.root, ['build', '-q', listed]);
     expect(local.code, local.stderr).toBe(0);
     const iid = join(work.path, 'root-750.iid');
-    const remote = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', '--progress', 'plain', '--iidfile', iid, listed], { env });
+    // Which files the client loaded: a client of a build service needs none of the engine.
+    const loadedList = join(work.path, 'client-modules');
+    const preload = join(work.path, 'client-modules.cjs');
+    writeFileSync(preload, `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(loadedList)}, Object.keys(require.cache).join('\\n')));\n`);
+    const remote = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', '--progress', 'plain', '--iidfile', iid, listed], {
+      env: { ...env, NODE_OPTIONS: `--require ${preload}` },
+    });
     expect(remote.code, remote.stderr).toBe(0);
     expect(stepCached(remote.stderr, 'COPY . /ctx'), remote.stderr).toBe(true);
     expect(readFileSync(iid, 'utf8')).toBe(local.stdout.trim());
+    const loaded = readFileSync(loadedList, 'utf8').split('\n').filter((f) => f.includes('/dist/bundle/'));
+    expect(loaded.length).toBeGreaterThan(3);
+    for (const f of loaded) {
+      const source = readFileSync(f, 'utf8');
+      expect(source.includes('function compileDockerfile('), f).toBe(false);
+      expect(source.includes('var Engine = class'), f).toBe(false);
+    }
 
     // A whole tar without an entry for its root (as the docker client sends) gets the root that
     // mkdir gives a local context.
