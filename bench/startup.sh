@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Start-up cost of the cached path: no-op rebuilds (12 cached steps, and bench/peers.sh's 4-stage
-# build) and `kiln version` through bin/kiln (the bundle `npm run build` writes to dist/bundle/)
-# and through tsc's output in dist/src/ loaded module by module, with `node -e 0` for the floor.
-# BEFORE=DIR (another checkout of the repository, built) adds its bin/kiln's no-op rebuilds, on a
-# store of its own, to the same interleaved runs: a before/after. `node -e 0` runs with the
-# environment as it is and without NODE_EXTRA_CA_CERTS (which bin/kiln keeps from Node's start).
-# Medians of wall time, and of CPU time (user + sys, which other work on the machine disturbs
-# less). Prints figures.
+# build), a one-file edit of the 4-stage build, and `kiln version` through bin/kiln (the bundle
+# `npm run build` writes to dist/bundle/) and through tsc's output in dist/src/ loaded module by
+# module, with `node -e 0` for the floor. BEFORE=DIR (another checkout of the repository, built)
+# adds its bin/kiln's no-op rebuilds and edit, on a store of its own, to the same interleaved
+# runs: a before/after. `node -e 0` runs with the environment as it is and without
+# NODE_EXTRA_CA_CERTS (which bin/kiln keeps from Node's start). Medians of wall time, and of CPU
+# time (user + sys, which other work on the machine disturbs less). Prints figures.
 # Usage: [BEFORE=DIR] bench/startup.sh [RUNS]     (after npm run build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +32,26 @@ bash scripts/base-rootfs.sh "$W/base.tar"
 mkdir -p "$W/ctx"; echo hi >"$W/ctx/f"
 { echo 'FROM bench/base:1'; echo 'COPY f /f'; for i in $(seq 10); do echo "RUN echo $i > /s$i"; done; } >"$W/ctx/Dockerfile"
 four_stage_context "$W/ctx4" bench/base:1
+four_stage_context "$W/ctx4e" bench/base:1
 
-# Each tree gets a store of its own: an older tree may keep the index at an older schema.
+# One file of a copy of the 4-stage context edited, then a build (the COPY of the context runs
+# again; the script's own start, ~1 ms, is in every tree's time alike). Usage: edit KILN STORE.
+cat >"$W/edit" <<SH
+#!/bin/sh
+date +%N >"$W/ctx4e/one.txt"
+KILN_ROOT=\$2 exec "\$1" build -q "$W/ctx4e"
+SH
+chmod +x "$W/edit"
+
+# Each tree gets a store of its own: an older tree may keep the index at an older schema. Its V8
+# code caches are made anew by the same runs in each tree: a cache holds the functions compiled
+# by the run that made it, and caches made by other runs would weigh on the comparison.
 prepare() {
+  rm -rf "$(dirname "$(readlink -f "$1")")/../dist/bundle/.v8-cache"
   KILN_ROOT=$2 "$1" import "$W/base.tar" bench/base:1 >/dev/null
   KILN_ROOT=$2 "$1" build -q "$W/ctx" >/dev/null
   KILN_ROOT=$2 "$1" build -q "$W/ctx4" >/dev/null
+  KILN_ROOT=$2 "$1" build -q "$W/ctx4e" >/dev/null
 }
 prepare bin/kiln "$KILN_ROOT"
 cases=(
@@ -48,12 +62,14 @@ cases=(
   "no-op rebuild, bundle" "bin/kiln build -q $W/ctx"
   "no-op rebuild, dist/src" "$W/kiln-tsc build -q $W/ctx"
   "no-op 4-stage, bundle" "bin/kiln build -q $W/ctx4"
+  "edit 4-stage, bundle" "$W/edit bin/kiln $KILN_ROOT"
 )
 if [[ -n ${BEFORE:-} ]]; then
   prepare "$BEFORE/bin/kiln" "$W/before"
   cases+=(
     "no-op rebuild, BEFORE" "env KILN_ROOT=$W/before $BEFORE/bin/kiln build -q $W/ctx"
     "no-op 4-stage, BEFORE" "env KILN_ROOT=$W/before $BEFORE/bin/kiln build -q $W/ctx4"
+    "edit 4-stage, BEFORE" "$W/edit $BEFORE/bin/kiln $W/before"
   )
 fi
 
