@@ -107,7 +107,7 @@ export class KilnClient {
    * image ID; a failed build throws the server's error as it would have been thrown locally.
    */
   async build(contextDir: string, options: WireBuildOptions & { scope?: string }, handlers: BuildHandlers & { incremental?: boolean }): Promise<BuildOutcome> {
-    if (handlers.incremental === false) return this.upload(contextDir, options, handlers, (pack) => packDirectory(pack, resolve(contextDir), handlers.signal));
+    if (handlers.incremental === false) return this.upload(options, handlers, (pack) => packDirectory(pack, resolve(contextDir), handlers.signal));
     const list = await listContext(resolve(contextDir), { dockerfile: options.dockerfile, signal: handlers.signal });
     for (let attempt = 0; ; attempt++) {
       let missing: string[];
@@ -120,7 +120,7 @@ export class KilnClient {
       }
       const head = `${JSON.stringify({ ...options, context: 'list' })}\n${JSON.stringify({ entries: list.entries })}\n`;
       try {
-        return await this.upload(contextDir, options, handlers, (pack) => packContents(pack, missing, list.sources, handlers.signal), head);
+        return await this.upload(options, handlers, (pack) => packContents(pack, missing, list.sources, handlers.signal), head);
       } catch (err) {
         // The server swept a content between its answer and the upload: ask once more.
         if (attempt === 0 && err instanceof KilnError && err.code === 'CONTEXT_CONTENT_MISSING') continue;
@@ -129,34 +129,41 @@ export class KilnClient {
     }
   }
 
-  private async upload(
-    contextDir: string,
-    options: WireBuildOptions & { scope?: string },
-    handlers: BuildHandlers,
-    fill: (pack: tar.Pack) => Promise<void>,
-    headText = `${JSON.stringify(options)}\n`,
-  ): Promise<BuildOutcome> {
+  /**
+   * Builds from a context archive as it is (a tar, plain or gzip): the server unpacks it as it
+   * unpacks any whole upload. `kiln build -` sends standard input this way.
+   */
+  async buildArchive(archive: AsyncIterable<Buffer>, options: WireBuildOptions & { scope?: string }, handlers: BuildHandlers): Promise<BuildOutcome> {
+    return this.send(`${JSON.stringify(options)}\n`, archive, handlers);
+  }
+
+  /** A tar made here: `fill` writes the entries into it while it is sent. */
+  private async upload(options: WireBuildOptions & { scope?: string }, handlers: BuildHandlers, fill: (pack: tar.Pack) => Promise<void>, headText = `${JSON.stringify(options)}\n`): Promise<BuildOutcome> {
     const pack = tar.pack();
-    const head = Readable.from(
-      (async function* () {
-        yield Buffer.from(headText);
-        yield* pack;
-      })(),
-    );
     const packing = fill(pack).catch((err: unknown) => {
       pack.destroy(err as Error);
       throw err;
     });
-    let res: IncomingMessage;
     try {
-      res = await this.request('POST', '/build', { body: head, signal: handlers.signal });
+      return await this.send(headText, pack as AsyncIterable<Buffer>, handlers, packing);
     } catch (err) {
       // The server refused the upload (too large, say): stop reading the context.
       pack.destroy();
       await packing.catch(() => undefined);
       throw err;
     }
-    await packing;
+  }
+
+  /** Sends the options line and the context, then feeds the build's events to the handlers. */
+  private async send(headText: string, context: AsyncIterable<Buffer>, handlers: BuildHandlers, producing: Promise<void> = Promise.resolve()): Promise<BuildOutcome> {
+    const body = Readable.from(
+      (async function* () {
+        yield Buffer.from(headText);
+        yield* context;
+      })(),
+    );
+    const res = await this.request('POST', '/build', { body, signal: handlers.signal });
+    await producing;
     let outcome: BuildOutcome | undefined;
     for await (const e of readLines<BuildStreamEvent>(res)) {
       if (e.type === 'queued') handlers.onQueued?.(e.position);

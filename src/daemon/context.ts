@@ -54,6 +54,13 @@ function makeRoot(dir: string): void {
   chmodSync(dir, 0o755);
 }
 
+/** A context with nothing in it, for a Dockerfile given without one (`kiln build - < Dockerfile`). */
+export function emptyContext(store: Store): UploadedContext {
+  const { dir, dispose } = contextDir(store);
+  makeRoot(dir);
+  return { dir, size: 0, dispose };
+}
+
 /**
  * Unpacks a context tar (plain or gzip) into a new leased directory under the store's `tmp/`,
  * so that a crash leaves nothing that start-up recovery does not remove.

@@ -22,6 +22,7 @@ import { parseOutput } from '../export/outputs.js';
 import { unpackLayer } from '../../cache/unpack.js';
 import type { IncomingMessage } from 'node:http';
 import type { WireBuildOptions } from './wire.js';
+import type { StdinInput } from '../cli/stdin-context.js';
 
 /** Flags of `kiln build` that need the client's own machine. */
 const LOCAL_ONLY = ['check'] as const;
@@ -104,6 +105,11 @@ function cacheSpecs(options: Record<string, unknown>, spec: CommandSpec): { cach
 }
 
 
+/** A tar of no entries: its end-of-archive blocks. */
+async function* emptyTar(): AsyncGenerator<Buffer> {
+  yield Buffer.alloc(1024);
+}
+
 async function checkContext(dir: string): Promise<void> {
   try {
     if (!(await stat(dir)).isDirectory()) throw new KilnError('CONTEXT_NOT_DIR', `The build context "${dir}" is not a directory`);
@@ -149,9 +155,12 @@ export async function remoteBuild(
     }
   });
   const secrets = await readSecrets((options.secret as string[] | undefined) ?? [], spec);
-  const contextDir = resolve(positionals[0]!);
-  await checkContext(contextDir);
   const file = options.file as string | undefined;
+  // `-`: standard input holds the context archive, or a Dockerfile and no context.
+  const fromStdin = positionals[0] === '-';
+  if (fromStdin && file === '-') throw usageError('The context ("-") and the Dockerfile ("-f -") cannot both come from standard input', spec);
+  const contextDir = fromStdin ? '-' : resolve(positionals[0]!);
+  if (!fromStdin) await checkContext(contextDir);
   const wire: WireBuildOptions & { scope: string } = {
     buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec),
     tags,
@@ -172,10 +181,21 @@ export async function remoteBuild(
     ...caches,
     labels: extra.labels,
     pull: extra.pull,
-    scope: `${contextDir}\0${file === undefined || file === '-' ? 'Dockerfile' : resolve(file)}`,
+    scope: fromStdin ? `-\0${file ?? 'Dockerfile'}` : `${contextDir}\0${file === undefined || file === '-' ? 'Dockerfile' : resolve(file)}`,
   };
   let source: string | undefined;
-  if (file === '-') {
+  let stdin: StdinInput | undefined;
+  if (fromStdin) {
+    const { archiveDockerfile, readStdinInput } = await import('../cli/stdin-context.js');
+    const inside = archiveDockerfile(file);
+    stdin = await readStdinInput(io.signal);
+    if (stdin.dockerfileText !== undefined) {
+      if (file !== undefined) throw usageError(`"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, spec);
+      wire.dockerfileText = source = stdin.dockerfileText;
+    } else {
+      wire.dockerfile = inside;
+    }
+  } else if (file === '-') {
     try {
       wire.dockerfileText = source = readFileSync(0, 'utf8');
     } catch (err) {
@@ -200,11 +220,13 @@ export async function remoteBuild(
   const fileName = file === undefined || file === '-' ? 'Dockerfile' : basename(file);
   const client = new KilnClient(host);
   const run: BuildRunner = async ({ progress, notice }) => {
-    const result = await client.build(contextDir, wire, {
+    const handlers = {
       signal: io.signal,
-      onQueued: (position) => notice(`Waiting for a build slot on the build service: number ${position} in the queue\n`),
+      onQueued: (position: number) => notice(`Waiting for a build slot on the build service: number ${position} in the queue\n`),
       progress,
-    });
+    };
+    // A Dockerfile on standard input goes with an empty context: a tar of no entries.
+    const result = stdin !== undefined ? await client.buildArchive(stdin.archive ?? emptyTar(), wire, handlers) : await client.build(contextDir, wire, handlers);
     for (const o of outputs.client) {
       const res = await client.request('POST', '/export', { json: { image: result.manifest, output: o.output, tags }, signal: io.signal });
       await receiveExport(res, o.dest, io.signal);

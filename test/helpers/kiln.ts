@@ -14,7 +14,7 @@ export interface KilnResult {
 }
 
 /** Runs bin/kiln against a store, collecting its output. */
-export function kiln(root: string, args: readonly string[], options: { input?: string; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<KilnResult> {
+export function kiln(root: string, args: readonly string[], options: { input?: string | Buffer; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<KilnResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(KILN, args, {
       env: { ...process.env, KILN_ROOT: root, ...options.env },

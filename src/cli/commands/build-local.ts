@@ -12,6 +12,7 @@ import { parseBuildArgs, parseExtraBuildFlags } from '../build-flags.js';
 import { runCheck } from '../check.js';
 import { createSession, parseEntitlement, parseSecretSpec, parseSshSpec } from '../../build/session.js';
 import { type BuildRunner, dockerfileSource, presentBuild } from '../present-build.js';
+import type { StdinContext } from '../stdin-context.js';
 
 /** `kiln build` in this process, on the local store. */
 export async function localBuild({ options, positionals }: ParsedArgs, io: CommandIO, spec: CommandSpec): Promise<number> {
@@ -35,6 +36,8 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
     throw err;
   }
   const file = options.file as string | undefined;
+  const context = positionals[0]!;
+  if (context === '-' && file === '-') throw usageError('The context ("-") and the Dockerfile ("-f -") cannot both come from standard input', spec);
   let dockerfileText: string | undefined;
   if (file === '-') {
     try {
@@ -44,7 +47,8 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
     }
   }
   if (options.check === true) {
-    return runCheck({ contextDir: positionals[0]!, dockerfile: file === '-' ? undefined : file, dockerfileText, target: options.target as string | undefined, buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec) }, io.stderr);
+    if (context === '-') throw usageError('"--check" reads the Dockerfile from a context directory or "-f FILE", not from a context on standard input', spec);
+    return runCheck({ contextDir: context, dockerfile: file === '-' ? undefined : file, dockerfileText, target: options.target as string | undefined, buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec) }, io.stderr);
   }
   const session = await buildSession(options, spec);
   const parallelism = options['max-parallelism'] as string | undefined;
@@ -52,12 +56,28 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
     throw usageError(`Invalid --max-parallelism "${parallelism}": expected a positive number`, spec);
   }
   const engine = await Engine.open({ maxParallelism: parallelism === undefined ? undefined : Number(parallelism) });
+  let stdin: StdinContext | undefined;
   try {
+    let contextDir = context;
+    let dockerfile = file === '-' ? undefined : file;
+    let scope: string | undefined;
+    if (context === '-') {
+      stdin = await (await import('../stdin-context.js')).stdinContext(engine.store, io.signal, file);
+      if (stdin.dockerfileText !== undefined && file !== undefined) {
+        throw usageError(`"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, spec);
+      }
+      contextDir = stdin.dir;
+      dockerfile = stdin.dockerfile;
+      dockerfileText = stdin.dockerfileText;
+      // The cache records of one Dockerfile on standard input explain each other's misses.
+      scope = `-\0${file ?? 'Dockerfile'}`;
+    }
     const run: BuildRunner = async ({ progress }) => {
       const result = await build(engine, {
-        contextDir: positionals[0]!,
-        dockerfile: file === '-' ? undefined : file,
+        contextDir,
+        dockerfile,
         dockerfileText,
+        scope,
         buildArgs: parseBuildArgs((options['build-arg'] as string[] | undefined) ?? [], spec),
         tags,
         target: options.target as string | undefined,
@@ -77,8 +97,9 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
       const { image } = result;
       return { id: image.configDigest, manifestDigest: image.manifestDigest, mediaType: image.manifest.mediaType, manifestSize: await engine.store.blobs.size(image.manifestDigest) };
     };
-    return await presentBuild(run, { options, io, tags, source: dockerfileSource(positionals[0]!, file, dockerfileText) });
+    return await presentBuild(run, { options, io, tags, source: dockerfileSource(contextDir, dockerfile, dockerfileText) });
   } finally {
+    await stdin?.dispose();
     engine.close();
   }
 }
