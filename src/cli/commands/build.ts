@@ -46,6 +46,7 @@ const spec: CommandSpec = {
     'kiln build --progress plain . 2>build.log   BuildKit\'s plain log, every line of output',
     'kiln build --progress rawjson . 2>events    One JSON progress event a line, for tools',
     'kiln build -o type=oci,dest=app.tar .       Also export an OCI archive',
+    'kiln build - < context.tar.gz               The context (and its Dockerfile) from standard input',
     'kiln build --cache-to type=registry,ref=reg/app:cache,mode=max --cache-from reg/app:cache .',
   ],
 };
