@@ -68,8 +68,8 @@ export function limitUnpacked(limit: number, what?: string): Transform {
 
 /**
  * Yields the entries of an uncompressed tar stream. Throws CORRUPT_ARCHIVE when the stream is
- * cut inside an entry or a header is damaged; a stream that stops cleanly between entries ends
- * the archive, as Go's reader allows. Whatever follows the
+ * cut inside an entry or a header is damaged; a stream that stops cleanly between entries, or in
+ * the padding after the last one, ends the archive, as Go's reader allows. Whatever follows the
  * end-of-archive blocks is read and dropped, so a producer piping into this never stalls.
  */
 export async function* readTar(source: AsyncIterable<Uint8Array>, options: { maxSize?: number } = {}): AsyncGenerator<TarEntry, void, undefined> {
@@ -80,12 +80,18 @@ export async function* readTar(source: AsyncIterable<Uint8Array>, options: { max
   let longLink: string | undefined;
   let unread = 0;
   let unreadOf = '';
+  let padding = 0;
   try {
     for (;;) {
       await input.skip(unread, unreadOf);
       unread = 0;
+      // The padding after an entry's content may be missing at the very end: the docker client
+      // ends a context whose Dockerfile came from standard input (`docker build -f- .`) right
+      // after its last entry's bytes, and Go's reader takes that for the archive's end.
+      const cutInPadding = padding > 0 && (await input.read(padding)).length < padding;
+      padding = 0;
       const offset = input.consumed;
-      const block = await input.read(BLOCK_SIZE);
+      const block = cutInPadding ? Buffer.alloc(0) : await input.read(BLOCK_SIZE);
       if (block.length === 0 && offset > 0 && localPax === undefined && longName === undefined && longLink === undefined) {
         // Some producers (umoci, for one) end a layer without the two zero blocks. Go's reader,
         // and so Docker and BuildKit, accept a stream that stops cleanly between entries; a
@@ -130,7 +136,8 @@ export async function* readTar(source: AsyncIterable<Uint8Array>, options: { max
       longName = longLink = localPax = undefined;
       // Only regular files have content; other types may still declare a size, which is skipped.
       let remaining = header.type === 'file' ? header.size : 0;
-      unread = header.size + paddingFor(header.size) - remaining;
+      unread = header.size - remaining;
+      padding = paddingFor(header.size);
       const name = header.name;
       const body: AsyncIterable<Buffer> = {
         async *[Symbol.asyncIterator]() {

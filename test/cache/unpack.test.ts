@@ -301,6 +301,11 @@ describe('unpackLayer', () => {
     // archive ends there (the layer's digest, not the reader, tells a short blob).
     await expect(unpack(good.subarray(0, 512 + 10_240), join(tmp, 'boundary1'))).resolves.toEqual({ entries: 1, size: 10_000 });
     await expect(unpack(good.subarray(0, 512 + 10_240 + 1024), join(tmp, 'boundary2'))).resolves.toEqual({ entries: 2, size: 10_001 });
+    // Cut in the padding after an entry's content, or right after the content, as the docker
+    // client ends a context with a Dockerfile from standard input: the archive ends there too.
+    await expect(unpack(good.subarray(0, 512 + 10_000 + 100), join(tmp, 'padding1'))).resolves.toEqual({ entries: 1, size: 10_000 });
+    await expect(unpack(good.subarray(0, 512 + 10_240 + 512 + 1), join(tmp, 'padding2'))).resolves.toEqual({ entries: 2, size: 10_001 });
+    await expect(unpack(good.subarray(0, 512 + 9_999), join(tmp, 'data'))).rejects.toMatchObject({ code: 'CORRUPT_ARCHIVE' });
     const damaged = Buffer.from(good);
     damaged[512 + 10_240 + 3] ^= 0x20;
     await expect(unpack(damaged, join(tmp, 'damaged'))).rejects.toMatchObject({ code: 'CORRUPT_ARCHIVE' });

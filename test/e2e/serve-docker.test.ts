@@ -102,6 +102,13 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
       expect(missing.stderr).toMatch(/No such image/);
     });
 
+    it(`${docker}: builds with the Dockerfile on standard input (-f-), which it sends unpadded at the context's end`, async () => {
+      const r = await run(docker, ['build', '-q', '-f-', ctx], env, Buffer.from('FROM test/base:1\nCOPY hello.txt /from-stdin.txt\n'));
+      expect(r.code, r.stderr).toBe(0);
+      const id = r.stdout.toString().trim();
+      expect((await kiln(store.root, ['run', '--rm', id, 'cat', '/from-stdin.txt'])).stdout).toBe('hello\n');
+    });
+
     it(`${docker}: a failing build exits non-zero with the error, quiet build prints the ID`, async () => {
       const bad = join(work.path, `bad-${DOCKERS.indexOf(docker)}`);
       mkdirSync(bad);
