@@ -235,7 +235,27 @@ export function linkStaysInside(linkPath: string, target: string): boolean {
   return true;
 }
 
+/**
+ * The tar reader speaks of layers; a damaged context says it is the context, and what to do.
+ * Only "Layer archive…" messages are the reader's own.
+ */
+function contextArchiveError(err: unknown): unknown {
+  if (!(err instanceof KilnError) || !err.message.startsWith('Layer archive')) return err;
+  return new KilnError(err.code, `The build context archive${err.message.slice('Layer archive'.length)}`, {
+    hint: 'Send the context again as a tar, plain or compressed with gzip',
+    cause: err,
+  });
+}
+
 async function unpackContext(source: AsyncIterable<Buffer>, root: string, signal: AbortSignal): Promise<void> {
+  try {
+    await unpackEntries(source, root, signal);
+  } catch (err) {
+    throw contextArchiveError(err);
+  }
+}
+
+async function unpackEntries(source: AsyncIterable<Buffer>, root: string, signal: AbortSignal): Promise<void> {
   const dirs = new Set<string>(['']);
   const dirTimes: [string, number][] = [];
   for await (const { header, body } of readTar(source)) {

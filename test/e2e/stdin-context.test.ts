@@ -108,6 +108,11 @@ describe('kiln build -: the context or the Dockerfile on standard input', () => 
       const xz = await run(['-q'], Buffer.concat([Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), archive]));
       expect(xz.code).toBe(1);
       expect(xz.stderr).toContain('The build context on standard input is compressed with xz');
+      // Cut inside the first file's content: the context, not a layer, is named.
+      const cut = await run(['-q'], archive.subarray(0, 512 + 20));
+      expect(cut.code).toBe(1);
+      expect(cut.stderr).toContain('The build context archive is truncated at byte');
+      expect(cut.stderr).toContain('Send the context again as a tar');
       const escape = await run(['-q'], await tarOf([{ name: 'Dockerfile', body: 'FROM test/base:1\n' }, { name: '../escape', body: 'x' }]));
       expect(escape.code).toBe(1);
       expect(escape.stderr).toContain('a path that climbs out of the context with ".."');
