@@ -127,21 +127,103 @@ function infoBody(ex: Exchange) {
   };
 }
 
-function imagesJson(ex: Exchange): void {
-  const rows = listImages(ex.server.engine.store).map((i) => ({
-    Id: i.id,
-    ParentId: '',
-    RepoTags: i.names.map(familiarName),
-    RepoDigests: [],
-    Created: Math.floor(i.created / 1000),
-    Size: i.size,
-    SharedSize: -1,
-    VirtualSize: i.size,
-    Labels: {},
-    Containers: -1,
-  }));
+async function imagesJson(ex: Exchange): Promise<void> {
+  const store = ex.server.engine.store;
+  const filters = imageFilters(ex.url.searchParams.get('filters'));
+  const rows = [];
+  for (const i of listImages(store)) {
+    let tags = i.names.map(familiarName);
+    if (filters.dangling !== undefined && (tags.length === 0) !== filters.dangling) continue;
+    if (filters.reference.length > 0) {
+      tags = tags.filter((t) => filters.reference.some((r) => r.test(t) || r.test(t.slice(0, t.lastIndexOf(':')))));
+      if (tags.length === 0) continue;
+    }
+    // Labels are in each image's config: read only to filter by them.
+    const labels = filters.label.length > 0 ? ((await getImage(store, i.manifest)).config.config?.Labels ?? {}) : {};
+    if (!filters.label.every(([k, v]) => (v === undefined ? k in labels : labels[k] === v))) continue;
+    rows.push({
+      Id: i.id,
+      ParentId: '',
+      RepoTags: tags,
+      RepoDigests: [],
+      Created: Math.floor(i.created / 1000),
+      Size: i.size,
+      SharedSize: -1,
+      VirtualSize: i.size,
+      Labels: labels,
+      Containers: -1,
+    });
+  }
   sendJson(ex.res, 200, rows);
 }
+
+/**
+ * The `filters` of GET /images/json that `docker images --filter` sends: `reference` (a glob
+ * on the name, with or without its tag: `*` stops at `/`), `dangling` and `label` (KEY or
+ * KEY=VALUE). Both JSON forms docker clients send are read: `{"k":{"v":true}}` and `{"k":["v"]}`.
+ */
+function imageFilters(text: string | null): { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } {
+  const out: { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } = { reference: [], label: [] };
+  if (text === null || text === '') return out;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not JSON', { exitCode: 2 });
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not a JSON object', { exitCode: 2 });
+  for (const [key, raw] of Object.entries(parsed)) {
+    const values = Array.isArray(raw) ? raw.map(String) : typeof raw === 'object' && raw !== null ? Object.keys(raw) : [];
+    if (key === 'reference') out.reference = values.map(globPattern);
+    else if (key === 'dangling') {
+      if (values.some((v) => v !== 'true' && v !== 'false' && v !== '1' && v !== '0')) throw new KilnError('INVALID_REQUEST', `Invalid filter "dangling=${values.join(',')}": expected true or false`, { exitCode: 2 });
+      out.dangling = values.some((v) => v === 'true' || v === '1');
+    } else if (key === 'label') {
+      out.label = values.map((v) => (v.includes('=') ? [v.slice(0, v.indexOf('=')), v.slice(v.indexOf('=') + 1)] : [v, undefined]));
+    } else {
+      throw new KilnError('INVALID_REQUEST', `Kiln does not filter images by "${key}"`, { exitCode: 2, hint: 'It filters by reference, dangling and label' });
+    }
+  }
+  return out;
+}
+
+/** A path.Match-style glob as a whole-string expression: `*` and `?` do not cross `/`. */
+function globPattern(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = glob.indexOf(']', i + 1);
+      if (end < 0) throw new KilnError('INVALID_REQUEST', `Invalid reference filter "${glob}": an unclosed "["`, { exitCode: 2 });
+      re += `[${glob.slice(i + 1, end).replace(/\\/g, '\\\\')}]`;
+      i = end;
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+const EMPTY_CONTAINER_CONFIG = {
+  Hostname: '',
+  Domainname: '',
+  User: '',
+  AttachStdin: false,
+  AttachStdout: false,
+  AttachStderr: false,
+  ExposedPorts: null,
+  Tty: false,
+  OpenStdin: false,
+  StdinOnce: false,
+  Env: null,
+  Cmd: null,
+  Image: '',
+  Volumes: null,
+  WorkingDir: '',
+  Entrypoint: null,
+  OnBuild: null,
+  Labels: null,
+};
 
 async function inspectRoute(ex: Exchange, name: string): Promise<void> {
   const store = ex.server.engine.store;
@@ -157,7 +239,8 @@ async function inspectRoute(ex: Exchange, name: string): Promise<void> {
     Created: c.created ?? new Date(0).toISOString(),
     DockerVersion: '',
     Author: c.author ?? '',
-    Config: c.config,
+    // Every key docker's inspect has, so that templates such as {{.Config.Cmd}} work unset too.
+    Config: { ...EMPTY_CONTAINER_CONFIG, ...c.config },
     Architecture: c.architecture,
     Os: c.os,
     Size: image.layers.reduce((n, l) => n + l.blobSize, 0),

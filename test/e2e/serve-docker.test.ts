@@ -143,6 +143,32 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(getAttributeSync(join(out, 'ping'), 'security.capability')?.toString('hex')).toBe(capability.toString('hex'));
   });
 
+  it('docker images filters by reference, dangling and label; image inspect templates see every Config key', async () => {
+    const docker = DOCKERS[0]!;
+    const names = async (...filter: string[]) => {
+      const r = await run(docker, ['images', ...filter.flatMap((f) => ['--filter', f]), '--format', '{{.Repository}}:{{.Tag}}'], env);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.toString().trim().split('\n').filter(Boolean);
+    };
+    const all = await names();
+    expect(all).toContain('acc/dk:1');
+    expect(all).toContain('test/base:1');
+    expect(await names('reference=acc/*')).toEqual(expect.arrayContaining(['acc/dk:1']));
+    expect((await names('reference=acc/*')).every((n) => n.startsWith('acc/'))).toBe(true);
+    expect(await names('reference=test/base:1')).toEqual(['test/base:1']);
+    expect(await names('reference=*')).toEqual([]);
+    expect(await names('label=org.test=yes')).toEqual(['acc/dk:1']);
+    expect(await names('label=org.test=no')).toEqual([]);
+    expect((await names('dangling=true')).every((n) => n === '<none>:<none>')).toBe(true);
+    expect(await names('dangling=false')).toEqual(expect.arrayContaining(['acc/dk:1', 'test/base:1']));
+    const bad = await run(docker, ['images', '--filter', 'since=acc/dk:1'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('Kiln does not filter images by "since"');
+    const inspect = await run(docker, ['image', 'inspect', '--format', '{{.Config.Entrypoint}} {{.Config.Labels}} {{.Config.OnBuild}}', 'acc/dk:1'], env);
+    expect(inspect.code, inspect.stderr).toBe(0);
+    expect(inspect.stdout.toString()).toContain('map[org.test:yes]');
+  });
+
   it('docker save | docker load round-trips an image', async () => {
     const docker = DOCKERS[0]!;
     const saved = await run(docker, ['save', 'acc/dk:1'], env);
