@@ -17,6 +17,8 @@ import { receiveContext } from './context.js';
 import { LineStream, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { imageHistory, listImages, removeImage } from './images.js';
+import { pruneImages } from '../image/remove.js';
+import { parseDuration } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
 import type { WireBuildOptions } from './wire.js';
@@ -51,6 +53,7 @@ export async function handleDocker(ex: Exchange): Promise<void> {
   if (method === 'POST' && path === '/build') return buildRoute(ex);
   if (method === 'POST' && path === '/auth') return authRoute(ex);
   if (method === 'GET' && path === '/images/json') return imagesJson(ex);
+  if (method === 'POST' && path === '/images/prune') return imagesPrune(ex);
   if (method === 'POST' && path === '/images/create') return pullRoute(ex);
   if (method === 'POST' && path === '/images/load') return loadRoute(ex);
   if (method === 'GET' && path === '/images/get') return saveRoute(ex, q.getAll('names'));
@@ -158,13 +161,50 @@ async function imagesJson(ex: Exchange): Promise<void> {
 }
 
 /**
+ * `docker image prune`: the dangling images, or every image with `-a` (`dangling=false`), and
+ * `until=` a duration or a time. Only records go: the space comes back with `kiln prune`'s or the
+ * automatic GC's next pass, so SpaceReclaimed is 0.
+ */
+async function imagesPrune(ex: Exchange): Promise<void> {
+  const { dangling = true, until } = pruneFilters(ex.url.searchParams.get('filters'));
+  const r = await pruneImages(ex.server.engine.store, { all: !dangling, createdBefore: until });
+  sendJson(ex.res, 200, { ImagesDeleted: [...r.untagged.map((n) => ({ Untagged: familiarName(n) })), ...r.deleted.map((d) => ({ Deleted: d }))], SpaceReclaimed: 0 });
+}
+
+function pruneFilters(text: string | null): { dangling?: boolean; until?: number } {
+  const out: { dangling?: boolean; until?: number } = {};
+  for (const [key, values] of Object.entries(filterValues(text))) {
+    if (key === 'dangling') out.dangling = parseDangling(values);
+    else if (key === 'until') {
+      const v = values[0] ?? '';
+      const ms = parseDuration(v);
+      const at = Number.isNaN(ms) ? (/^\d+(\.\d+)?$/.test(v) ? Number(v) * 1000 : Date.parse(v)) : Date.now() - ms;
+      if (Number.isNaN(at)) throw new KilnError('INVALID_REQUEST', `Invalid filter "until=${v}": expected a duration such as 24h or a time`, { exitCode: 2 });
+      out.until = at;
+    } else throw new KilnError('INVALID_REQUEST', `Kiln does not prune images by "${key}"`, { exitCode: 2, hint: 'It prunes by dangling and until' });
+  }
+  return out;
+}
+
+/**
  * The `filters` of GET /images/json that `docker images --filter` sends: `reference` (a glob
  * on the name, with or without its tag: `*` stops at `/`), `dangling` and `label` (KEY or
- * KEY=VALUE). Both JSON forms docker clients send are read: `{"k":{"v":true}}` and `{"k":["v"]}`.
+ * KEY=VALUE).
  */
 function imageFilters(text: string | null): { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } {
   const out: { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } = { reference: [], label: [] };
-  if (text === null || text === '') return out;
+  for (const [key, values] of Object.entries(filterValues(text))) {
+    if (key === 'reference') out.reference = values.map(globPattern);
+    else if (key === 'dangling') out.dangling = parseDangling(values);
+    else if (key === 'label') out.label = values.map((v) => (v.includes('=') ? [v.slice(0, v.indexOf('=')), v.slice(v.indexOf('=') + 1)] : [v, undefined]));
+    else throw new KilnError('INVALID_REQUEST', `Kiln does not filter images by "${key}"`, { exitCode: 2, hint: 'It filters by reference, dangling and label' });
+  }
+  return out;
+}
+
+/** Docker's `filters` parameter, in either JSON form clients send: `{"k":{"v":true}}` or `{"k":["v"]}`. */
+function filterValues(text: string | null): Record<string, string[]> {
+  if (text === null || text === '') return {};
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -172,19 +212,12 @@ function imageFilters(text: string | null): { reference: RegExp[]; dangling?: bo
     throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not JSON', { exitCode: 2 });
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not a JSON object', { exitCode: 2 });
-  for (const [key, raw] of Object.entries(parsed)) {
-    const values = Array.isArray(raw) ? raw.map(String) : typeof raw === 'object' && raw !== null ? Object.keys(raw) : [];
-    if (key === 'reference') out.reference = values.map(globPattern);
-    else if (key === 'dangling') {
-      if (values.some((v) => v !== 'true' && v !== 'false' && v !== '1' && v !== '0')) throw new KilnError('INVALID_REQUEST', `Invalid filter "dangling=${values.join(',')}": expected true or false`, { exitCode: 2 });
-      out.dangling = values.some((v) => v === 'true' || v === '1');
-    } else if (key === 'label') {
-      out.label = values.map((v) => (v.includes('=') ? [v.slice(0, v.indexOf('=')), v.slice(v.indexOf('=') + 1)] : [v, undefined]));
-    } else {
-      throw new KilnError('INVALID_REQUEST', `Kiln does not filter images by "${key}"`, { exitCode: 2, hint: 'It filters by reference, dangling and label' });
-    }
-  }
-  return out;
+  return Object.fromEntries(Object.entries(parsed).map(([k, raw]) => [k, Array.isArray(raw) ? raw.map(String) : typeof raw === 'object' && raw !== null ? Object.keys(raw) : []]));
+}
+
+function parseDangling(values: readonly string[]): boolean {
+  if (values.some((v) => v !== 'true' && v !== 'false' && v !== '1' && v !== '0')) throw new KilnError('INVALID_REQUEST', `Invalid filter "dangling=${values.join(',')}": expected true or false`, { exitCode: 2 });
+  return values.some((v) => v === 'true' || v === '1');
 }
 
 /** A path.Match-style glob as a whole-string expression: `*` and `?` do not cross `/`. */

@@ -1,5 +1,6 @@
 import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
+import type { Digest } from '../../cache/digest.js';
 import { findImage, loadImage, type LocalImage } from './local.js';
 import { familiarName, normalizeName } from './reference.js';
 
@@ -73,4 +74,55 @@ async function childImage(store: Store, image: LocalImage): Promise<LocalImage |
     if (ids.length > own.length && own.every((d, i) => ids[i] === d)) return other;
   }
   return undefined;
+}
+
+export interface PruneResult {
+  untagged: string[];
+  /** Image IDs (config digests) of the images removed. */
+  deleted: string[];
+}
+
+/**
+ * `docker image prune` through the Docker API: the images without a name (with `all`, every
+ * image), created before `createdBefore` when given. A nameless image that a kept image is built
+ * on stays, as docker keeps a dangling parent. Only records go, as with removeImage.
+ */
+export async function pruneImages(store: Store, options: { all: boolean; createdBefore?: number }): Promise<PruneResult> {
+  const tags = new Map<string, string[]>();
+  for (const t of store.db.allTags()) tags.set(t.manifest, [...(tags.get(t.manifest) ?? []), t.name]);
+  const rows = store.db.allManifests();
+  const images = new Map<Digest, LocalImage>();
+  for (const m of rows) images.set(m.digest, await loadImage(store, m.digest));
+  const doomed = new Set(
+    rows
+      .filter((m) => (options.all || !tags.has(m.digest)) && (options.createdBefore === undefined || m.created < options.createdBefore))
+      .map((m) => m.digest),
+  );
+  // A candidate that an image staying is built on stays too (its layers start with all of its).
+  const builtOn = (base: LocalImage, other: LocalImage) => {
+    const own = base.config.rootfs.diff_ids;
+    const ids = other.config.rootfs.diff_ids;
+    return own.length > 0 && ids.length > own.length && own.every((d, i) => ids[i] === d);
+  };
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const digest of doomed) {
+      const image = images.get(digest)!;
+      if ([...images.keys()].some((d) => !doomed.has(d) && builtOn(image, images.get(d)!))) {
+        doomed.delete(digest);
+        changed = true;
+      }
+    }
+  }
+  const result: PruneResult = { untagged: [], deleted: [] };
+  store.db.transaction(() => {
+    for (const digest of doomed) {
+      const names = tags.get(digest) ?? [];
+      deleteTags(store, names);
+      store.db.deleteManifest(digest);
+      result.untagged.push(...names);
+      result.deleted.push(images.get(digest)!.configDigest);
+    }
+  });
+  return result;
 }

@@ -247,6 +247,37 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(ping.body).toBe('OK');
   });
 
+  it('docker image prune removes dangling images, keeping one a named image is built on', async () => {
+    const docker = DOCKERS[0]!;
+    const dir = join(work.path, 'prune');
+    mkdirSync(dir, { recursive: true });
+    const build = async (dockerfile: string, ...args: string[]) => {
+      writeFileSync(join(dir, 'Dockerfile'), dockerfile);
+      const r = await kiln(store.root, ['build', '-q', ...args, dir]);
+      expect(r.code, r.stderr).toBe(0);
+      return r.stdout.trim();
+    };
+    const parent = await build('FROM test/base:1\nRUN echo p > /p\n');
+    const child = await build('FROM test/base:1\nRUN echo p > /p\nRUN echo c > /c\n', '-t', 'acc/child:1');
+    const loose = await build('FROM test/base:1\nRUN echo loose > /l\n');
+    const ids = async () => (await run(docker, ['images', '-q', '--no-trunc'], env)).stdout.toString();
+    expect(await ids()).toContain(loose);
+    // Nothing is older than 1000 hours: -a with that filter removes nothing.
+    const none = await run(docker, ['image', 'prune', '-a', '-f', '--filter', 'until=1000h'], env);
+    expect(none.code, none.stderr).toBe(0);
+    expect(await ids()).toContain(child);
+    const pruned = await run(docker, ['image', 'prune', '-f'], env);
+    expect(pruned.code, pruned.stderr).toBe(0);
+    expect(pruned.stdout.toString()).toContain(`deleted: ${loose}`);
+    const left = await ids();
+    expect(left).not.toContain(loose);
+    expect(left).toContain(parent);
+    expect(left).toContain(child);
+    const bad = await run(docker, ['image', 'prune', '-f', '--filter', 'label=x'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('Kiln does not prune images by "label"');
+  });
+
   it.each([
     ['a ".." path', [{ name: 'Dockerfile', body: 'FROM test/base:1\n' }, { name: '../escape', body: 'x' }], /climbs out of the context/],
     ['an absolute path', [{ name: '/etc/escape', body: 'x' }], /absolute path/],
