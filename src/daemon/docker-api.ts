@@ -18,7 +18,7 @@ import { LineStream, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { imageHistory, listImages, removeImage } from './images.js';
 import { pruneImages } from '../image/remove.js';
-import { parseDuration } from '../../cache/gc.js';
+import { parseDuration, prune } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
 import type { WireBuildOptions } from './wire.js';
@@ -54,6 +54,7 @@ export async function handleDocker(ex: Exchange): Promise<void> {
   if (method === 'POST' && path === '/auth') return authRoute(ex);
   if (method === 'GET' && path === '/images/json') return imagesJson(ex);
   if (method === 'POST' && path === '/images/prune') return imagesPrune(ex);
+  if (method === 'POST' && path === '/build/prune') return buildPrune(ex);
   if (method === 'POST' && path === '/images/create') return pullRoute(ex);
   if (method === 'POST' && path === '/images/load') return loadRoute(ex);
   if (method === 'GET' && path === '/images/get') return saveRoute(ex, q.getAll('names'));
@@ -169,6 +170,26 @@ async function imagesPrune(ex: Exchange): Promise<void> {
   const { dangling = true, until } = pruneFilters(ex.url.searchParams.get('filters'));
   const r = await pruneImages(ex.server.engine.store, { all: !dangling, createdBefore: until });
   sendJson(ex.res, 200, { ImagesDeleted: [...r.untagged.map((n) => ({ Untagged: familiarName(n) })), ...r.deleted.map((d) => ({ Deleted: d }))], SpaceReclaimed: 0 });
+}
+
+/**
+ * `docker builder prune [-a] [--filter until=…] [--keep-storage …]`: Kiln's own build cache
+ * collection (`kiln prune`), which it maps onto one to one.
+ */
+async function buildPrune(ex: Exchange): Promise<void> {
+  const q = ex.url.searchParams;
+  let olderThanMs: number | undefined;
+  for (const [key, values] of Object.entries(filterValues(q.get('filters')))) {
+    if (key !== 'until') throw new KilnError('INVALID_REQUEST', `Kiln does not prune the build cache by "${key}"`, { exitCode: 2, hint: 'It prunes by until, with --all and --keep-storage' });
+    olderThanMs = parseDuration(values[0] ?? '');
+    if (Number.isNaN(olderThanMs)) throw new KilnError('INVALID_REQUEST', `Invalid filter "until=${values[0]}": expected a duration such as 24h`, { exitCode: 2 });
+  }
+  const keep = q.get('keep-storage') ?? q.get('reserved-space');
+  if (keep !== null && !/^\d+$/.test(keep)) throw new KilnError('INVALID_REQUEST', `The "keep-storage" parameter "${keep}" is not a number of bytes`, { exitCode: 2 });
+  const all = q.get('all') === '1' || q.get('all') === 'true';
+  const options = { all, olderThanMs, keepBytes: keep === null || keep === '0' ? undefined : Number(keep) };
+  const r = await ex.server.task(ex.signal, () => prune(ex.server.engine.store, options));
+  sendJson(ex.res, 200, { CachesDeleted: r.removed, SpaceReclaimed: r.freed });
 }
 
 function pruneFilters(text: string | null): { dangling?: boolean; until?: number } {

@@ -278,6 +278,23 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(bad.stderr).toContain('Kiln does not prune images by "label"');
   });
 
+  it('docker builder prune collects the build cache as kiln prune does', async () => {
+    const docker = DOCKERS[0]!;
+    const records = async () => {
+      const du = await kiln(store.root, ['du']);
+      expect(du.code, du.stderr).toBe(0);
+      return Number(/^Records:\s+(\d+)$/m.exec(du.stdout)?.[1]);
+    };
+    expect(await records()).toBeGreaterThan(0);
+    const bad = await run(docker, ['builder', 'prune', '-f', '--filter', 'type=regular'], env);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain('Kiln does not prune the build cache by "type"');
+    const all = await run(docker, ['builder', 'prune', '-a', '-f'], env);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout.toString()).toMatch(/Total reclaimed space: [\d.]+[kMG]?B/);
+    expect(await records()).toBe(0);
+  });
+
   it.each([
     ['a ".." path', [{ name: 'Dockerfile', body: 'FROM test/base:1\n' }, { name: '../escape', body: 'x' }], /climbs out of the context/],
     ['an absolute path', [{ name: '/etc/escape', body: 'x' }], /absolute path/],
