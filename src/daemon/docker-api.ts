@@ -18,7 +18,7 @@ import { LineStream, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { imageHistory, listImages, removeImage } from './images.js';
 import { pruneImages } from '../image/remove.js';
-import { parseDuration, prune } from '../../cache/gc.js';
+import { diskUsage, parseDuration, prune } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
 import type { WireBuildOptions } from './wire.js';
@@ -55,6 +55,7 @@ export async function handleDocker(ex: Exchange): Promise<void> {
   if (method === 'GET' && path === '/images/json') return imagesJson(ex);
   if (method === 'POST' && path === '/images/prune') return imagesPrune(ex);
   if (method === 'POST' && path === '/build/prune') return buildPrune(ex);
+  if (method === 'GET' && path === '/system/df') return systemDf(ex);
   if (method === 'POST' && path === '/images/create') return pullRoute(ex);
   if (method === 'POST' && path === '/images/load') return loadRoute(ex);
   if (method === 'GET' && path === '/images/get') return saveRoute(ex, q.getAll('names'));
@@ -170,6 +171,45 @@ async function imagesPrune(ex: Exchange): Promise<void> {
   const { dangling = true, until } = pruneFilters(ex.url.searchParams.get('filters'));
   const r = await pruneImages(ex.server.engine.store, { all: !dangling, createdBefore: until });
   sendJson(ex.res, 200, { ImagesDeleted: [...r.untagged.map((n) => ({ Untagged: familiarName(n) })), ...r.deleted.map((d) => ({ Deleted: d }))], SpaceReclaimed: 0 });
+}
+
+/**
+ * `docker system df [-v]`: the images, and the build cache as `kiln du` lists it (records, cache
+ * mounts, uploaded context files). Kiln has no containers or volumes.
+ */
+async function systemDf(ex: Exchange): Promise<void> {
+  const store = ex.server.engine.store;
+  const usage = await ex.server.task(ex.signal, () => diskUsage(store));
+  const iso = (ms: number) => new Date(ms).toISOString();
+  sendJson(ex.res, 200, {
+    LayersSize: usage.images,
+    Images: listImages(store).map((i) => ({
+      Id: i.id,
+      ParentId: '',
+      RepoTags: i.names.map(familiarName),
+      RepoDigests: [],
+      Created: Math.floor(i.created / 1000),
+      Size: i.size,
+      SharedSize: -1,
+      Labels: {},
+      Containers: 0,
+    })),
+    Containers: [],
+    Volumes: [],
+    BuildCache: usage.records.map((r) => ({
+      ID: r.id,
+      Parent: '',
+      Parents: null,
+      Type: r.type === 'cache' ? 'regular' : r.type === 'cache-mount' ? 'exec.cachemount' : 'source.local',
+      Description: r.description,
+      InUse: r.inUse,
+      Shared: r.shared,
+      Size: r.size,
+      CreatedAt: iso(r.lastUsed),
+      LastUsedAt: iso(r.lastUsed),
+      UsageCount: 1,
+    })),
+  });
 }
 
 /**

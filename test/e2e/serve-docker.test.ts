@@ -278,6 +278,18 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(bad.stderr).toContain('Kiln does not prune images by "label"');
   });
 
+  it('docker system df counts the images and lists the build cache', async () => {
+    const docker = DOCKERS[0]!;
+    const count = (JSON.parse((await request(served.socket, 'GET', '/v1.43/images/json')).body) as unknown[]).length;
+    expect(count).toBeGreaterThan(0);
+    const df = await run(docker, ['system', 'df'], env);
+    expect(df.code, df.stderr).toBe(0);
+    expect(df.stdout.toString()).toMatch(new RegExp(`^Images\\s+${count}\\s`, 'm'));
+    const verbose = await run(docker, ['system', 'df', '-v'], env);
+    expect(verbose.code, verbose.stderr).toBe(0);
+    expect(verbose.stdout.toString()).toMatch(/^[0-9a-f]{12}\s+regular\s/m);
+  });
+
   it('docker builder prune collects the build cache as kiln prune does', async () => {
     const docker = DOCKERS[0]!;
     const records = async () => {
