@@ -47,8 +47,11 @@ export function archiveDockerfile(file: string | undefined): string {
   }
 }
 
-/** Reads standard input far enough to tell a Dockerfile (read whole) from an archive (left to stream). */
-export async function readStdinInput(signal: AbortSignal, input: AsyncIterable<Buffer> = process.stdin): Promise<StdinInput> {
+/**
+ * Reads standard input far enough to tell a Dockerfile (read whole) from an archive (left to
+ * stream). `file`, the -f name, is a path inside an archive: with a Dockerfile it is refused.
+ */
+export async function readStdinInput(signal: AbortSignal, file: string | undefined, input: AsyncIterable<Buffer> = process.stdin): Promise<StdinInput> {
   // A build stopped while standard input is still being read stops reading it.
   const stop = () => (input as { destroy?: (err?: Error) => void }).destroy?.(signal.reason as Error);
   signal.addEventListener('abort', stop, { once: true });
@@ -75,6 +78,12 @@ export async function readStdinInput(signal: AbortSignal, input: AsyncIterable<B
     if (kind === 'text') {
       const all: Buffer[] = [first];
       if (!ended) for (let next = await chunks.next(); !next.done; next = await chunks.next()) all.push(next.value);
+      if (file !== undefined) {
+        throw new KilnError('USAGE', `"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, {
+          exitCode: 2,
+          hint: 'Leave -f out: the Dockerfile is standard input itself',
+        });
+      }
       return { dockerfileText: Buffer.concat(all).toString('utf8') };
     }
     return {
@@ -92,7 +101,7 @@ export async function readStdinInput(signal: AbortSignal, input: AsyncIterable<B
 /** Standard input as a local build's context. `file`: the -f name, a path inside an archive. */
 export async function stdinContext(store: Store, signal: AbortSignal, file: string | undefined): Promise<StdinContext> {
   const inside = archiveDockerfile(file);
-  const input = await readStdinInput(signal);
+  const input = await readStdinInput(signal, file);
   if (input.dockerfileText !== undefined) {
     const empty = emptyContext(store);
     return { dir: empty.dir, dockerfileText: input.dockerfileText, dispose: empty.dispose };

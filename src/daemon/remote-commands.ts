@@ -158,7 +158,6 @@ export async function remoteBuild(
   const file = options.file as string | undefined;
   // `-`: standard input holds the context archive, or a Dockerfile and no context.
   const fromStdin = positionals[0] === '-';
-  if (fromStdin && file === '-') throw usageError('The context ("-") and the Dockerfile ("-f -") cannot both come from standard input', spec);
   const contextDir = fromStdin ? '-' : resolve(positionals[0]!);
   if (!fromStdin) await checkContext(contextDir);
   const wire: WireBuildOptions & { scope: string } = {
@@ -188,9 +187,8 @@ export async function remoteBuild(
   if (fromStdin) {
     const { archiveDockerfile, readStdinInput } = await import('../cli/stdin-context.js');
     const inside = archiveDockerfile(file);
-    stdin = await readStdinInput(io.signal);
+    stdin = await readStdinInput(io.signal, file);
     if (stdin.dockerfileText !== undefined) {
-      if (file !== undefined) throw usageError(`"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, spec);
       wire.dockerfileText = source = stdin.dockerfileText;
     } else {
       wire.dockerfile = inside;

@@ -37,7 +37,6 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
   }
   const file = options.file as string | undefined;
   const context = positionals[0]!;
-  if (context === '-' && file === '-') throw usageError('The context ("-") and the Dockerfile ("-f -") cannot both come from standard input', spec);
   let dockerfileText: string | undefined;
   if (file === '-') {
     try {
@@ -63,9 +62,6 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
     let scope: string | undefined;
     if (context === '-') {
       stdin = await (await import('../stdin-context.js')).stdinContext(engine.store, io.signal, file);
-      if (stdin.dockerfileText !== undefined && file !== undefined) {
-        throw usageError(`"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, spec);
-      }
       contextDir = stdin.dir;
       dockerfile = stdin.dockerfile;
       dockerfileText = stdin.dockerfileText;

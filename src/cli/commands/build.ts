@@ -1,4 +1,4 @@
-import { type CommandSpec } from '../args.js';
+import { type CommandSpec, usageError } from '../args.js';
 import type { Command } from '../main.js';
 import { PROGRESS_MODES, commandProgressMode } from '../progress.js';
 import { presentBuild } from '../present-build.js';
@@ -57,6 +57,7 @@ export const buildCommand: Command = {
   async run({ options, positionals }, io) {
     // A bad mode is a usage error before any work, here or on a build service.
     commandProgressMode(options);
+    if (positionals[0] === '-' && options.file === '-') throw usageError('The context ("-") and the Dockerfile ("-f -") cannot both come from standard input', spec);
     // Each path loads only its own code: a client of a build service never loads the engine.
     if (io.host) {
       const remote = await (await import('../../daemon/remote-commands.js')).remoteBuild(io.host, { options, positionals }, io, spec);
