@@ -17,7 +17,7 @@ import { receiveContext } from './context.js';
 import { LineStream, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { imageHistory, listImages, removeImage } from './images.js';
-import { pruneImages } from '../image/remove.js';
+import { intermediateImages, pruneImages } from '../image/remove.js';
 import { diskUsage, parseDuration, prune } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
@@ -135,8 +135,11 @@ function infoBody(ex: Exchange) {
 async function imagesJson(ex: Exchange): Promise<void> {
   const store = ex.server.engine.store;
   const filters = imageFilters(ex.url.searchParams.get('filters'));
+  const all = ex.url.searchParams.get('all');
+  const hidden = all === '1' || all === 'true' ? new Set<string>() : await intermediateImages(store);
   const rows = [];
   for (const i of listImages(store)) {
+    if (hidden.has(i.manifest)) continue;
     let tags = i.names.map(familiarName);
     if (filters.dangling !== undefined && (tags.length === 0) !== filters.dangling) continue;
     if (filters.reference.length > 0) {

@@ -65,15 +65,29 @@ function deleteTags(store: Store, names: readonly string[]): void {
 }
 
 async function childImage(store: Store, image: LocalImage): Promise<LocalImage | undefined> {
-  const own = image.config.rootfs.diff_ids;
-  if (own.length === 0) return undefined;
   for (const m of store.db.allManifests()) {
     if (m.digest === image.manifestDigest) continue;
     const other = await loadImage(store, m.digest);
-    const ids = other.config.rootfs.diff_ids;
-    if (ids.length > own.length && own.every((d, i) => ids[i] === d)) return other;
+    if (isBuiltOn(other, image)) return other;
   }
   return undefined;
+}
+
+/** Whether `image`'s layers start with all of `base`'s (and add more): it was built on it. */
+function isBuiltOn(image: LocalImage, base: LocalImage): boolean {
+  const own = base.config.rootfs.diff_ids;
+  const ids = image.config.rootfs.diff_ids;
+  return own.length > 0 && ids.length > own.length && own.every((d, i) => ids[i] === d);
+}
+
+/**
+ * Nameless images that another image is built on: docker's intermediate images, which
+ * `docker images` leaves out without -a (manifest digests).
+ */
+export async function intermediateImages(store: Store): Promise<Set<Digest>> {
+  const named = new Set(store.db.allTags().map((t) => t.manifest));
+  const images = await Promise.all(store.db.allManifests().map((m) => loadImage(store, m.digest)));
+  return new Set(images.filter((base) => !named.has(base.manifestDigest) && images.some((other) => isBuiltOn(other, base))).map((i) => i.manifestDigest));
 }
 
 export interface PruneResult {
@@ -98,17 +112,12 @@ export async function pruneImages(store: Store, options: { all: boolean; created
       .filter((m) => (options.all || !tags.has(m.digest)) && (options.createdBefore === undefined || m.created < options.createdBefore))
       .map((m) => m.digest),
   );
-  // A candidate that an image staying is built on stays too (its layers start with all of its).
-  const builtOn = (base: LocalImage, other: LocalImage) => {
-    const own = base.config.rootfs.diff_ids;
-    const ids = other.config.rootfs.diff_ids;
-    return own.length > 0 && ids.length > own.length && own.every((d, i) => ids[i] === d);
-  };
+  // A candidate that an image staying is built on stays too.
   for (let changed = true; changed; ) {
     changed = false;
     for (const digest of doomed) {
       const image = images.get(digest)!;
-      if ([...images.keys()].some((d) => !doomed.has(d) && builtOn(image, images.get(d)!))) {
+      if ([...images.keys()].some((d) => !doomed.has(d) && isBuiltOn(images.get(d)!, image))) {
         doomed.delete(digest);
         changed = true;
       }

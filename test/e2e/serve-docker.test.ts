@@ -247,7 +247,7 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(ping.body).toBe('OK');
   });
 
-  it('docker image prune removes dangling images, keeping one a named image is built on', async () => {
+  it('docker images hides intermediate images without -a; docker image prune removes dangling images, keeping one a named image is built on', async () => {
     const docker = DOCKERS[0]!;
     const dir = join(work.path, 'prune');
     mkdirSync(dir, { recursive: true });
@@ -260,8 +260,13 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     const parent = await build('FROM test/base:1\nRUN echo p > /p\n');
     const child = await build('FROM test/base:1\nRUN echo p > /p\nRUN echo c > /c\n', '-t', 'acc/child:1');
     const loose = await build('FROM test/base:1\nRUN echo loose > /l\n');
-    const ids = async () => (await run(docker, ['images', '-q', '--no-trunc'], env)).stdout.toString();
+    const ids = async () => (await run(docker, ['images', '-a', '-q', '--no-trunc'], env)).stdout.toString();
     expect(await ids()).toContain(loose);
+    // Without -a, as dockerd lists them: the nameless image another is built on is left out.
+    const shown = (await run(docker, ['images', '-q', '--no-trunc'], env)).stdout.toString();
+    expect(shown).not.toContain(parent);
+    expect(shown).toContain(loose);
+    expect(shown).toContain(child);
     // Nothing is older than 1000 hours: -a with that filter removes nothing.
     const none = await run(docker, ['image', 'prune', '-a', '-f', '--filter', 'until=1000h'], env);
     expect(none.code, none.stderr).toBe(0);
@@ -280,7 +285,7 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
 
   it('docker system df counts the images and lists the build cache', async () => {
     const docker = DOCKERS[0]!;
-    const count = (JSON.parse((await request(served.socket, 'GET', '/v1.43/images/json')).body) as unknown[]).length;
+    const count = (JSON.parse((await request(served.socket, 'GET', '/v1.43/images/json?all=1')).body) as unknown[]).length;
     expect(count).toBeGreaterThan(0);
     const df = await run(docker, ['system', 'df'], env);
     expect(df.code, df.stderr).toBe(0);
