@@ -16,7 +16,7 @@ import { familiarName, familiarRepository, normalizeName, parseReference } from 
 import { receiveContext } from './context.js';
 import { LineStream, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
-import { imageHistory, listImages, removeImage } from './images.js';
+import { type ImageSummary, imageHistory, listImages, removeImage } from './images.js';
 import { intermediateImages, pruneImages } from '../image/remove.js';
 import { diskUsage, parseDuration, prune } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
@@ -149,20 +149,14 @@ async function imagesJson(ex: Exchange): Promise<void> {
     // Labels are in each image's config: read only to filter by them.
     const labels = filters.label.length > 0 ? ((await getImage(store, i.manifest)).config.config?.Labels ?? {}) : {};
     if (!filters.label.every(([k, v]) => (v === undefined ? k in labels : labels[k] === v))) continue;
-    rows.push({
-      Id: i.id,
-      ParentId: '',
-      RepoTags: tags,
-      RepoDigests: [],
-      Created: Math.floor(i.created / 1000),
-      Size: i.size,
-      SharedSize: -1,
-      VirtualSize: i.size,
-      Labels: labels,
-      Containers: -1,
-    });
+    rows.push(imageSummary(i, tags, labels));
   }
   sendJson(ex.res, 200, rows);
+}
+
+/** One image as docker's image list and `system df` give it. */
+function imageSummary(i: ImageSummary, tags: string[], labels: Record<string, string>) {
+  return { Id: i.id, ParentId: '', RepoTags: tags, RepoDigests: [], Created: Math.floor(i.created / 1000), Size: i.size, SharedSize: -1, VirtualSize: i.size, Labels: labels, Containers: -1 };
 }
 
 /**
@@ -186,17 +180,7 @@ async function systemDf(ex: Exchange): Promise<void> {
   const iso = (ms: number) => new Date(ms).toISOString();
   sendJson(ex.res, 200, {
     LayersSize: usage.images,
-    Images: listImages(store).map((i) => ({
-      Id: i.id,
-      ParentId: '',
-      RepoTags: i.names.map(familiarName),
-      RepoDigests: [],
-      Created: Math.floor(i.created / 1000),
-      Size: i.size,
-      SharedSize: -1,
-      Labels: {},
-      Containers: 0,
-    })),
+    Images: listImages(store).map((i) => imageSummary(i, i.names.map(familiarName), {})),
     Containers: [],
     Volumes: [],
     BuildCache: usage.records.map((r) => ({
@@ -224,8 +208,7 @@ async function buildPrune(ex: Exchange): Promise<void> {
   let olderThanMs: number | undefined;
   for (const [key, values] of Object.entries(filterValues(q.get('filters')))) {
     if (key !== 'until') throw new KilnError('INVALID_REQUEST', `Kiln does not prune the build cache by "${key}"`, { exitCode: 2, hint: 'It prunes by until, with --all and --keep-storage' });
-    olderThanMs = parseDuration(values[0] ?? '');
-    if (Number.isNaN(olderThanMs)) throw new KilnError('INVALID_REQUEST', `Invalid filter "until=${values[0]}": expected a duration such as 24h`, { exitCode: 2 });
+    olderThanMs = Math.max(0, Date.now() - untilTime(values));
   }
   const keep = q.get('keep-storage') ?? q.get('reserved-space');
   if (keep !== null && !/^\d+$/.test(keep)) throw new KilnError('INVALID_REQUEST', `The "keep-storage" parameter "${keep}" is not a number of bytes`, { exitCode: 2 });
@@ -239,15 +222,19 @@ function pruneFilters(text: string | null): { dangling?: boolean; until?: number
   const out: { dangling?: boolean; until?: number } = {};
   for (const [key, values] of Object.entries(filterValues(text))) {
     if (key === 'dangling') out.dangling = parseDangling(values);
-    else if (key === 'until') {
-      const v = values[0] ?? '';
-      const ms = parseDuration(v);
-      const at = Number.isNaN(ms) ? (/^\d+(\.\d+)?$/.test(v) ? Number(v) * 1000 : Date.parse(v)) : Date.now() - ms;
-      if (Number.isNaN(at)) throw new KilnError('INVALID_REQUEST', `Invalid filter "until=${v}": expected a duration such as 24h or a time`, { exitCode: 2 });
-      out.until = at;
-    } else throw new KilnError('INVALID_REQUEST', `Kiln does not prune images by "${key}"`, { exitCode: 2, hint: 'It prunes by dangling and until' });
+    else if (key === 'until') out.until = untilTime(values);
+    else throw new KilnError('INVALID_REQUEST', `Kiln does not prune images by "${key}"`, { exitCode: 2, hint: 'It prunes by dangling and until' });
   }
   return out;
+}
+
+/** Docker's `until` filter as a time (ms): a duration before now (`24h`), Unix seconds or a date. */
+function untilTime(values: readonly string[]): number {
+  const v = values[0] ?? '';
+  const ms = parseDuration(v);
+  const at = Number.isNaN(ms) ? (/^\d+(\.\d+)?$/.test(v) ? Number(v) * 1000 : Date.parse(v)) : Date.now() - ms;
+  if (Number.isNaN(at)) throw new KilnError('INVALID_REQUEST', `Invalid filter "until=${v}": expected a duration such as 24h or a time`, { exitCode: 2 });
+  return at;
 }
 
 /**
