@@ -14,6 +14,7 @@ import { getImage, tagImage } from '../image/local.js';
 import { DEFAULT_PLATFORM } from '../image/platform.js';
 import { familiarName, familiarRepository, normalizeName, parseReference } from '../image/reference.js';
 import { receiveContext } from './context.js';
+import { segmentRegex } from '../fsutil/glob.js';
 import { LineStream, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { type ImageSummary, imageHistory, listImages, removeImage } from './images.js';
@@ -245,7 +246,7 @@ function untilTime(values: readonly string[]): number {
 function imageFilters(text: string | null): { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } {
   const out: { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } = { reference: [], label: [] };
   for (const [key, values] of Object.entries(filterValues(text))) {
-    if (key === 'reference') out.reference = values.map(globPattern);
+    if (key === 'reference') out.reference = values.map(segmentRegex);
     else if (key === 'dangling') out.dangling = parseDangling(values);
     else if (key === 'label') out.label = values.map((v) => (v.includes('=') ? [v.slice(0, v.indexOf('=')), v.slice(v.indexOf('=') + 1)] : [v, undefined]));
     else throw new KilnError('INVALID_REQUEST', `Kiln does not filter images by "${key}"`, { exitCode: 2, hint: 'It filters by reference, dangling and label' });
@@ -271,22 +272,6 @@ function parseDangling(values: readonly string[]): boolean {
   return values.some((v) => v === 'true' || v === '1');
 }
 
-/** A path.Match-style glob as a whole-string expression: `*` and `?` do not cross `/`. */
-function globPattern(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const end = glob.indexOf(']', i + 1);
-      if (end < 0) throw new KilnError('INVALID_REQUEST', `Invalid reference filter "${glob}": an unclosed "["`, { exitCode: 2 });
-      re += `[${glob.slice(i + 1, end).replace(/\\/g, '\\\\')}]`;
-      i = end;
-    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
-}
 
 const EMPTY_CONTAINER_CONFIG = {
   Hostname: '',

@@ -8,8 +8,11 @@ export function hasGlob(pattern: string): boolean {
   return MAGIC.test(pattern);
 }
 
-/** One path segment as a regular expression, with Go filepath.Match semantics. */
-function segmentRegex(segment: string): RegExp {
+/**
+ * One path segment as a regular expression, with Go filepath.Match semantics; also a whole path
+ * as Go's path.Match takes one (`*` and `?` never match `/`), as docker's reference filter does.
+ */
+export function segmentRegex(segment: string): RegExp {
   let re = '^';
   for (let i = 0; i < segment.length; i++) {
     const c = segment[i]!;
