@@ -10,8 +10,11 @@ import { KilnError } from '../../cache/errors.js';
 import type { Store } from '../../cache/store.js';
 import { contextEntryPath, emptyContext, receiveContext } from '../daemon/context.js';
 
-/** What standard input held: a Dockerfile, or an archive to read on. */
-export type StdinInput = { dockerfileText: string; archive?: undefined } | { dockerfileText?: undefined; archive: AsyncIterable<Buffer> };
+/**
+ * What standard input held: a Dockerfile, or an archive to read on with the path of its
+ * Dockerfile inside (`-f NAME`, else `Dockerfile`).
+ */
+export type StdinInput = { dockerfileText: string; archive?: undefined } | { dockerfileText?: undefined; archive: AsyncIterable<Buffer>; dockerfile: string };
 
 export interface StdinContext {
   dir: string;
@@ -27,7 +30,7 @@ const SNIFF_BYTES = 262;
 
 type Kind = 'tar' | 'gzip' | 'bzip2' | 'xz' | 'zstd' | 'text';
 
-export function sniff(head: Buffer): Kind {
+function sniff(head: Buffer): Kind {
   if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
   if (head.subarray(0, 3).toString('latin1') === 'BZh') return 'bzip2';
   if (head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return 'xz';
@@ -37,7 +40,7 @@ export function sniff(head: Buffer): Kind {
 }
 
 /** The path `-f` names inside a context archive (`Dockerfile` without it). */
-export function archiveDockerfile(file: string | undefined): string {
+function archiveDockerfile(file: string | undefined): string {
   try {
     return contextEntryPath(file ?? 'Dockerfile') || 'Dockerfile';
   } catch {
@@ -52,6 +55,7 @@ export function archiveDockerfile(file: string | undefined): string {
  * stream). `file`, the -f name, is a path inside an archive: with a Dockerfile it is refused.
  */
 export async function readStdinInput(signal: AbortSignal, file: string | undefined, input: AsyncIterable<Buffer> = process.stdin): Promise<StdinInput> {
+  const dockerfile = archiveDockerfile(file);
   // A build stopped while standard input is still being read stops reading it.
   const stop = () => (input as { destroy?: (err?: Error) => void }).destroy?.(signal.reason as Error);
   signal.addEventListener('abort', stop, { once: true });
@@ -75,24 +79,21 @@ export async function readStdinInput(signal: AbortSignal, file: string | undefin
         hint: 'Send a tar, plain or compressed with gzip',
       });
     }
-    if (kind === 'text') {
-      const all: Buffer[] = [first];
-      if (!ended) for (let next = await chunks.next(); !next.done; next = await chunks.next()) all.push(next.value);
-      if (file !== undefined) {
-        throw new KilnError('USAGE', `"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, {
-          exitCode: 2,
-          hint: 'Leave -f out: the Dockerfile is standard input itself',
-        });
-      }
-      return { dockerfileText: Buffer.concat(all).toString('utf8') };
+    if (kind === 'text' && file !== undefined) {
+      throw new KilnError('USAGE', `"-f ${file}" names a Dockerfile inside a context archive, but standard input held a Dockerfile`, {
+        exitCode: 2,
+        hint: 'Leave -f out: the Dockerfile is standard input itself',
+      });
     }
-    return {
-      archive: (async function* () {
-        yield first;
-        if (ended) return;
-        for (let next = await chunks.next(); !next.done; next = await chunks.next()) yield next.value;
-      })(),
-    };
+    const whole = (async function* () {
+      yield first;
+      if (ended) return;
+      for (let next = await chunks.next(); !next.done; next = await chunks.next()) yield next.value;
+    })();
+    if (kind !== 'text') return { archive: whole, dockerfile };
+    const all: Buffer[] = [];
+    for await (const chunk of whole) all.push(chunk);
+    return { dockerfileText: Buffer.concat(all).toString('utf8') };
   } finally {
     signal.removeEventListener('abort', stop);
   }
@@ -100,12 +101,11 @@ export async function readStdinInput(signal: AbortSignal, file: string | undefin
 
 /** Standard input as a local build's context. `file`: the -f name, a path inside an archive. */
 export async function stdinContext(store: Store, signal: AbortSignal, file: string | undefined): Promise<StdinContext> {
-  const inside = archiveDockerfile(file);
   const input = await readStdinInput(signal, file);
   if (input.dockerfileText !== undefined) {
     const empty = emptyContext(store);
     return { dir: empty.dir, dockerfileText: input.dockerfileText, dispose: empty.dispose };
   }
   const archive = await receiveContext(store, input.archive, { maxBytes: Number.POSITIVE_INFINITY, signal });
-  return { dir: archive.dir, dockerfile: join(archive.dir, inside), dispose: archive.dispose };
+  return { dir: archive.dir, dockerfile: join(archive.dir, input.dockerfile), dispose: archive.dispose };
 }

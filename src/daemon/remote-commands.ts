@@ -185,14 +185,10 @@ export async function remoteBuild(
   let source: string | undefined;
   let stdin: StdinInput | undefined;
   if (fromStdin) {
-    const { archiveDockerfile, readStdinInput } = await import('../cli/stdin-context.js');
-    const inside = archiveDockerfile(file);
+    const { readStdinInput } = await import('../cli/stdin-context.js');
     stdin = await readStdinInput(io.signal, file);
-    if (stdin.dockerfileText !== undefined) {
-      wire.dockerfileText = source = stdin.dockerfileText;
-    } else {
-      wire.dockerfile = inside;
-    }
+    if (stdin.dockerfileText !== undefined) wire.dockerfileText = source = stdin.dockerfileText;
+    else wire.dockerfile = stdin.dockerfile;
   } else if (file === '-') {
     try {
       wire.dockerfileText = source = readFileSync(0, 'utf8');
