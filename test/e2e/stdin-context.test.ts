@@ -52,7 +52,15 @@ describe('kiln build -: the context or the Dockerfile on standard input', () => 
   const local = (args: string[], input: string | Buffer) => kiln(store.root, ['build', ...args, '-'], { input });
   const remote = (args: string[], input: string | Buffer) => kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'build', ...args, '-'], { input });
   const cat = async (image: string, ...paths: string[]) => (await kiln(store.root, ['run', '--rm', image, 'cat', ...paths])).stdout;
-  const leftovers = () => readdirSync(join(store.root, 'tmp')).filter((n) => n.startsWith('context-'));
+  /**
+   * Context directories left in the store. The server removes an upload's just after it has sent
+   * the result (so the client is not kept waiting for it): give that a few seconds to happen.
+   */
+  const leftovers = async () => {
+    const list = () => readdirSync(join(store.root, 'tmp')).filter((n) => n.startsWith('context-'));
+    for (let i = 0; i < 50 && list().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    return list();
+  };
 
   it('builds a tar on standard input with its Dockerfile, plain or gzip, and reuses its cache', async () => {
     const r = await local(['-q'], archive);
@@ -66,7 +74,7 @@ describe('kiln build -: the context or the Dockerfile on standard input', () => 
     const served = await remote(['-q'], archive);
     expect(served.code, served.stderr).toBe(0);
     expect(served.stdout.trim()).toBe(id);
-    expect(leftovers()).toEqual([]);
+    expect(await leftovers()).toEqual([]);
   });
 
   it('takes -f as a path inside the archive, and applies the archive’s .dockerignore', async () => {
@@ -96,7 +104,7 @@ describe('kiln build -: the context or the Dockerfile on standard input', () => 
       expect(named.code).toBe(2);
       expect(named.stderr).toContain('"-f Dockerfile" names a Dockerfile inside a context archive, but standard input held a Dockerfile');
     }
-    expect(leftovers()).toEqual([]);
+    expect(await leftovers()).toEqual([]);
   });
 
   it('refuses both from standard input, other compressions and archives that climb out', async () => {
@@ -117,6 +125,6 @@ describe('kiln build -: the context or the Dockerfile on standard input', () => 
       expect(escape.code).toBe(1);
       expect(escape.stderr).toContain('a path that climbs out of the context with ".."');
     }
-    expect(leftovers()).toEqual([]);
+    expect(await leftovers()).toEqual([]);
   });
 });
