@@ -1,13 +1,19 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KILN, kiln, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { startRegistry } from '../helpers/registry.js';
 
-/** A real terminal: kiln runs in a detached tmux session and the test reads the screen. */
+/**
+ * A real terminal: kiln runs in a detached tmux session and the test reads the screen. Each has a
+ * tmux server of its own, on a socket of its own (-S): a session started while the last one's
+ * shared server was exiting failed with "server exited unexpectedly".
+ */
 class Terminal {
   readonly name = `kiln-tty-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  readonly socket = join(tmpdir(), `${this.name}.sock`);
 
   constructor(
     readonly cols: number,
@@ -16,11 +22,11 @@ class Terminal {
 
   start(command: string): void {
     // The pane stays after kiln exits, showing its exit code, until the test kills the session.
-    execFileSync('tmux', ['new-session', '-d', '-s', this.name, '-x', String(this.cols), '-y', String(this.rows), `${command}; echo EXIT=$?; sleep 600`]);
+    execFileSync('tmux', ['-S', this.socket, 'new-session', '-d', '-s', this.name, '-x', String(this.cols), '-y', String(this.rows), `${command}; echo EXIT=$?; sleep 600`]);
   }
 
   screen(): string {
-    return execFileSync('tmux', ['capture-pane', '-p', '-t', this.name], { encoding: 'utf8' });
+    return execFileSync('tmux', ['-S', this.socket, 'capture-pane', '-p', '-t', this.name], { encoding: 'utf8' });
   }
 
   lines(): string[] {
@@ -28,7 +34,7 @@ class Terminal {
   }
 
   keys(...keys: string[]): void {
-    execFileSync('tmux', ['send-keys', '-t', this.name, ...keys]);
+    execFileSync('tmux', ['-S', this.socket, 'send-keys', '-t', this.name, ...keys]);
   }
 
   async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
@@ -43,10 +49,11 @@ class Terminal {
 
   kill(): void {
     try {
-      execFileSync('tmux', ['kill-session', '-t', this.name], { stdio: 'ignore' });
+      execFileSync('tmux', ['-S', this.socket, 'kill-server'], { stdio: 'ignore' });
     } catch {
-      // The session is gone already: nothing to clean.
+      // The server is gone already: nothing to clean.
     }
+    rmSync(this.socket, { force: true });
   }
 }
 
