@@ -15,7 +15,7 @@ export interface ExtraBuildFlags {
   labels: Record<string, string>;
   pull: boolean;
   /** Settings of every RUN step, absent when not given so that cache keys stay as they were. */
-  runDefaults: { network?: 'none'; extraHosts?: ExtraHost[]; ulimits?: Ulimit[]; shmSize?: number };
+  runDefaults: { network?: 'none' | 'host'; extraHosts?: ExtraHost[]; ulimits?: Ulimit[]; shmSize?: number };
 }
 
 
@@ -50,8 +50,8 @@ export function parseExtraBuildFlags(options: Record<string, unknown>, spec: Com
     throw usageError(`Invalid --network "${network}": expected default, host or none`, spec);
   }
   const runDefaults: ExtraBuildFlags['runDefaults'] = {};
-  // `default` and `host` are the same network here (RUN steps share the host's); only `none` differs.
-  if (network === 'none') runDefaults.network = 'none';
+  // `default` asked for explicitly is the same step as no flag: it keeps the cache key.
+  if (network === 'none' || network === 'host') runDefaults.network = network;
   const hosts = parseAddHosts(list('add-host'), spec);
   if (hosts.length > 0) runDefaults.extraHosts = hosts;
   const ulimits = parseUlimits(list('ulimit'), spec);
