@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
 import type { ExtraHost, Ulimit } from '../../solver/graph.js';
+import { GATEWAY } from '../executor/network.js';
 import type { LocalImage } from '../image/local.js';
 import { normalizeName } from '../image/reference.js';
 import { formatPlatform, parsePlatform } from '../image/platform.js';
@@ -82,10 +83,8 @@ export function parseAddHosts(values: readonly string[], spec: CommandSpec): Ext
   return values.map((h) => {
     const m = /^([^:=\s]+)[:=](.+)$/.exec(h);
     if (!m) throw usageError(`Invalid --add-host "${h}": expected HOST:IP`, spec);
-    const ip = m[2]!.replace(/^\[(.*)\]$/, '$1');
-    if (ip === 'host-gateway') {
-      throw new KilnError('UNSUPPORTED', `Cannot resolve "host-gateway" in --add-host "${h}": RUN steps share the host's network`, { hint: `Give an address, such as --add-host ${m[1]}:127.0.0.1` });
-    }
+    // As docker's: the host's address on the steps' bridge (whose ports a server opens with --allow-host-port).
+    const ip = m[2] === 'host-gateway' ? GATEWAY : m[2]!.replace(/^\[(.*)\]$/, '$1');
     const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
     const ok = v4 ? v4.slice(1).every((n) => Number(n) <= 255) : /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*$/.test(ip);
     if (!ok) throw usageError(`Invalid --add-host "${h}": "${ip}" is not an IP address`, spec);

@@ -9,19 +9,24 @@ import { isErrno, randomId } from '../../cache/fsutil.js';
  * of its own, joined to a host bridge by a veth pair, with outbound access through NAT and no
  * way to the host itself (its loopback is the namespace's own; the host's addresses are dropped
  * at the input hook) except the ports an operator opened. Namespaces are made ahead of time in a
- * small pool, so a step does not wait for them, and each is used once.
+ * small pool, so a step does not wait for them, and go back to it after a step that could not
+ * change them.
  */
 export interface NetworkLease {
   /** The namespace's bind mount, for the runtime spec's `network` namespace `path`. */
   nsPath: string;
   address: string;
-  release(): void;
+  /**
+   * Gives the namespace back. `reuse` when the step could not change it (no CAP_NET_ADMIN, its
+   * processes all gone): the next step takes it as it is, which spares making one a step.
+   */
+  release(reuse?: boolean): void;
 }
 
 export interface BridgeOptions {
   /** Host ports RUN steps may reach on the bridge's address; when given, the firewall is rewritten with them. */
   allowHostPorts?: readonly number[];
-  /** Namespaces kept ready. */
+  /** Namespaces made ahead of time, beyond those given back by finished steps (a server's; none by default). */
   poolSize?: number;
 }
 
@@ -35,6 +40,8 @@ const FIREWALL_VERSION = 'kiln firewall 1';
 /** Who holds which address: one file a namespace, made with O_EXCL, holding the owner's pid and start time. */
 const STATE_DIR = '/run/kiln/net';
 const NETNS_DIR = '/run/netns';
+/** Namespaces given back and kept for the next steps: as many as steps usually run at once. */
+const MAX_FREE = 8;
 const FIRST_HOST = 2;
 const LAST_HOST = 65534;
 
@@ -53,7 +60,7 @@ export class BridgeNetwork {
   private readonly poolSize: number;
 
   constructor(private readonly options: BridgeOptions = {}) {
-    this.poolSize = options.poolSize ?? 1;
+    this.poolSize = options.poolSize ?? 0;
   }
 
   /** Whether nothing was ever set up, so that closing has nothing to wait for. */
@@ -79,10 +86,11 @@ export class BridgeNetwork {
     return {
       nsPath: join(NETNS_DIR, ns.name),
       address: ns.address,
-      release: () => {
+      release: (reuse = false) => {
         if (released) return;
         released = true;
-        this.track(destroy(ns));
+        if (reuse && !this.closed && this.ready.length < Math.max(this.poolSize, MAX_FREE)) this.ready.push(Promise.resolve(ns));
+        else this.track(destroy(ns));
       },
     };
   }
@@ -93,6 +101,10 @@ export class BridgeNetwork {
     const ready = this.ready.splice(0);
     for (const p of ready) this.track(p.then(destroy, () => undefined));
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    // The ports a server opened close with it.
+    if (this.host !== undefined && (this.options.allowHostPorts?.length ?? 0) > 0) {
+      await this.host.then(() => run('nft', ['-f', '-'], { input: firewall([]) }), () => undefined);
+    }
   }
 
   private fill(): void {

@@ -48,7 +48,8 @@ export class RuncExecutor implements Executor {
     } finally {
       // `runc run` deletes the container when its process exits; anything else may leave it.
       if (!exited) await deleteContainer(this.runtime, id);
-      lease?.release();
+      // A sandboxed step holds no CAP_NET_ADMIN: its namespace is as it was made, and its processes died with it.
+      lease?.release(exited && spec.security !== 'insecure');
       this.store.release(containerLease);
       if (options.sensitive) await unmount(bundle);
       rmSync(bundle, { recursive: true, force: true });
