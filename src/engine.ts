@@ -10,6 +10,8 @@ export interface EngineOptions {
   maxParallelism?: number;
   /** Settings of RUN steps' default network (a server's open host ports, its pool). */
   network?: BridgeOptions;
+  /** A build service's engine: ADD sources may not reach this host or its credentials (src/sources/egress.ts). */
+  service?: boolean;
 }
 
 /** One store, one executor, one solver: what a CLI process or a server holds. */
@@ -26,7 +28,7 @@ export class Engine {
       cleaners: { [CONTAINER_LEASE]: (id) => deleteContainer(runtime, id) },
     });
     const executor = new RuncExecutor(store, runtime, new BridgeNetwork(options.network));
-    const solver = new Solver(store.db, new LocalWorker(store, executor), { maxParallelism: options.maxParallelism });
+    const solver = new Solver(store.db, new LocalWorker(store, executor, { service: options.service }), { maxParallelism: options.maxParallelism });
     return new Engine(store, executor, solver);
   }
 

@@ -338,6 +338,7 @@ export class BuildServer {
       cacheFrom,
       runDefaults,
       session,
+      hostSources: false,
     };
   }
 

@@ -23,6 +23,7 @@ describe('the network of RUN steps', () => {
   let other: http.Server;
   const outside = { ns: `kt-${process.pid}`, veth: `ktv${process.pid % 100000}`, host: '', peer: '', port: 18000 + (process.pid % 1000) };
   let outsideServer: ChildProcess | undefined;
+  let redirector: ChildProcess | undefined;
   const hostAddress = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
 
   beforeAll(async () => {
@@ -49,15 +50,27 @@ describe('the network of RUN steps', () => {
     mkdirSync(join(work.path, 'www'));
     writeFileSync(join(work.path, 'www', 'index.html'), 'outside-world\n');
     outsideServer = spawn('ip', ['netns', 'exec', outside.ns, 'python3', '-m', 'http.server', '--bind', outside.peer, String(outside.port)], { cwd: join(work.path, 'www'), stdio: 'ignore' });
-    for (let i = 0; i < 50; i++) {
-      const r = spawnSyncOk('ip', ['netns', 'exec', outside.ns, 'python3', '-c', `import socket; socket.create_connection(("${outside.peer}", ${outside.port}), 1)`]);
-      if (r) break;
-      await new Promise((r) => setTimeout(r, 100));
+    // Outside too: a server that sends every request to the host's loopback.
+    const redirect = [
+      'import http.server',
+      'class H(http.server.BaseHTTPRequestHandler):',
+      '  def do_GET(self):',
+      `    self.send_response(302); self.send_header("Location", "http://127.0.0.1:${hostPort}/"); self.end_headers()`,
+      `http.server.HTTPServer(("${outside.peer}", ${outside.port + 1}), H).serve_forever()`,
+    ].join('\n');
+    redirector = spawn('ip', ['netns', 'exec', outside.ns, 'python3', '-c', redirect], { stdio: 'ignore' });
+    for (const port of [outside.port, outside.port + 1]) {
+      for (let i = 0; i < 50; i++) {
+        const r = spawnSyncOk('ip', ['netns', 'exec', outside.ns, 'python3', '-c', `import socket; socket.create_connection(("${outside.peer}", ${port}), 1)`]);
+        if (r) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
     }
   });
 
   afterAll(async () => {
     outsideServer?.kill('SIGKILL');
+    redirector?.kill('SIGKILL');
     spawnSyncOk('ip', ['netns', 'delete', outside.ns]);
     await new Promise((r) => hostServer?.close(r));
     await new Promise((r) => other?.close(r));
@@ -180,6 +193,36 @@ describe('the network of RUN steps', () => {
       expect(ok.code, ok.stderr).toBe(0);
       expect(ok.stderr).toContain(`blocked ${GATEWAY}:${hostPort}`);
       expect(ok.stderr).toContain(`reached ${outside.peer}:${outside.port}`);
+    });
+
+    it("ADD of a URL or git repository of the server's own host is refused; the world outside is not", async () => {
+      const host = ['--host', `unix://${served.socket}`];
+      const build = (name: string, line: string) => kiln(store.root, [...host, 'build', '--progress', 'plain', '--no-cache', context(name, `FROM test/base:1\n${line}\n`)]);
+      for (const url of [`http://127.0.0.1:${hostPort}/x`, `http://localhost:${hostPort}/x`, `http://[::1]:${hostPort}/x`, `http://${GATEWAY}:${hostPort}/x`, ...(hostAddress ? [`http://${hostAddress}:${hostPort}/x`] : [])]) {
+        const r = await build(`add-${url.length}`, `ADD ${url} /x`);
+        expect(r.code, url).toBe(1);
+        expect(r.stderr, url).toMatch(/is the build service's own host \(.+\), which a build's sources may not reach/);
+        expect(r.stderr).not.toContain('host-secret');
+      }
+      const hop = await build('add-redirect', `ADD http://${outside.peer}:${outside.port + 1}/x /x`);
+      expect(hop.code).toBe(1);
+      expect(hop.stderr).toContain('"127.0.0.1" is the build service\'s own host');
+      const ok = await build('add-outside', `ADD http://${outside.peer}:${outside.port}/index.html /got\nRUN cat /got`);
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stderr).toContain('outside-world');
+      const repo = join(work.path, 'repo.git');
+      execFileSync('git', ['init', '-q', '--bare', repo]);
+      const git = await build('add-git', `ADD file://${repo} /src`);
+      expect(git.code).toBe(1);
+      expect(git.stderr).toContain(`ADD of "file://${repo}" would read a git repository on the build service's own disk`);
+      expect(git.stderr).toMatch(/Dockerfile:2/);
+      const ssh = await build('add-git-host', `ADD git://127.0.0.1:${hostPort}/repo.git /src`);
+      expect(ssh.code).toBe(1);
+      expect(ssh.stderr).toContain('"127.0.0.1" is the build service\'s own host');
+      // A local build is the host's own user's: it may.
+      const local = await kiln(store.root, ['build', '--progress', 'plain', '--no-cache', context('add-local', `FROM test/base:1\nADD http://127.0.0.1:${hostPort}/x /x\nRUN cat /x\n`)]);
+      expect(local.code, local.stderr).toBe(0);
+      expect(local.stderr).toContain('host-secret');
     });
 
     it('with --allow-entitlement network.host and --allow-host-port, grants exactly what the operator opened', async () => {

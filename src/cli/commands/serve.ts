@@ -67,7 +67,7 @@ export const serveCommand: Command = {
     const auth = options['token-file'] === undefined ? undefined : await TokenAuth.fromFile(options['token-file'] as string);
     io.signal.throwIfAborted();
     // A server writes the firewall of RUN steps with its own open ports, and keeps namespaces ready.
-    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 } });
+    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true });
     let server: BuildServer;
     try {
       server = await BuildServer.start(engine, {
