@@ -76,6 +76,13 @@ export class BridgeNetwork {
     return this.host;
   }
 
+  /** Sets the host side up and makes the pool's namespaces now, rather than for the first step. */
+  async warm(): Promise<void> {
+    await this.prepareHost();
+    this.fill();
+    await Promise.all(this.ready);
+  }
+
   async acquire(): Promise<NetworkLease> {
     if (this.closed) throw new KilnError('SHUTTING_DOWN', 'The build network is closed');
     await this.prepareHost();

@@ -4,7 +4,7 @@ import { DEFAULT_ADDRESS, parseAddress } from '../../daemon/address.js';
 import { TokenAuth } from '../../daemon/auth.js';
 import { BuildServer } from '../../daemon/server.js';
 import { Engine } from '../../engine.js';
-import { GATEWAY } from '../../executor/network.js';
+import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
 
@@ -70,6 +70,10 @@ export const serveCommand: Command = {
     const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true });
     let server: BuildServer;
     try {
+      // A server that cannot keep steps off the host's network does not start; and the first
+      // build does not wait for the bridge.
+      await engine.executor.network.warm();
+      io.stderr(`RUN steps get networks of their own on ${BRIDGE} (${SUBNET_PREFIX}.0.0/16); host ports open to them: ${allowHostPorts.length > 0 ? allowHostPorts.join(', ') : 'none'}\n`);
       server = await BuildServer.start(engine, {
         addresses,
         tls: cert && key ? { cert, key, ca: options['tls-ca'] as string | undefined } : undefined,
