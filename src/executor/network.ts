@@ -24,7 +24,7 @@ export interface NetworkLease {
 }
 
 export interface BridgeOptions {
-  /** Host ports RUN steps may reach on the bridge's address; when given, the firewall is rewritten with them. */
+  /** Host ports RUN steps may reach on the bridge's address: open while this process runs. */
   allowHostPorts?: readonly number[];
   /** Namespaces made ahead of time, beyond those given back by finished steps (a server's; none by default). */
   poolSize?: number;
@@ -109,8 +109,15 @@ export class BridgeNetwork {
     for (const p of ready) this.track(p.then(destroy, () => undefined));
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
     // The ports a server opened close with it.
-    if (this.host !== undefined && (this.options.allowHostPorts?.length ?? 0) > 0) {
-      await this.host.then(() => run('nft', ['-f', '-'], { input: firewall([]) }), () => undefined);
+    const ports = this.options.allowHostPorts ?? [];
+    if (this.host !== undefined && ports.length > 0) {
+      await this.host.then(
+        async () => {
+          await run('nft', ['delete', 'element', 'inet', TABLE, 'host_ports', `{ ${ports.join(', ')} }`], { allowFail: true });
+          unlinkQuiet(portsFile());
+        },
+        () => undefined,
+      );
     }
   }
 
@@ -166,6 +173,10 @@ async function destroy(ns: Prepared): Promise<void> {
   unlinkQuiet(join(STATE_DIR, String(ns.index)));
 }
 
+function portsFile(): string {
+  return join(STATE_DIR, `ports.${process.pid}`);
+}
+
 /** Takes a free host address for this process: the O_EXCL create is what makes it ours, across processes. */
 function claimIndex(): number {
   mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
@@ -210,6 +221,16 @@ export async function sweepNamespaces(): Promise<number> {
   }
   let swept = 0;
   for (const n of names) {
+    const ports = /^ports\.(\d+)$/.exec(n);
+    if (ports) {
+      // A server's open ports: closed when the server died without closing them.
+      const [owner = '', list = ''] = readQuiet(join(STATE_DIR, n)).split('\n');
+      const [pid, started] = owner.split(' ');
+      if (pid && startTime(Number(pid)) === (started ?? '') && alive(Number(pid))) continue;
+      if (/^\d+(, \d+)*$/.test(list)) await run('nft', ['delete', 'element', 'inet', TABLE, 'host_ports', `{ ${list} }`], { allowFail: true });
+      unlinkQuiet(join(STATE_DIR, n));
+      continue;
+    }
     const index = Number(n);
     if (!Number.isInteger(index)) continue;
     let owner: string;
@@ -227,6 +248,15 @@ export async function sweepNamespaces(): Promise<number> {
     swept++;
   }
   return swept;
+}
+
+function readQuiet(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return '';
+    throw err;
+  }
 }
 
 function alive(pid: number): boolean {
@@ -260,12 +290,19 @@ async function setUpHost(allowHostPorts: readonly number[] | undefined): Promise
     throw networkError(err);
   });
   if (readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() !== '1') writeFileSync('/proc/sys/net/ipv4/ip_forward', '1');
-  // A local build keeps the firewall it finds (a server's, with its open ports); a server writes its own.
+  // Every Kiln process on the host shares the table, and servers' open ports are elements of its
+  // set: it is written only when absent or of another version.
   const current = await run('nft', ['list', 'table', 'inet', TABLE], { allowFail: true });
-  if (current.code !== 0 || !current.stdout.includes(`"${FIREWALL_VERSION}"`) || allowHostPorts !== undefined) {
-    await run('nft', ['-f', '-'], { input: firewall(allowHostPorts ?? []) }).catch((err) => {
+  if (current.code !== 0 || !current.stdout.includes(`"${FIREWALL_VERSION}"`)) {
+    await run('nft', ['-f', '-'], { input: firewall() }).catch((err) => {
       throw networkError(err, 'Install nftables ("apt-get install nftables"), or build with --network host');
     });
+  }
+  if (allowHostPorts !== undefined && allowHostPorts.length > 0) {
+    // Recorded first: if this process dies, the next Kiln process closes them (sweepNamespaces).
+    mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
+    writeFileSync(portsFile(), `${process.pid} ${startTime(process.pid)}\n${allowHostPorts.join(', ')}\n`, { mode: 0o600 });
+    await run('nft', ['add', 'element', 'inet', TABLE, 'host_ports', `{ ${allowHostPorts.join(', ')} }`]);
   }
   await openForwardPolicy();
   return mtu;
@@ -273,18 +310,18 @@ async function setUpHost(allowHostPorts: readonly number[] | undefined): Promise
 
 /**
  * Our own table, replaced atomically: the delete of a table that may not exist is made safe by
- * declaring it first. Steps reach anything but the host (and link-local addresses, where cloud
+ * declaring it first. Servers add their open ports to `host_ports` and take them out when they
+ * stop (two servers that open one port close it with the first to stop). Steps reach anything but the host (and link-local addresses, where cloud
  * metadata services answer); the host answers them only on the ports listed.
  */
-export function firewall(allowHostPorts: readonly number[]): string {
-  const ports = allowHostPorts.length > 0 ? `    elements = { ${allowHostPorts.join(', ')} }\n` : '';
+export function firewall(): string {
   return `table inet ${TABLE}
 delete table inet ${TABLE}
 table inet ${TABLE} {
   comment "${FIREWALL_VERSION}"
   set host_ports {
     type inet_service
-${ports}  }
+  }
   chain input {
     type filter hook input priority filter - 10; policy accept;
     iifname "${BRIDGE}" ct state established,related accept

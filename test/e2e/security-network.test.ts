@@ -243,6 +243,16 @@ describe('the network of RUN steps', () => {
       expect(after.code, after.stderr).toBe(0);
       expect(after.stderr).toContain(`blocked ${GATEWAY}:${hostPort}`);
     });
+
+    it('a server killed with ports open leaves them to the next Kiln process, which closes them', async () => {
+      const doomed = await startServe(store.root, join(work.path, 'doomed.sock'), ['--allow-host-port', String(otherPort)]);
+      expect(execFileSync('nft', ['list', 'set', 'inet', 'kiln', 'host_ports'], { encoding: 'utf8' })).toContain(String(otherPort));
+      await doomed.crash();
+      const r = await kiln(store.root, ['build', '--progress', 'plain', '--no-cache', context('after-crash', `FROM test/base:1\n${probe([`${GATEWAY}:${otherPort}`])}\n`)]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toContain(`blocked ${GATEWAY}:${otherPort}`);
+      expect(execFileSync('nft', ['list', 'set', 'inet', 'kiln', 'host_ports'], { encoding: 'utf8' })).not.toContain(String(otherPort));
+    });
   });
 });
 
