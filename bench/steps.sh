@@ -36,19 +36,23 @@ bare_ms=$(printf '%s\n' "${bare[@]}" | median)
 mkdir -p "$W/ctx"
 { echo 'FROM bench/base:1'; for i in $(seq "$N"); do echo "RUN true # $i"; done; } >"$W/ctx/Dockerfile"
 { echo 'FROM bench/base:1'; for i in $(seq "$N"); do echo "RUN echo $i > /step-$i"; done; } >"$W/ctx/Dockerfile.write"
+# The same steps on the host's network: the difference is what a step's own network costs.
+{ echo 'FROM bench/base:1'; for i in $(seq "$N"); do echo "RUN --network=host true # $i"; done; } >"$W/ctx/Dockerfile.host"
 printf 'FROM bench/base:1\n' >"$W/ctx/Dockerfile.empty"
 
 run_build() { # FILE → wall ms of a --no-cache build
   local t0 t1; t0=$(ms); bin/kiln build -q --no-cache -f "$W/ctx/$1" "$W/ctx" >/dev/null; t1=$(ms); echo $((t1 - t0))
 }
-empty=(); trues=(); writes=()
+empty=(); trues=(); writes=(); hosts=()
 for r in $(seq "$R"); do
   empty+=($(run_build Dockerfile.empty))
   trues+=($(run_build Dockerfile))
+  hosts+=($(run_build Dockerfile.host))
   writes+=($(KILN_TRACE=$W/trace.jsonl run_build Dockerfile.write))
 done
 empty_ms=$(printf '%s\n' "${empty[@]}" | median)
 true_ms=$(printf '%s\n' "${trues[@]}" | median)
+host_ms=$(printf '%s\n' "${hosts[@]}" | median)
 write_ms=$(printf '%s\n' "${writes[@]}" | median)
 
 noop=()
@@ -56,16 +60,17 @@ bin/kiln build -q -f "$W/ctx/Dockerfile.write" "$W/ctx" >/dev/null
 for r in $(seq 10); do t0=$(ms); bin/kiln build -q -f "$W/ctx/Dockerfile.write" "$W/ctx" >/dev/null; t1=$(ms); noop+=($((t1 - t0))); done
 noop_ms=$(printf '%s\n' "${noop[@]}" | median)
 
-python3 - "$N" "$bare_ms" "$empty_ms" "$true_ms" "$write_ms" "$noop_ms" "$W/trace.jsonl" "$R" <<'PY'
+python3 - "$N" "$bare_ms" "$empty_ms" "$true_ms" "$write_ms" "$noop_ms" "$host_ms" "$W/trace.jsonl" "$R" <<'PY'
 import json, sys
-n, bare, empty, true_, write, noop = (float(x) for x in sys.argv[1:7])
-trace_file, runs = sys.argv[7], int(sys.argv[8])
+n, bare, empty, true_, write, noop, host = (float(x) for x in sys.argv[1:8])
+trace_file, runs = sys.argv[8], int(sys.argv[9])
 per_bare = bare / n
 per_true = (true_ - empty) / n
 per_write = (write - empty) / n
 print(f"machine: {open('/proc/cpuinfo').read().count('processor')} cores; {int(n)} steps, median of {runs} runs")
 print(f"bare runc run (true):          {per_bare:7.1f} ms/step")
 print(f"kiln RUN true:                 {per_true:7.1f} ms/step   overhead {per_true - per_bare:+.1f} ms/step")
+print(f"kiln RUN --network=host true: {(host - empty) / n:7.1f} ms/step   (the step's own network costs {per_true - (host - empty) / n:+.1f} ms/step)")
 print(f"kiln RUN echo > file:          {per_write:7.1f} ms/step   overhead {per_write - per_bare:+.1f} ms/step")
 print(f"kiln build of FROM only:       {empty:7.0f} ms (start-up, compile, export)")
 print(f"no-op rebuild ({int(n)} cached steps): {noop:5.0f} ms (median of 10)")

@@ -26,6 +26,11 @@ export interface FrontendRequest {
   check?: boolean;
   /** What every RUN step gets unless its own flags say otherwise. */
   runDefaults?: RunDefaults;
+  /**
+   * Whether sources on the building machine (a `file://` git repository) may be read: false for
+   * a build service's clients, whose Dockerfile must not reach the server's files.
+   */
+  hostSources?: boolean;
 }
 
 /** The build's settings for RUN steps (`kiln build --network --add-host --ulimit --shm-size`). */

@@ -2,7 +2,7 @@
 # Installs what Kiln needs on Debian 12, idempotently: system packages, npm dependencies, the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES=(runc crun busybox-static docker-registry skopeo umoci apache2-utils jq tmux zstd bzip2 xz-utils git python3 g++ make docker.io)
+PACKAGES=(runc crun iproute2 nftables busybox-static docker-registry skopeo umoci apache2-utils jq tmux zstd bzip2 xz-utils git python3 g++ make docker.io)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

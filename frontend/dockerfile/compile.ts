@@ -111,7 +111,7 @@ export async function compileDockerfile(req: FrontendRequest): Promise<BuildDefi
     target = stages[stages.length - 1]!;
   }
   const automatic = automaticArgs(req.platform, req.platform, req.target !== undefined && !req.check ? req.target : (target.name ?? ''));
-  const values: BuildValues = { buildArgs: req.buildArgs, globals, automatic, stageNames, contextExclude: req.context.exclude, consumed, runDefaults: req.runDefaults };
+  const values: BuildValues = { buildArgs: req.buildArgs, globals, automatic, stageNames, contextExclude: req.context.exclude, consumed, runDefaults: req.runDefaults, hostSources: req.hostSources ?? true };
   const fromLookup = (n: string) => (globals.has(n) ? globals.get(n) : automatic.get(n));
 
   const contextVertex = vertex({ kind: 'context', ...req.context }, [], { name: '[internal] load build context', hidden: true });

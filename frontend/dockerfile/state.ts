@@ -41,6 +41,8 @@ export interface BuildValues {
   consumed: Set<string>;
   /** The request's settings for every RUN step. */
   runDefaults?: RunDefaults;
+  /** Whether ADD may read a git repository of the building machine (FrontendRequest.hostSources). */
+  hostSources: boolean;
 }
 
 /** What every instruction handler gets besides the state. */

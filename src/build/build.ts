@@ -39,6 +39,8 @@ export interface BuildRequest {
   pull?: boolean;
   /** What every RUN step gets unless it says otherwise (`--network`, `--add-host`, `--ulimit`, `--shm-size`). */
   runDefaults?: RunDefaults;
+  /** False for a build service's clients: no `file://` git source (FrontendRequest.hostSources). */
+  hostSources?: boolean;
   /** Labels set on the final image over the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
   /**
@@ -85,6 +87,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
     platform: LINUX_AMD64,
     resolver: storeResolver(engine.store, { insecureRegistries: req.insecureRegistries, alwaysPull: req.pull, progress, numbers }),
     runDefaults: req.runDefaults,
+    hostSources: req.hostSources,
     signal: req.signal,
   });
   for (const w of def.warnings) progress({ type: 'warning', message: w.message, rule: w.rule, location: w.location });

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
 import type { ExtraHost, Ulimit } from '../../solver/graph.js';
+import { GATEWAY } from '../executor/network.js';
 import type { LocalImage } from '../image/local.js';
 import { normalizeName } from '../image/reference.js';
 import { formatPlatform, parsePlatform } from '../image/platform.js';
@@ -15,7 +16,7 @@ export interface ExtraBuildFlags {
   labels: Record<string, string>;
   pull: boolean;
   /** Settings of every RUN step, absent when not given so that cache keys stay as they were. */
-  runDefaults: { network?: 'none'; extraHosts?: ExtraHost[]; ulimits?: Ulimit[]; shmSize?: number };
+  runDefaults: { network?: 'none' | 'host'; extraHosts?: ExtraHost[]; ulimits?: Ulimit[]; shmSize?: number };
 }
 
 
@@ -50,8 +51,8 @@ export function parseExtraBuildFlags(options: Record<string, unknown>, spec: Com
     throw usageError(`Invalid --network "${network}": expected default, host or none`, spec);
   }
   const runDefaults: ExtraBuildFlags['runDefaults'] = {};
-  // `default` and `host` are the same network here (RUN steps share the host's); only `none` differs.
-  if (network === 'none') runDefaults.network = 'none';
+  // `default` asked for explicitly is the same step as no flag: it keeps the cache key.
+  if (network === 'none' || network === 'host') runDefaults.network = network;
   const hosts = parseAddHosts(list('add-host'), spec);
   if (hosts.length > 0) runDefaults.extraHosts = hosts;
   const ulimits = parseUlimits(list('ulimit'), spec);
@@ -82,10 +83,8 @@ export function parseAddHosts(values: readonly string[], spec: CommandSpec): Ext
   return values.map((h) => {
     const m = /^([^:=\s]+)[:=](.+)$/.exec(h);
     if (!m) throw usageError(`Invalid --add-host "${h}": expected HOST:IP`, spec);
-    const ip = m[2]!.replace(/^\[(.*)\]$/, '$1');
-    if (ip === 'host-gateway') {
-      throw new KilnError('UNSUPPORTED', `Cannot resolve "host-gateway" in --add-host "${h}": RUN steps share the host's network`, { hint: `Give an address, such as --add-host ${m[1]}:127.0.0.1` });
-    }
+    // As docker's: the host's address on the steps' bridge (whose ports a server opens with --allow-host-port).
+    const ip = m[2] === 'host-gateway' ? GATEWAY : m[2]!.replace(/^\[(.*)\]$/, '$1');
     const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(ip);
     const ok = v4 ? v4.slice(1).every((n) => Number(n) <= 255) : /^[0-9a-fA-F:.]*:[0-9a-fA-F:.]*$/.test(ip);
     if (!ok) throw usageError(`Invalid --add-host "${h}": "${ip}" is not an IP address`, spec);

@@ -370,9 +370,14 @@ function jsonList(v: string | null, what: string): string[] {
  * them as it checks `kiln build`'s flags.
  */
 function classicRunFlags(q: URLSearchParams): NonNullable<WireBuildOptions['runFlags']> {
-  const mode = q.get('networkmode') || undefined;
+  // dockerd's "bridge" is what Kiln's "default" is: a network of the step's own, NAT outside.
+  const asked = q.get('networkmode') || undefined;
+  const mode = asked === 'bridge' ? 'default' : asked;
   if (mode !== undefined && mode !== 'default' && mode !== 'host' && mode !== 'none') {
-    throw new KilnError('INVALID_REQUEST', `Kiln builds with network "default", "host" or "none", not "${mode}" (networkmode)`, { exitCode: 2, hint: 'RUN steps share the host\'s network unless it is "none"' });
+    throw new KilnError('INVALID_REQUEST', `Kiln builds with network "default" (or "bridge"), "host" or "none", not "${mode}" (networkmode)`, {
+      exitCode: 2,
+      hint: 'RUN steps get a network of their own by default; "host" needs the network.host entitlement',
+    });
   }
   const addHost = q.getAll('extrahosts').flatMap((h) => h.split(',')).map((h) => h.trim()).filter(Boolean);
   const shm = q.get('shmsize');

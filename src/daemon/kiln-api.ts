@@ -374,9 +374,10 @@ async function run(ex: Exchange): Promise<void> {
     throw new KilnError('INVALID_REQUEST', 'The run options are not valid JSON');
   }
   const strings = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string');
-  if (typeof r.ref !== 'string' || !strings(r.cmd) || !strings(r.env) || (r.network !== 'host' && r.network !== 'none')) {
-    throw new KilnError('INVALID_REQUEST', 'A run request needs "ref", "cmd", "env" and "network" (host or none)');
+  if (typeof r.ref !== 'string' || !strings(r.cmd) || !strings(r.env) || (r.network !== 'default' && r.network !== 'host' && r.network !== 'none')) {
+    throw new KilnError('INVALID_REQUEST', 'A run request needs "ref", "cmd", "env" and "network" (default, host or none)');
   }
+  if (r.network === 'host') ex.server.requireEntitlement('network.host', '--network host');
   const request: RunRequest = {
     ref: r.ref,
     cmd: r.cmd,

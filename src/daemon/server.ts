@@ -213,6 +213,14 @@ export class BuildServer {
     }
   }
 
+  /** Refuses what the operator did not grant (`kiln serve --allow-entitlement NAME`). */
+  requireEntitlement(name: string, asked = `--allow ${name}`): void {
+    if (this.options.entitlements?.includes(name)) return;
+    throw new KilnError('ENTITLEMENT_DENIED', `The build service does not grant "${name}", which ${asked} needs`, {
+      hint: `Start "kiln serve" with --allow-entitlement ${name} to let clients ask for it`,
+    });
+  }
+
   /** Logs an unexpected failure of background work, which has no client to tell. */
   logError(what: string, err: unknown): void {
     this.log(`error: ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -299,10 +307,11 @@ export class BuildServer {
       BUILD_SPEC,
     );
     const allow = strings(o.allow, 'allow').map(parseEntitlement);
-    for (const a of allow) {
-      if (!this.options.entitlements?.includes(a)) {
-        throw new KilnError('ENTITLEMENT_DENIED', `The build service does not grant "${a}"`, { hint: `Start "kiln serve" with --allow-entitlement ${a} to let clients ask for it` });
-      }
+    for (const a of allow) this.requireEntitlement(a);
+    // Asking for the host's network for every step is asking for the entitlement.
+    if (runDefaults.network === 'host' && !allow.includes('network.host')) {
+      this.requireEntitlement('network.host', '--network host');
+      allow.push('network.host');
     }
     const secrets = new Map<string, Buffer>();
     for (const sec of (o.secrets ?? []) as unknown[]) {
@@ -329,6 +338,7 @@ export class BuildServer {
       cacheFrom,
       runDefaults,
       session,
+      hostSources: false,
     };
   }
 
@@ -355,7 +365,7 @@ export class BuildServer {
     for (const l of this.listeners) l.closeAllConnections();
     await Promise.all(closed);
     for (const s of this.sockets) removeSocket(s);
-    this.engine.close();
+    await this.engine.close();
   }
 }
 

@@ -5,9 +5,10 @@ import { KilnError } from '../../cache/errors.js';
 import { run } from '../../cache/exec.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
 import { mountTmpfs, unmount } from '../../cache/overlay.js';
-import { crashPoint } from '../../cache/trace.js';
+import { crashPoint, traced } from '../../cache/trace.js';
 import type { Store } from '../../cache/store.js';
 import type { Executor, ProcessSpec, RunOptions } from './executor.js';
+import { BridgeNetwork, stepResolvConf, type NetworkLease } from './network.js';
 import { hostsFile, runtimeSpec } from './spec.js';
 
 export const CONTAINER_LEASE = 'container';
@@ -22,6 +23,7 @@ export class RuncExecutor implements Executor {
   constructor(
     private readonly store: Store,
     private readonly runtime = 'runc',
+    readonly network = new BridgeNetwork(),
   ) {}
 
   async run(spec: ProcessSpec, options: RunOptions): Promise<number> {
@@ -30,13 +32,15 @@ export class RuncExecutor implements Executor {
     const bundleLease = this.store.lease('dir', bundle);
     const containerLease = this.store.lease(CONTAINER_LEASE, id);
     let exited = false;
+    let lease: NetworkLease | undefined;
     try {
       mkdirSync(bundle, { recursive: true, mode: 0o700 });
       if (options.sensitive) await mountTmpfs(bundle, 'mode=700,size=1m');
-      const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
+      if (spec.network === 'default') lease = await traced('network', () => this.network.acquire());
+      const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), netns: lease?.nsPath };
       const hostname = spec.hostname ?? 'kiln';
       writeFileSync(files.hosts, hostsFile({ ...spec, hostname }));
-      writeFileSync(files.resolvConf, hostResolvConf());
+      writeFileSync(files.resolvConf, spec.network === 'default' ? stepResolvConf(hostResolvConf()) : hostResolvConf());
       writeFileSync(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
       const code = await this.runBundle(id, bundle, options);
       exited = true;
@@ -44,6 +48,8 @@ export class RuncExecutor implements Executor {
     } finally {
       // `runc run` deletes the container when its process exits; anything else may leave it.
       if (!exited) await deleteContainer(this.runtime, id);
+      // A sandboxed step holds no CAP_NET_ADMIN: its namespace is as it was made, and its processes died with it.
+      lease?.release(exited && spec.security !== 'insecure');
       this.store.release(containerLease);
       if (options.sensitive) await unmount(bundle);
       rmSync(bundle, { recursive: true, force: true });

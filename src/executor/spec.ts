@@ -48,6 +48,8 @@ const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/pro
 export interface SpecFiles {
   hosts: string;
   resolvConf: string;
+  /** The network namespace a `default` network step joins (src/executor/network.ts). */
+  netns?: string;
 }
 
 /** Mount points the runtime needs in the rootfs; created only for the run when absent. */
@@ -62,9 +64,13 @@ export function hostsFile(p: Pick<ProcessSpec, 'hostname' | 'extraHosts'>): stri
 /** An OCI runtime spec for one process, as a RUN step or `kiln run` needs it. */
 export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): object {
   const env = p.env.some((e) => e.startsWith('PATH=')) ? p.env : [`PATH=${DEFAULT_PATH}`, ...p.env];
-  const namespaces: { type: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'cgroup' }];
+  const namespaces: { type: string; path?: string }[] = [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'cgroup' }];
   // runc brings up loopback in a network namespace it creates, and nothing else.
   if (p.network === 'none') namespaces.push({ type: 'network' });
+  else if (p.network === 'default') {
+    if (files.netns === undefined) throw new Error('A step on the default network needs its namespace');
+    namespaces.push({ type: 'network', path: files.netns });
+  }
   const insecure = p.security === 'insecure';
   const caps = insecure ? allCapabilities() : DEFAULT_CAPABILITIES;
   return {

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import type { LookupFunction } from 'node:net';
 import type { Readable } from 'node:stream';
 import { extraCaOptions } from './ca.js';
 import { RegistryError } from './errors.js';
@@ -13,6 +14,12 @@ export interface HttpRequest {
   /** Skip TLS verification (an insecure registry that speaks HTTPS with a self-signed certificate). */
   insecureTls?: boolean;
   signal?: AbortSignal;
+  /**
+   * Where the request may not connect (a build service's ADD may not reach its own host): an
+   * address literal is checked before each hop, a name as it resolves. Such requests get
+   * connections of their own, never one another request opened.
+   */
+  egress?: { lookup: LookupFunction; refuse(hostname: string): Error | undefined };
 }
 
 export interface HttpResponse {
@@ -28,6 +35,9 @@ const agents = {
   // insecure registry, if only to find out that it speaks plain HTTP.
   insecure: new https.Agent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: false, ca: [] }),
 };
+/** For requests with an egress rule: no keep-alive, so no connection is shared with other requests. */
+const guardedAgents = { http: new http.Agent({ keepAlive: false }), https: undefined as https.Agent | undefined };
+
 /** Made on the first HTTPS request, with the extra certificate authorities, if any. */
 let verifying: https.Agent | undefined;
 function httpsAgent(): https.Agent {
@@ -55,12 +65,22 @@ export function send(req: HttpRequest): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
     const isHttps = req.url.protocol === 'https:';
     const mod = isHttps ? https : http;
-    const agent = isHttps ? (req.insecureTls ? agents.insecure : httpsAgent()) : agents.http;
+    const refusal = req.egress?.refuse(req.url.hostname.replace(/^\[(.*)\]$/, '$1'));
+    if (refusal) return reject(refusal);
+    const agent = req.egress
+      ? isHttps
+        ? (guardedAgents.https ??= new https.Agent({ keepAlive: false, ...extraCaOptions() }))
+        : guardedAgents.http
+      : isHttps
+        ? req.insecureTls
+          ? agents.insecure
+          : httpsAgent()
+        : agents.http;
     const headers: Record<string, string> = { 'User-Agent': 'kiln/0.1', ...req.headers };
     if (Buffer.isBuffer(req.body)) headers['Content-Length'] = String(req.body.byteLength);
     const { connectMs, idleMs } = registryTimeouts();
     let response: http.IncomingMessage | undefined;
-    const r = mod.request(req.url, { method: req.method, headers, agent, signal: req.signal, timeout: idleMs }, (res) => {
+    const r = mod.request(req.url, { method: req.method, headers, agent, signal: req.signal, timeout: idleMs, ...(req.egress ? { lookup: req.egress.lookup } : {}) }, (res) => {
       response = res;
       resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res });
     });

@@ -13,13 +13,19 @@ const DOWNLOAD_MODE = 0o600;
  * GET through the registry client's transport: its connect and idle timeouts, its redirect
  * rules and its TLS settings (the extra certificate authorities of src/registry/ca.ts).
  */
-async function get(url: string, signal: AbortSignal): Promise<HttpResponse> {
+export interface DownloadOptions {
+  signal: AbortSignal;
+  /** A build service's download: the server's own host is out of reach (src/sources/egress.ts). */
+  service?: boolean;
+}
+
+async function get(url: string, { signal, service }: DownloadOptions): Promise<HttpResponse> {
   const what = `Cannot download "${url}"`;
   // Loaded here, not with this module: every build loads this module, few download anything.
   const { discard, followRedirects, send } = await import('../registry/transport.js');
   let res: HttpResponse;
   try {
-    const req: HttpRequest = { method: 'GET', url: new URL(url), signal };
+    const req: HttpRequest = { method: 'GET', url: new URL(url), signal, ...(service ? { egress: (await import('./egress.js')).SERVICE_EGRESS } : {}) };
     res = await followRedirects(await send(req), req, { what });
   } catch (err) {
     if (signal.aborted || err instanceof KilnError) throw err;
@@ -40,17 +46,17 @@ function algorithmOf(checksum: string | undefined): string {
  * The content part of a download's cache key. A pinned checksum is the key, without a request;
  * otherwise the file is fetched and hashed, so that a changed file is fetched again.
  */
-export async function httpContentKey(op: HttpOp, signal: AbortSignal): Promise<{ key: string }> {
+export async function httpContentKey(op: HttpOp, o: DownloadOptions): Promise<{ key: string }> {
   if (op.checksum) return { key: op.checksum };
-  const res = await get(op.url, signal);
+  const res = await get(op.url, o);
   const hash = createHash('sha256');
   for await (const chunk of res.body) hash.update(chunk as Buffer);
   return { key: `sha256:${hash.digest('hex')}` };
 }
 
 /** Downloads `op.url` to `/<filename>` in `root`, verifying the checksum when one is given. */
-export async function downloadInto(root: string, op: HttpOp, signal: AbortSignal): Promise<void> {
-  const res = await get(op.url, signal);
+export async function downloadInto(root: string, op: HttpOp, o: DownloadOptions): Promise<void> {
+  const res = await get(op.url, o);
   const name = op.filename ?? (posix.basename(new URL(op.url).pathname) || 'index.html');
   const target = await secureJoin(root, `/${name}`);
   const algorithm = algorithmOf(op.checksum);

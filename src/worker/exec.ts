@@ -23,6 +23,11 @@ export async function runExec(store: Store, executor: Executor, op: ExecOp, inpu
       hint: 'Grant it with "kiln build --allow security.insecure"',
     });
   }
+  if (op.network === 'host' && !(ctx.session?.allow.has('network.host') ?? false)) {
+    throw new KilnError('ENTITLEMENT_MISSING', 'RUN --network=host needs the "network.host" entitlement', {
+      hint: 'Grant it with "kiln build --allow network.host" (a build service must also be started with --allow-entitlement network.host)',
+    });
+  }
   const root: Snapshot = op.root >= 0 ? inputs[op.root]!.snapshot : { layers: [] };
   const ws = await store.createWorkspace();
   try {

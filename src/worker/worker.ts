@@ -18,6 +18,7 @@ export class LocalWorker implements Worker {
   constructor(
     private readonly store: Store,
     private readonly executor: Executor,
+    private readonly options: { service?: boolean } = {},
   ) {}
 
   async resolveImage(op: ImageOp): Promise<{ snapshot: { layers: LayerRow[] }; created: string }> {
@@ -27,8 +28,8 @@ export class LocalWorker implements Worker {
 
   async contentKey(v: Vertex, signal: AbortSignal): Promise<ContentKey | undefined> {
     if (v.op.kind === 'exec') return execContentKey(this.store, v);
-    if (v.op.kind === 'http') return httpContentKey(v.op, signal);
-    if (v.op.kind === 'git') return gitContentKey(v.op, signal);
+    if (v.op.kind === 'http') return httpContentKey(v.op, { signal, service: this.options.service });
+    if (v.op.kind === 'git') return gitContentKey(v.op, { signal, service: this.options.service });
     return fileContentKey(this.store, v);
   }
 
@@ -37,8 +38,8 @@ export class LocalWorker implements Worker {
     if (op.kind === 'exec') return (await import('./exec.js')).runExec(this.store, this.executor, op, inputs, ctx);
     const { runFile, writeLayer } = await import('./file.js');
     if (op.kind === 'file') return runFile(this.store, op, inputs, ctx);
-    if (op.kind === 'http') return writeLayer(this.store, ctx, (root) => downloadInto(root, op, ctx.signal));
-    if (op.kind === 'git') return writeLayer(this.store, ctx, (root) => checkoutInto(root, op, ctx.signal));
+    if (op.kind === 'http') return writeLayer(this.store, ctx, (root) => downloadInto(root, op, { signal: ctx.signal, service: this.options.service }));
+    if (op.kind === 'git') return writeLayer(this.store, ctx, (root) => checkoutInto(root, op, { signal: ctx.signal, service: this.options.service }));
     throw new KilnError('INTERNAL', `A "${op.kind}" vertex has nothing to run`);
   }
 }

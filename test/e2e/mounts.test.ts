@@ -43,7 +43,7 @@ describe('RUN mounts', () => {
   });
 
   afterAll(async () => {
-    engine?.close();
+    await engine?.close();
     await work?.cleanup();
     await cleanup();
   });

@@ -157,7 +157,7 @@ describe('kiln --host: image commands against a build service', () => {
         req.on('error', reject);
         req.end(`${JSON.stringify(body)}\n`);
       });
-    const base = { ref: 'cmd/app:1', cmd: ['true'], env: [], network: 'host' };
+    const base = { ref: 'cmd/app:1', cmd: ['true'], env: [], network: 'default' };
     const injected = await post({ ...base, extraHosts: [{ host: 'a\n1.2.3.4 evil', ip: '10.0.0.1' }] });
     expect(injected.status).toBe(400);
     expect(JSON.parse(injected.text).error.message).toMatch(/^Invalid --add-host/);

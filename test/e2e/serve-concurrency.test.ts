@@ -4,14 +4,16 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GATEWAY } from '../../src/executor/network.js';
 import { KILN, kiln, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { type Served, startServe } from './serve-helpers.js';
 
 const CLIENTS = 20;
 
 /**
- * Every RUN step reports itself to a counter on the host (RUN steps share the host's network),
- * so the test counts real executions, not progress lines.
+ * Every RUN step reports itself to a counter on the host, at the address the host has on the
+ * steps' bridge, on a port the server opens to them (--allow-host-port), so the test counts real
+ * executions, not progress lines.
  */
 describe('kiln serve: concurrent builds from separate clients', () => {
   let store: { root: string; cleanup: () => Promise<void> };
@@ -29,9 +31,9 @@ describe('kiln serve: concurrent builds from separate clients', () => {
       hits.set(req.url ?? '', (hits.get(req.url ?? '') ?? 0) + 1);
       res.end('ok');
     });
-    await new Promise<void>((r) => counter.listen(0, '127.0.0.1', r));
+    await new Promise<void>((r) => counter.listen(0, '0.0.0.0', r));
     port = (counter.address() as AddressInfo).port;
-    served = await startServe(store.root, join(work.path, 'kiln.sock'), ['--max-concurrent-builds', String(CLIENTS)]);
+    served = await startServe(store.root, join(work.path, 'kiln.sock'), ['--max-concurrent-builds', String(CLIENTS), '--allow-host-port', String(port)]);
   });
 
   afterAll(async () => {
@@ -42,7 +44,7 @@ describe('kiln serve: concurrent builds from separate clients', () => {
   });
 
   it('runs the shared steps once and each build\'s own steps once, and every build succeeds', async () => {
-    const hit = (name: string) => `wget -q -O /dev/null http://127.0.0.1:${port}/${name}`;
+    const hit = (name: string) => `wget -q -O /dev/null http://${GATEWAY}:${port}/${name}`;
     const builds = Array.from({ length: CLIENTS }, (_, i) => {
       const ctx = join(work.path, `ctx${i}`);
       mkdirSync(ctx);
@@ -90,7 +92,7 @@ describe('kiln serve: concurrent builds from separate clients', () => {
     mkdirSync(ctx);
     writeFileSync(join(ctx, 'Dockerfile'), `FROM test/base:1\nRUN ${hit('cancel-start')} && sleep 30\n`);
     function hit(name: string) {
-      return `wget -q -O /dev/null http://127.0.0.1:${port}/${name}`;
+      return `wget -q -O /dev/null http://${GATEWAY}:${port}/${name}`;
     }
     const client = spawn(KILN, ['--host', `unix://${served!.socket}`, 'build', ctx], { stdio: 'ignore', env: { ...process.env, ...clientEnv() } });
     const exited = new Promise((r) => client.once('exit', r));

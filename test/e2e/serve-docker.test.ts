@@ -200,9 +200,16 @@ describe.skipIf(DOCKERS.length === 0)('kiln serve: the docker client against the
     expect(b.code, b.stderr + b.stdout.toString()).toBe(0);
     const r = await kiln(store.root, ['run', 'acc/params:1', 'cat', '/hosts', '/nofile', '/shm', '/net']);
     expect(r.stdout).toBe('10.1.2.3\tdb\n512\n16384\nlo\n');
-    const bad = await run(docker, ['build', '--network', 'bridge', params], env);
+    const bad = await run(docker, ['build', '--network', 'mynet', params], env);
     expect(bad.code).not.toBe(0);
-    expect(bad.stderr).toMatch(/Kiln builds with network "default", "host" or "none", not "bridge"/);
+    expect(bad.stderr).toMatch(/Kiln builds with network "default" \(or "bridge"\), "host" or "none", not "mynet"/);
+    // dockerd's bridge is Kiln's default network: the step has an interface of its own.
+    const bridge = await run(docker, ['build', '--network', 'bridge', '-t', 'acc/bridge:1', params], env);
+    expect(bridge.code, bridge.stderr).toBe(0);
+    expect((await kiln(store.root, ['run', 'acc/bridge:1', 'cat', '/net'])).stdout).toBe('eth0\nlo\n');
+    const host = await run(docker, ['build', '--network', 'host', params], env);
+    expect(host.code).not.toBe(0);
+    expect(host.stderr).toContain('The build service does not grant "network.host", which --network host needs');
   });
 
   it('docker login checks credentials through the API, and docker push sends them to an authenticated registry', async () => {

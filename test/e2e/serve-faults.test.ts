@@ -129,7 +129,7 @@ describe('kiln serve: faults', () => {
     sock.on('error', (e) => (writeError = e));
     const closed = new Promise((r) => sock.once('close', r));
     await new Promise((r) => sock.once('connect', r));
-    sock.write(`POST /v1.41/build?networkmode=bridge HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: ${total}\r\n\r\n`);
+    sock.write(`POST /v1.41/build?networkmode=mynet HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\nContent-Length: ${total}\r\n\r\n`);
     for (let i = 0; i < 16 && !writeError; i++) {
       await new Promise<void>((resolve) => sock.write(chunk, () => resolve()));
       await new Promise((r) => setTimeout(r, 25));
@@ -137,7 +137,7 @@ describe('kiln serve: faults', () => {
     await closed;
     expect(writeError).toBeUndefined();
     expect(answer).toMatch(/^HTTP\/1\.1 400 /);
-    expect(answer).toMatch(/Kiln builds with network \\"default\\", \\"host\\" or \\"none\\", not \\"bridge\\"/);
+    expect(answer).toMatch(/Kiln builds with network \\"default\\" \(or \\"bridge\\"\), \\"host\\" or \\"none\\", not \\"mynet\\"/);
     await serverServes();
   });
 

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /**
- * The shared conformance corpus is read in place: it sits beside the repository
- * (`<repo>/../shared/conformance`), here and in CI.
+ * BuildKit's parser, shell-expansion and .dockerignore test data (Apache-2.0; licences and notice
+ * beside it), kept in the repository so that a fresh clone runs it.
  */
-export const CONFORMANCE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../shared/conformance');
+export const CONFORMANCE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/conformance');

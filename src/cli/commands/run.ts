@@ -28,7 +28,7 @@ const spec: CommandSpec = {
     { name: 'env', short: 'e', type: 'list', placeholder: 'K=V', description: 'Set an environment variable' },
     { name: 'workdir', short: 'w', type: 'string', placeholder: 'DIR', description: 'Working directory inside the container' },
     { name: 'user', short: 'u', type: 'string', placeholder: 'USER[:GROUP]', description: 'User to run as' },
-    { name: 'network', type: 'string', placeholder: 'MODE', description: 'host (default) or none' },
+    { name: 'network', type: 'string', placeholder: 'MODE', description: 'default (a network of its own, with outbound access), host or none' },
     { name: 'entrypoint', type: 'string', placeholder: 'CMD', description: 'Override the image\'s entrypoint' },
     { name: 'volume', short: 'v', type: 'list', placeholder: 'HOST:CTR[:ro]', description: 'Bind-mount a host file or directory into the container (repeatable)' },
     { name: 'add-host', type: 'list', placeholder: 'HOST:IP', description: 'Add a line to the container\'s /etc/hosts (repeatable)' },
@@ -52,7 +52,7 @@ export const runCommand: Command = {
       try {
         return await runImage(engine, request, { signal: io.signal, stdin: !process.stdin.isTTY });
       } finally {
-        engine.close();
+        await engine.close();
       }
     } catch (err) {
       if (err instanceof KilnError && err.exitCode !== 130) {
@@ -75,7 +75,7 @@ export interface RunRequest {
   env: string[];
   workdir?: string;
   user?: string;
-  network: 'host' | 'none';
+  network: 'default' | 'host' | 'none';
   extraHosts: ExtraHost[];
   ulimits: Ulimit[];
   shmSize?: number;
@@ -85,8 +85,8 @@ export interface RunRequest {
 
 async function runRequest(options: Record<string, unknown>, positionals: string[], remote: boolean): Promise<RunRequest> {
   const [ref, ...cmd] = positionals as [string, ...string[]];
-  const network = (options.network as string | undefined) ?? 'host';
-  if (network !== 'host' && network !== 'none' && network !== 'default') throw usageError(`Invalid --network "${network}": expected host or none`, spec);
+  const network = (options.network as string | undefined) ?? 'default';
+  if (network !== 'host' && network !== 'none' && network !== 'default') throw usageError(`Invalid --network "${network}": expected default, host or none`, spec);
   const volumes = (options.volume as string[] | undefined) ?? [];
   if (remote && volumes.length > 0) {
     throw new KilnError('UNSUPPORTED', '"--volume" does not work against a build service (--host): the container runs on the server, which cannot see this machine\'s files', {
@@ -106,7 +106,7 @@ async function runRequest(options: Record<string, unknown>, positionals: string[
     env,
     workdir: options.workdir as string | undefined,
     user: options.user as string | undefined,
-    network: network === 'none' ? 'none' : 'host',
+    network,
     extraHosts: parseAddHosts((options['add-host'] as string[] | undefined) ?? [], spec),
     ulimits: parseUlimits((options.ulimit as string[] | undefined) ?? [], spec),
     shmSize: parseShmSize(options['shm-size'] as string | undefined, spec),

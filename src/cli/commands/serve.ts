@@ -4,6 +4,7 @@ import { DEFAULT_ADDRESS, parseAddress } from '../../daemon/address.js';
 import { TokenAuth } from '../../daemon/auth.js';
 import { BuildServer } from '../../daemon/server.js';
 import { Engine } from '../../engine.js';
+import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { usageError, type CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
 
@@ -23,6 +24,7 @@ const spec: CommandSpec = {
     { name: 'max-concurrent-builds', type: 'string', placeholder: 'N', description: 'Run at most N builds at once; the rest queue (default 4)' },
     { name: 'max-context-size', type: 'string', placeholder: 'BYTES', description: 'Largest context upload accepted (default 2GiB)' },
     { name: 'allow-entitlement', type: 'list', placeholder: 'NAME', description: 'Let clients ask for this entitlement with build --allow: security.insecure or network.host (repeatable; none by default)' },
+    { name: 'allow-host-port', type: 'list', placeholder: 'PORT', description: `Let RUN steps reach this TCP/UDP port of the host, at ${GATEWAY} (repeatable; none by default)` },
     { name: 'shutdown-grace', type: 'string', placeholder: 'SECONDS', description: 'On SIGTERM, let running builds finish this long before cancelling them (default 30)' },
   ],
 };
@@ -58,11 +60,20 @@ export const serveCommand: Command = {
         throw err;
       }
     });
+    const allowHostPorts = ((options['allow-host-port'] as string[] | undefined) ?? []).map((p) => {
+      if (!/^[0-9]+$/.test(p) || Number(p) < 1 || Number(p) > 65535) throw usageError(`Invalid --allow-host-port "${p}": expected a port number from 1 to 65535`, spec);
+      return Number(p);
+    });
     const auth = options['token-file'] === undefined ? undefined : await TokenAuth.fromFile(options['token-file'] as string);
     io.signal.throwIfAborted();
-    const engine = await Engine.open();
+    // A server writes the firewall of RUN steps with its own open ports, and keeps namespaces ready.
+    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true });
     let server: BuildServer;
     try {
+      // A server that cannot keep steps off the host's network does not start; and the first
+      // build does not wait for the bridge.
+      await engine.executor.network.warm();
+      io.stderr(`RUN steps get networks of their own on ${BRIDGE} (${SUBNET_PREFIX}.0.0/16); host ports open to them: ${allowHostPorts.length > 0 ? allowHostPorts.join(', ') : 'none'}\n`);
       server = await BuildServer.start(engine, {
         addresses,
         tls: cert && key ? { cert, key, ca: options['tls-ca'] as string | undefined } : undefined,
@@ -74,7 +85,7 @@ export const serveCommand: Command = {
         log: (line) => io.stderr(`${line}\n`),
       });
     } catch (err) {
-      engine.close();
+      await engine.close();
       throw err;
     }
     await new Promise<void>((resolve) => {
