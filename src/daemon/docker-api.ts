@@ -22,6 +22,7 @@ import { intermediateImages, pruneImages } from '../image/remove.js';
 import { diskUsage, parseDuration, prune } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
+import { SECURITY_OPTIONS } from '../executor/security.js';
 import type { WireBuildOptions } from './wire.js';
 
 /** The newest API version answered; clients negotiate down to theirs through `/_ping`. */
@@ -127,7 +128,7 @@ function infoBody(ex: Exchange) {
     LiveRestoreEnabled: false,
     Isolation: '',
     InitBinary: '',
-    SecurityOptions: ['name=seccomp,profile=builtin', 'name=no-new-privileges'],
+    SecurityOptions: [...SECURITY_OPTIONS],
     DockerRootDir: store.root,
     Warnings: null,
   };

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { ProcessSpec } from './executor.js';
+import { seccompProfile } from './seccomp.js';
 
 /** Docker's default capability set. */
 export const DEFAULT_CAPABILITIES = [
@@ -97,6 +98,8 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       maskedPaths: insecure ? [] : MASKED_PATHS,
       readonlyPaths: insecure ? [] : READONLY_PATHS,
       resources: { devices: [{ allow: insecure, access: 'rwm' }] },
+      // --security=insecure is unconfined, as in BuildKit: no syscall filter at all.
+      ...(insecure ? {} : { seccomp: seccompProfile(caps) }),
     },
   };
 }

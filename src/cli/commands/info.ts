@@ -7,6 +7,7 @@ import { humanSize } from '../format.js';
 import type { Command, CommandIO } from '../main.js';
 import type { Store } from '../../../cache/store.js';
 import { runtimeVersion } from './version.js';
+import { hostSecurityModules, SECURITY_OPTIONS } from '../../executor/security.js';
 
 const spec: CommandSpec = {
   name: 'info',
@@ -55,6 +56,8 @@ export async function collectInfo(store: Store) {
     },
     runtime: { name: runtime, version: await runtimeVersion(runtime) },
     storageDriver: { name: 'overlay', supported: overlaySupported() },
+    // What confines a sandboxed RUN step or `kiln run`; RUN --security=insecure runs without it.
+    security: { options: [...SECURITY_OPTIONS], hostModules: hostSecurityModules() },
     gc: { keepStorage: keep ?? null, source: process.env.KILN_GC_KEEP_STORAGE !== undefined ? 'KILN_GC_KEEP_STORAGE' : 'the default: 10% of the disk, at most 10GB' },
   };
 }
@@ -102,8 +105,21 @@ function printInfo(info: StoreInfo, format: string | undefined, io: CommandIO): 
       ` Leases:          ${r.leases}`,
       `Runtime:          ${info.runtime.version}`,
       `Storage driver:   overlay${info.storageDriver.supported ? '' : ' (not supported by this kernel)'}`,
+      `Security:         ${securityLine(info.security.options)}`,
+      ...info.security.hostModules.map((m) => ` ${m === 'apparmor' ? 'AppArmor' : 'SELinux'} is enabled on this host; Kiln loads no profile of it`),
       `GC policy:        ${keep === null ? 'off' : `keep ${humanSize(keep)} of build cache`} (${info.gc.source})`,
       '',
     ].join('\n'),
   );
+}
+
+/** `name=seccomp,profile=builtin` as "seccomp (profile builtin)", for people. */
+function securityLine(options: readonly string[]): string {
+  const shown = options.map((o) => {
+    const fields = new Map(o.split(',').map((f) => f.split('=', 2) as [string, string]));
+    const name = fields.get('name') ?? o;
+    const profile = fields.get('profile');
+    return profile === undefined ? name : `${name} (profile ${profile})`;
+  });
+  return `${shown.join(', ')}; RUN --security=insecure runs unconfined`;
 }
