@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ProcessSpec } from './executor.js';
 import { seccompProfile } from './seccomp.js';
+import { ociResources } from './cgroup.js';
 
 /** Docker's default capability set. */
 export const DEFAULT_CAPABILITIES = [
@@ -49,6 +50,8 @@ const READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/pro
 export interface SpecFiles {
   hosts: string;
   resolvConf: string;
+  /** The container's cgroup (relative to the runtime's own), when it has limits. */
+  cgroupsPath?: string;
 }
 
 /** Mount points the runtime needs in the rootfs; created only for the run when absent. */
@@ -97,7 +100,8 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       namespaces,
       maskedPaths: insecure ? [] : MASKED_PATHS,
       readonlyPaths: insecure ? [] : READONLY_PATHS,
-      resources: { devices: [{ allow: insecure, access: 'rwm' }] },
+      resources: { devices: [{ allow: insecure, access: 'rwm' }], ...ociResources(p.resources) },
+      ...(files.cgroupsPath !== undefined ? { cgroupsPath: files.cgroupsPath } : {}),
       // --security=insecure is unconfined, as in BuildKit: no syscall filter at all.
       ...(insecure ? {} : { seccomp: seccompProfile(caps) }),
     },
