@@ -82,16 +82,21 @@ export function stepCgroupPath(id: string): string {
 }
 
 /** Removes what `stepCgroupPath` left once the runtime has removed the container's own cgroup. */
-export function removeStepCgroup(id: string): void {
+export async function removeStepCgroup(id: string): Promise<void> {
   for (const h of hierarchies()) {
     const dir = parentDir(h, id);
-    try {
-      // The runtime's cgroup inside goes first: it is gone unless the container is still being torn down.
-      rmdirIfPresent(posix.join(dir, 'step'));
-      rmdirIfPresent(dir);
-    } catch (err) {
-      // A cgroup that still holds a process cannot go; the runtime's own delete removes it with the container.
-      if (!isErrno(err, 'EBUSY')) throw err;
+    // A cgroup whose last process or child has just gone can answer EBUSY for a moment (runc
+    // retries the same way); one still busy after ~0.6 s stays behind, empty.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        rmdirIfPresent(posix.join(dir, 'step'));
+        rmdirIfPresent(dir);
+        break;
+      } catch (err) {
+        if (!isErrno(err, 'EBUSY')) throw err;
+        if (attempt === 5) break;
+        await new Promise((r) => setTimeout(r, 10 * 2 ** attempt));
+      }
     }
   }
 }

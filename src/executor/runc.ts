@@ -16,7 +16,7 @@ export const CONTAINER_LEASE = 'container';
 /** Removes a container whatever its state (`delete --force` kills it first), and its cgroup. */
 export async function deleteContainer(runtime: string, id: string): Promise<void> {
   await run(runtime, ['delete', '--force', id], { allowFail: true });
-  removeStepCgroup(id);
+  await removeStepCgroup(id);
 }
 
 export interface RuncExecutorOptions {
@@ -66,7 +66,7 @@ export class RuncExecutor implements Executor {
     } finally {
       // `runc run` deletes the container when its process exits; anything else may leave it.
       if (!exited) await deleteContainer(this.runtime, id);
-      else if (cgroupsPath !== undefined) removeStepCgroup(id);
+      else if (cgroupsPath !== undefined) await removeStepCgroup(id);
       this.store.release(containerLease);
       if (options.sensitive) await unmount(bundle);
       rmSync(bundle, { recursive: true, force: true });
