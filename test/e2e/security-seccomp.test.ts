@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, kilnContainers, mountsUnder, REPO, storeAndContext } from '../helpers/kiln.js';
 
@@ -14,6 +15,7 @@ describe('seccomp profile of containers', () => {
     ({ root, ctx, cleanup } = await storeAndContext('kiln-seccomp-'));
     // A static probe: busybox has no applet for keyctl, bpf or clone3.
     execFileSync('gcc', ['-static', '-O', '-o', join(ctx, 'probe'), join(REPO, 'fixtures/security/syscalls.c')]);
+    execFileSync('gcc', ['-static', '-nostdlib', '-o', join(ctx, 'i386-syscall'), join(REPO, 'fixtures/security/i386-syscall.S')]);
   });
 
   afterAll(async () => {
@@ -70,6 +72,15 @@ describe('seccomp profile of containers', () => {
     expect(r.stderr).toMatch(/^#\d+ [\d.]+ owner=1:1$/m);
     expect(r.stderr).toMatch(/^#\d+ [\d.]+ su=65534$/m);
     expect(r.stderr).toMatch(/^#\d+ [\d.]+ pipe=c$/m);
+  });
+
+  // A kernel built without IA32 emulation runs no x86 binary, filter or not.
+  const ia32 = !existsSync('/proc/config.gz') || /^CONFIG_IA32_EMULATION=y$/m.test(gunzipSync(readFileSync('/proc/config.gz')).toString('latin1'));
+  it.skipIf(!ia32)('lets 32-bit syscalls through the filter where the kernel runs x86 binaries', async () => {
+    const r = await build('FROM test/base:1\nCOPY i386-syscall /i386-syscall\nRUN /i386-syscall; echo "status=$?"\n');
+    expect(r.code, r.stderr).toBe(0);
+    // 159 (SIGSYS) would be the filter refusing an architecture it does not list.
+    expect(r.stderr).toMatch(/^#\d+ [\d.]+ status=0$/m);
   });
 
   it('lifts the filter for RUN --security=insecure', async () => {
