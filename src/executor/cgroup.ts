@@ -172,21 +172,6 @@ export function defaultStepLimits(): ResourceLimits {
   return { memory: Math.floor(totalmem() / 2 / 1024 ** 2) * 1024 ** 2, pids: 4096 };
 }
 
-/** The smaller of each limit: a request may lower the operator's limits, never raise them. */
-export function lowerLimits(operator: ResourceLimits | undefined, request: ResourceLimits | undefined): ResourceLimits | undefined {
-  if (request === undefined) return operator;
-  if (operator === undefined) return request;
-  const min = (a: number | undefined, b: number | undefined) => (a === undefined ? b : b === undefined ? a : Math.min(a, b));
-  return {
-    memory: min(operator.memory, request.memory),
-    memorySwap: operator.memorySwap === -1 ? request.memorySwap : request.memorySwap === -1 ? operator.memorySwap : min(operator.memorySwap, request.memorySwap),
-    pids: min(operator.pids, request.pids),
-    cpuShares: min(operator.cpuShares, request.cpuShares),
-    cpus: min(operator.cpus, request.cpus),
-    cpusetCpus: request.cpusetCpus ?? operator.cpusetCpus,
-  };
-}
-
 const CPU_PERIOD = 100_000;
 
 /** The OCI `linux.resources` entries for `limits`, beside the device rules. */

@@ -30,7 +30,7 @@ export interface ProcessSpec {
   ulimits?: { name: string; soft: number; hard: number }[];
   /** Size of /dev/shm in bytes; 64 MiB when absent, as docker gives. */
   shmSize?: number;
-  /** cgroup limits asked for this process; the executor's own limits win where they are lower. */
+  /** cgroup limits of the container: the executor sets its own here. */
   resources?: ResourceLimits;
 }
 

@@ -8,7 +8,7 @@ import { mountTmpfs, unmount } from '../../cache/overlay.js';
 import { crashPoint } from '../../cache/trace.js';
 import type { Store } from '../../cache/store.js';
 import type { Executor, ProcessSpec, ResourceLimits, RunOptions } from './executor.js';
-import { binarySize, killedForMemory, lowerLimits, removeStepCgroup, stepCgroupPath } from './cgroup.js';
+import { binarySize, killedForMemory, removeStepCgroup, stepCgroupPath } from './cgroup.js';
 import { hostsFile, runtimeSpec } from './spec.js';
 
 export const CONTAINER_LEASE = 'container';
@@ -20,7 +20,7 @@ export async function deleteContainer(runtime: string, id: string): Promise<void
 }
 
 export interface RuncExecutorOptions {
-  /** cgroup limits of every container (`kiln serve --step-*`); a process may ask for lower ones only. */
+  /** cgroup limits of every container (`kiln serve --step-*`, `kiln build --memory`…); not a client's to change. */
   limits?: ResourceLimits;
 }
 
@@ -49,7 +49,7 @@ export class RuncExecutor implements Executor {
       if (options.sensitive) await mountTmpfs(bundle, 'mode=700,size=1m');
       const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf') };
       const hostname = spec.hostname ?? 'kiln';
-      const resources = lowerLimits(this.options.limits, spec.resources);
+      const resources = this.options.limits;
       writeFileSync(files.hosts, hostsFile({ ...spec, hostname }));
       writeFileSync(files.resolvConf, hostResolvConf());
       cgroupsPath = resources === undefined ? undefined : stepCgroupPath(id);

@@ -42,7 +42,7 @@ function positiveInt(value: unknown, flag: string, fallback: number): number {
 }
 
 /** The limits of every RUN step from the --step-* flags, over the defaults; 0 lifts one. */
-function stepLimits(options: Record<string, unknown>): ResourceLimits {
+function stepLimits(options: Record<string, unknown>): ResourceLimits | undefined {
   const limits: ResourceLimits = { ...defaultStepLimits() };
   const memory = options['step-memory'] as string | undefined;
   if (memory !== undefined) {
@@ -66,7 +66,8 @@ function stepLimits(options: Record<string, unknown>): ResourceLimits {
     if (!/^[0-9]+(\.[0-9]+)?$/.test(cpus) || Number(cpus) < 0.01) throw usageError(`Invalid --step-cpus "${cpus}": expected a number of CPUs such as 1 or 0.5`, spec);
     limits.cpus = Number(cpus);
   }
-  return limits;
+  const set = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as ResourceLimits;
+  return Object.keys(set).length > 0 ? set : undefined;
 }
 
 export const serveCommand: Command = {
