@@ -150,6 +150,12 @@ describe('kiln serve: cgroup limits of each RUN step', () => {
     expect(fits.stderr).not.toContain('memory limit');
   });
 
+  it('kills a memory hog of kiln run through the server the same way, with the exit code docker gives', async () => {
+    const r = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'run', 'test/base:1', 'sh', '-c', 'head -c 600m /dev/zero | tail']);
+    expect(r.stderr).toContain('Process "sh -c head -c 600m /dev/zero | tail" exceeded the memory limit of 256MiB and was killed (exit code 137)');
+    expect(r.code).toBe(137);
+  });
+
   it('reports the limits in kiln info and what the kernel can limit in docker info, with the host\'s memory', async () => {
     const info = await kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, 'info', '--format', 'json']);
     expect(info.code, info.stderr).toBe(0);
