@@ -1,6 +1,7 @@
 import { Store, defaultStoreRoot } from '../cache/store.js';
 import { Solver } from '../solver/solver.js';
 import { BridgeNetwork, type BridgeOptions } from './executor/network.js';
+import type { ResourceLimits } from './executor/executor.js';
 import { RuncExecutor, CONTAINER_LEASE, deleteContainer } from './executor/runc.js';
 import { LocalWorker } from './worker/worker.js';
 
@@ -12,6 +13,8 @@ export interface EngineOptions {
   network?: BridgeOptions;
   /** A build service's engine: ADD sources may not reach this host or its credentials (src/sources/egress.ts). */
   service?: boolean;
+  /** cgroup limits of every RUN step and `kiln run` container. */
+  stepLimits?: ResourceLimits;
 }
 
 /** One store, one executor, one solver: what a CLI process or a server holds. */
@@ -27,7 +30,7 @@ export class Engine {
     const store = await Store.open(options.root ?? defaultStoreRoot(), {
       cleaners: { [CONTAINER_LEASE]: (id) => deleteContainer(runtime, id) },
     });
-    const executor = new RuncExecutor(store, runtime, new BridgeNetwork(options.network));
+    const executor = new RuncExecutor(store, runtime, { limits: options.stepLimits, network: new BridgeNetwork(options.network) });
     const solver = new Solver(store.db, new LocalWorker(store, executor, { service: options.service }), { maxParallelism: options.maxParallelism });
     return new Engine(store, executor, solver);
   }

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { KilnError } from '../../cache/errors.js';
 import type { ExtraHost, Ulimit } from '../../solver/graph.js';
 import { GATEWAY } from '../executor/network.js';
+import type { ResourceLimits } from '../executor/executor.js';
 import type { LocalImage } from '../image/local.js';
 import { normalizeName } from '../image/reference.js';
 import { formatPlatform, parsePlatform } from '../image/platform.js';
@@ -144,6 +145,44 @@ export function parseShmSize(value: string | undefined, spec: CommandSpec): numb
   const bytes = parseBytes(value);
   if (bytes === undefined || bytes <= 0) throw usageError(`Invalid --shm-size "${value}": expected a size such as 64m or 1g`, spec);
   return bytes;
+}
+
+/** The cgroup limits of `docker build` (--memory, --memory-swap, --cpu-shares, --cpu-period, --cpu-quota, --cpuset-cpus). */
+export function parseStepLimits(options: Record<string, unknown>, spec: CommandSpec): ResourceLimits | undefined {
+  const text = (name: string) => options[name] as string | undefined;
+  const limits: ResourceLimits = {};
+  const memory = text('memory');
+  if (memory !== undefined) {
+    const bytes = parseBytes(memory);
+    // docker's minimum: with less, the runtime's own init may not start.
+    if (bytes === undefined || bytes < 6 * 1024 ** 2) throw usageError(`Invalid --memory "${memory}": expected a size of at least 6m, such as 512m or 2g`, spec);
+    limits.memory = bytes;
+  }
+  const swap = text('memory-swap');
+  if (swap !== undefined) {
+    const bytes = swap === '-1' ? -1 : parseBytes(swap);
+    if (limits.memory === undefined) throw usageError('"--memory-swap" needs "--memory"', spec);
+    if (bytes === undefined || (bytes !== -1 && bytes < limits.memory)) throw usageError(`Invalid --memory-swap "${swap}": expected -1 or a size no smaller than --memory`, spec);
+    limits.memorySwap = bytes;
+  }
+  const whole = (name: string, min: number, max: number): number | undefined => {
+    const v = text(name);
+    if (v === undefined) return undefined;
+    if (!/^[0-9]+$/.test(v) || Number(v) < min || Number(v) > max) throw usageError(`Invalid --${name} "${v}": expected a number from ${min} to ${max}`, spec);
+    return Number(v);
+  };
+  limits.cpuShares = whole('cpu-shares', 2, 262144);
+  const period = whole('cpu-period', 1000, 1_000_000);
+  const quota = whole('cpu-quota', 1000, Number.MAX_SAFE_INTEGER);
+  if (period !== undefined && quota === undefined) throw usageError('"--cpu-period" needs "--cpu-quota"', spec);
+  if (quota !== undefined) limits.cpus = quota / (period ?? 100_000);
+  const cpuset = text('cpuset-cpus');
+  if (cpuset !== undefined) {
+    if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(cpuset)) throw usageError(`Invalid --cpuset-cpus "${cpuset}": expected a list such as 0-3 or 0,2`, spec);
+    limits.cpusetCpus = cpuset;
+  }
+  const set = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as ResourceLimits;
+  return Object.keys(set).length > 0 ? set : undefined;
 }
 
 /** `64m`, `1g`, `65536k`, `1048576` (bytes), as docker reads them: binary units. */

@@ -1,3 +1,6 @@
+import { binarySize } from '../executor/cgroup.js';
+import type { ResourceLimits } from '../executor/executor.js';
+
 /** Docker-style sizes: 12.3MB, with decimal units. */
 export function humanSize(bytes: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];
@@ -33,4 +36,15 @@ export function table(rows: readonly (readonly string[])[]): string {
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]! + 3))).join('').trimEnd()).join('\n') + '\n';
+}
+
+/** "memory 2GiB, 4096 processes, CPU weight 512": what the server log says each step gets. */
+export function describeLimits(limits: ResourceLimits | undefined): string {
+  const parts: string[] = [];
+  if (limits?.memory !== undefined) parts.push(`memory ${binarySize(limits.memory)}`);
+  if (limits?.pids !== undefined) parts.push(`${limits.pids} processes`);
+  if (limits?.cpuShares !== undefined) parts.push(`CPU weight ${limits.cpuShares}`);
+  if (limits?.cpus !== undefined) parts.push(`${limits.cpus} CPUs`);
+  if (limits?.cpusetCpus !== undefined) parts.push(`CPUs ${limits.cpusetCpus}`);
+  return parts.length > 0 ? parts.join(', ') : 'none';
 }

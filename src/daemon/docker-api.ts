@@ -22,6 +22,8 @@ import { intermediateImages, pruneImages } from '../image/remove.js';
 import { diskUsage, parseDuration, prune } from '../../cache/gc.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
+import { SECURITY_OPTIONS } from '../executor/security.js';
+import { cgroupSupport } from '../executor/cgroup.js';
 import type { WireBuildOptions } from './wire.js';
 
 /** The newest API version answered; clients negotiate down to theirs through `/_ping`. */
@@ -89,6 +91,20 @@ function versionBody() {
   };
 }
 
+function cgroupFlags() {
+  const c = cgroupSupport();
+  return {
+    MemoryLimit: c.memory,
+    SwapLimit: c.swap,
+    CpuCfsPeriod: c.cpu,
+    CpuCfsQuota: c.cpu,
+    CPUShares: c.cpu,
+    CPUSet: c.cpuset,
+    PidsLimit: c.pids,
+    CgroupVersion: c.version === null ? '' : String(c.version),
+  };
+}
+
 function infoBody(ex: Exchange) {
   const store = ex.server.engine.store;
   return {
@@ -101,8 +117,9 @@ function infoBody(ex: Exchange) {
     Driver: 'overlayfs',
     DriverStatus: [['Store', store.root]],
     Plugins: { Volume: [], Network: [], Authorization: null, Log: [] },
-    MemoryLimit: false,
-    SwapLimit: false,
+    // What the kernel lets a container be limited by, as dockerd reports it; the limits each
+    // step gets are in Kiln's /v1/info.
+    ...cgroupFlags(),
     Debug: false,
     NFd: 0,
     NGoroutines: 0,
@@ -127,7 +144,7 @@ function infoBody(ex: Exchange) {
     LiveRestoreEnabled: false,
     Isolation: '',
     InitBinary: '',
-    SecurityOptions: ['name=seccomp,profile=builtin', 'name=no-new-privileges'],
+    SecurityOptions: [...SECURITY_OPTIONS],
     DockerRootDir: store.root,
     Warnings: null,
   };

@@ -132,6 +132,10 @@ export async function remoteBuild(
   for (const flag of LOCAL_ONLY) {
     if (options[flag] !== undefined) throw usageError(`"--${flag}" does not work against a build service (--host)`, spec);
   }
+  const limit = ['memory', 'memory-swap', 'cpu-shares', 'cpu-period', 'cpu-quota', 'cpuset-cpus'].find((n) => options[n] !== undefined);
+  if (limit !== undefined) {
+    throw usageError(`"--${limit}" does not work against a build service (--host): the limits of its steps are its operator's ("kiln serve --step-memory", "--step-pids", "--step-cpus", "--step-cpu-shares")`, spec);
+  }
   if (options.ssh !== undefined) {
     throw usageError('"--ssh" does not work against a build service (--host): the agent socket is on this machine and is not forwarded; clone with credentials from --secret, or build on the machine that has the agent', spec);
   }

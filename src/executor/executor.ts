@@ -30,6 +30,24 @@ export interface ProcessSpec {
   ulimits?: { name: string; soft: number; hard: number }[];
   /** Size of /dev/shm in bytes; 64 MiB when absent, as docker gives. */
   shmSize?: number;
+  /** cgroup limits of the container: the executor sets its own here. */
+  resources?: ResourceLimits;
+}
+
+/** cgroup limits of one container, in docker's terms; an absent field is not limited. */
+export interface ResourceLimits {
+  /** Bytes of memory (`--memory`). */
+  memory?: number;
+  /** Bytes of memory and swap together (`--memory-swap`), -1 for unlimited swap; the memory limit (no swap) when absent. */
+  memorySwap?: number;
+  /** Processes and threads at once. */
+  pids?: number;
+  /** Relative CPU weight (`--cpu-shares`, 1024 by default in the kernel). */
+  cpuShares?: number;
+  /** CPUs' worth of time (`--cpus`, as a CFS quota over a 100 ms period). */
+  cpus?: number;
+  /** CPUs the processes may run on (`--cpuset-cpus`, e.g. `0-1`). */
+  cpusetCpus?: string;
 }
 
 export interface RunOptions {

@@ -7,15 +7,24 @@ import { isErrno, randomId } from '../../cache/fsutil.js';
 import { mountTmpfs, unmount } from '../../cache/overlay.js';
 import { crashPoint, traced } from '../../cache/trace.js';
 import type { Store } from '../../cache/store.js';
-import type { Executor, ProcessSpec, RunOptions } from './executor.js';
+import type { Executor, ProcessSpec, ResourceLimits, RunOptions } from './executor.js';
+import { binarySize, killedForMemory, removeStepCgroup, stepCgroupPath } from './cgroup.js';
 import { BridgeNetwork, stepResolvConf, type NetworkLease } from './network.js';
 import { hostsFile, runtimeSpec } from './spec.js';
 
 export const CONTAINER_LEASE = 'container';
 
-/** Removes a container whatever its state (`delete --force` kills it first). */
+/** Removes a container whatever its state (`delete --force` kills it first), and its cgroup. */
 export async function deleteContainer(runtime: string, id: string): Promise<void> {
   await run(runtime, ['delete', '--force', id], { allowFail: true });
+  await removeStepCgroup(id);
+}
+
+export interface RuncExecutorOptions {
+  /** cgroup limits of every container (`kiln serve --step-*`, `kiln build --memory`…); not a client's to change. */
+  limits?: ResourceLimits;
+  /** Where `default` network steps get their namespaces. */
+  network?: BridgeNetwork;
 }
 
 /** Runs processes with an OCI runtime binary (runc by default, crun on request). */
@@ -23,8 +32,17 @@ export class RuncExecutor implements Executor {
   constructor(
     private readonly store: Store,
     private readonly runtime = 'runc',
-    readonly network = new BridgeNetwork(),
-  ) {}
+    private readonly options: RuncExecutorOptions = {},
+  ) {
+    this.network = options.network ?? new BridgeNetwork();
+  }
+
+  readonly network: BridgeNetwork;
+
+  /** The limits every container of this executor runs under. */
+  get limits(): ResourceLimits | undefined {
+    return this.options.limits;
+  }
 
   async run(spec: ProcessSpec, options: RunOptions): Promise<number> {
     const id = `kiln-${randomId(6)}`;
@@ -33,21 +51,31 @@ export class RuncExecutor implements Executor {
     const containerLease = this.store.lease(CONTAINER_LEASE, id);
     let exited = false;
     let lease: NetworkLease | undefined;
+    let cgroupsPath: string | undefined;
     try {
       mkdirSync(bundle, { recursive: true, mode: 0o700 });
       if (options.sensitive) await mountTmpfs(bundle, 'mode=700,size=1m');
       if (spec.network === 'default') lease = await traced('network', () => this.network.acquire());
       const files = { hosts: join(bundle, 'hosts'), resolvConf: join(bundle, 'resolv.conf'), netns: lease?.nsPath };
       const hostname = spec.hostname ?? 'kiln';
+      const resources = this.options.limits;
       writeFileSync(files.hosts, hostsFile({ ...spec, hostname }));
       writeFileSync(files.resolvConf, spec.network === 'default' ? stepResolvConf(hostResolvConf()) : hostResolvConf());
-      writeFileSync(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname }, options.rootfs, files)));
+      cgroupsPath = resources === undefined ? undefined : stepCgroupPath(id);
+      writeFileSync(join(bundle, 'config.json'), JSON.stringify(runtimeSpec({ ...spec, hostname, resources }, options.rootfs, { ...files, cgroupsPath })));
       const code = await this.runBundle(id, bundle, options);
       exited = true;
+      if (code !== 0 && resources?.memory !== undefined && killedForMemory(id, resources.memory, code)) {
+        throw new KilnError('MEMORY_LIMIT', `Process "${spec.args.join(' ')}" exceeded the memory limit of ${binarySize(resources.memory)} and was killed (exit code ${code})`, {
+          hint: 'The limit is the build service\'s ("kiln serve --step-memory") or, for a local build, "--memory"',
+          exitCode: code,
+        });
+      }
       return code;
     } finally {
       // `runc run` deletes the container when its process exits; anything else may leave it.
       if (!exited) await deleteContainer(this.runtime, id);
+      else if (cgroupsPath !== undefined) await removeStepCgroup(id);
       // A sandboxed step holds no CAP_NET_ADMIN: its namespace is as it was made, and its processes died with it.
       lease?.release(exited && spec.security !== 'insecure');
       this.store.release(containerLease);

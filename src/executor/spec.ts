@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ProcessSpec } from './executor.js';
+import { seccompProfile } from './seccomp.js';
+import { ociResources } from './cgroup.js';
 
 /** Docker's default capability set. */
 export const DEFAULT_CAPABILITIES = [
@@ -50,6 +52,8 @@ export interface SpecFiles {
   resolvConf: string;
   /** The network namespace a `default` network step joins (src/executor/network.ts). */
   netns?: string;
+  /** The container's cgroup (relative to the runtime's own), when it has limits. */
+  cgroupsPath?: string;
 }
 
 /** Mount points the runtime needs in the rootfs; created only for the run when absent. */
@@ -102,7 +106,10 @@ export function runtimeSpec(p: ProcessSpec, rootfs: string, files: SpecFiles): o
       namespaces,
       maskedPaths: insecure ? [] : MASKED_PATHS,
       readonlyPaths: insecure ? [] : READONLY_PATHS,
-      resources: { devices: [{ allow: insecure, access: 'rwm' }] },
+      resources: { devices: [{ allow: insecure, access: 'rwm' }], ...ociResources(p.resources) },
+      ...(files.cgroupsPath !== undefined ? { cgroupsPath: files.cgroupsPath } : {}),
+      // --security=insecure is unconfined, as in BuildKit: no syscall filter at all.
+      ...(insecure ? {} : { seccomp: seccompProfile(caps) }),
     },
   };
 }

@@ -8,7 +8,7 @@ import { type CacheFrom, type CacheTo, parseCacheFrom, parseCacheTo } from '../.
 import { parseReference } from '../../image/reference.js';
 import { usageError, type CommandSpec, type ParsedArgs } from '../args.js';
 import type { CommandIO } from '../main.js';
-import { parseBuildArgs, parseExtraBuildFlags } from '../build-flags.js';
+import { parseBuildArgs, parseExtraBuildFlags, parseStepLimits } from '../build-flags.js';
 import { runCheck } from '../check.js';
 import { createSession, parseEntitlement, parseSecretSpec, parseSshSpec } from '../../build/session.js';
 import { type BuildRunner, dockerfileSource, presentBuild } from '../present-build.js';
@@ -54,7 +54,8 @@ export async function localBuild({ options, positionals }: ParsedArgs, io: Comma
   if (parallelism !== undefined && !/^[1-9]\d*$/.test(parallelism)) {
     throw usageError(`Invalid --max-parallelism "${parallelism}": expected a positive number`, spec);
   }
-  const engine = await Engine.open({ maxParallelism: parallelism === undefined ? undefined : Number(parallelism) });
+  const stepLimits = parseStepLimits(options, spec);
+  const engine = await Engine.open({ maxParallelism: parallelism === undefined ? undefined : Number(parallelism), stepLimits });
   let stdin: StdinContext | undefined;
   try {
     let contextDir = context;

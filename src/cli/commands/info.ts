@@ -3,10 +3,14 @@ import { statfs } from 'node:fs/promises';
 import { defaultKeepBytes, diskUsage } from '../../../cache/gc.js';
 import { Engine } from '../../engine.js';
 import type { CommandSpec } from '../args.js';
-import { humanSize } from '../format.js';
+import { describeLimits, humanSize } from '../format.js';
 import type { Command, CommandIO } from '../main.js';
 import type { Store } from '../../../cache/store.js';
 import { runtimeVersion } from './version.js';
+import { hostSecurityModules, SECURITY_OPTIONS } from '../../executor/security.js';
+import { cgroupSupport } from '../../executor/cgroup.js';
+import type { ResourceLimits } from '../../executor/executor.js';
+import { totalmem } from 'node:os';
 
 const spec: CommandSpec = {
   name: 'info',
@@ -29,7 +33,7 @@ function overlaySupported(): boolean {
 }
 
 /** What `kiln info` shows, as data: the server's `/v1/info` carries it for `kiln --host … info`. */
-export async function collectInfo(store: Store) {
+export async function collectInfo(store: Store, stepLimits?: ResourceLimits) {
   const db = store.db;
   const count = (table: string) => (db.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
   const usage = await diskUsage(store);
@@ -55,6 +59,10 @@ export async function collectInfo(store: Store) {
     },
     runtime: { name: runtime, version: await runtimeVersion(runtime) },
     storageDriver: { name: 'overlay', supported: overlaySupported() },
+    // What confines a sandboxed RUN step or `kiln run`; RUN --security=insecure runs without it.
+    security: { options: [...SECURITY_OPTIONS], hostModules: hostSecurityModules() },
+    // The host's memory, and the cgroup limits each RUN step and `kiln run` container gets.
+    resources: { memTotal: totalmem(), cgroups: cgroupSupport(), stepLimits: stepLimits ?? null },
     gc: { keepStorage: keep ?? null, source: process.env.KILN_GC_KEEP_STORAGE !== undefined ? 'KILN_GC_KEEP_STORAGE' : 'the default: 10% of the disk, at most 10GB' },
   };
 }
@@ -102,8 +110,31 @@ function printInfo(info: StoreInfo, format: string | undefined, io: CommandIO): 
       ` Leases:          ${r.leases}`,
       `Runtime:          ${info.runtime.version}`,
       `Storage driver:   overlay${info.storageDriver.supported ? '' : ' (not supported by this kernel)'}`,
+      `Security:         ${securityLine(info.security.options)}`,
+      `Memory:           ${humanSize(info.resources.memTotal)}`,
+      `Cgroups:          ${cgroupLine(info.resources.cgroups)}`,
+      `Step limits:      ${describeLimits(info.resources.stepLimits ?? undefined)}`,
+      ...info.security.hostModules.map((m) => ` ${m === 'apparmor' ? 'AppArmor' : 'SELinux'} is enabled on this host; Kiln loads no profile of it`),
       `GC policy:        ${keep === null ? 'off' : `keep ${humanSize(keep)} of build cache`} (${info.gc.source})`,
       '',
     ].join('\n'),
   );
+}
+
+/** `name=seccomp,profile=builtin` as "seccomp (profile builtin)", for people. */
+function securityLine(options: readonly string[]): string {
+  const shown = options.map((o) => {
+    const fields = new Map(o.split(',').map((f) => f.split('=', 2) as [string, string]));
+    const name = fields.get('name') ?? o;
+    const profile = fields.get('profile');
+    return profile === undefined ? name : `${name} (profile ${profile})`;
+  });
+  return `${shown.join(', ')}; RUN --security=insecure runs unconfined`;
+}
+
+/** "v1 (memory, pids, cpu, cpuset; swap accounted)". */
+function cgroupLine(c: StoreInfo['resources']['cgroups']): string {
+  if (c.version === null) return 'none';
+  const controllers = (['memory', 'pids', 'cpu', 'cpuset'] as const).filter((k) => c[k]);
+  return `v${c.version} (${controllers.join(', ') || 'no controller'}${c.swap ? '; swap accounted' : ''})`;
 }

@@ -55,7 +55,8 @@ export const runCommand: Command = {
         await engine.close();
       }
     } catch (err) {
-      if (err instanceof KilnError && err.exitCode !== 130) {
+      // A container the OOM killer ended exits as docker's does (137), with the reason said.
+      if (err instanceof KilnError && err.exitCode !== 130 && err.code !== 'MEMORY_LIMIT') {
         throw new KilnError(err.code, err.message, { hint: err.hint, cause: err, exitCode: 125 });
       }
       throw err;

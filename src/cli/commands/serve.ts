@@ -6,6 +6,10 @@ import { BuildServer } from '../../daemon/server.js';
 import { Engine } from '../../engine.js';
 import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { usageError, type CommandSpec } from '../args.js';
+import { parseBytes } from '../build-flags.js';
+import type { ResourceLimits } from '../../executor/executor.js';
+import { defaultStepLimits } from '../../executor/cgroup.js';
+import { describeLimits } from '../format.js';
 import type { Command } from '../main.js';
 
 const spec: CommandSpec = {
@@ -26,6 +30,10 @@ const spec: CommandSpec = {
     { name: 'allow-entitlement', type: 'list', placeholder: 'NAME', description: 'Let clients ask for this entitlement with build --allow: security.insecure or network.host (repeatable; none by default)' },
     { name: 'allow-host-port', type: 'list', placeholder: 'PORT', description: `Let RUN steps reach this TCP/UDP port of the host, at ${GATEWAY} (repeatable; none by default)` },
     { name: 'shutdown-grace', type: 'string', placeholder: 'SECONDS', description: 'On SIGTERM, let running builds finish this long before cancelling them (default 30)' },
+    { name: 'step-memory', type: 'string', placeholder: 'SIZE', description: 'Memory of each RUN step and run, e.g. 2g; no swap beyond it (default half of the host\'s memory; 0 for no limit)' },
+    { name: 'step-pids', type: 'string', placeholder: 'N', description: 'Processes and threads of each RUN step and run at once (default 4096; 0 for no limit)' },
+    { name: 'step-cpu-shares', type: 'string', placeholder: 'N', description: 'Relative CPU weight of each RUN step and run (the kernel\'s default is 1024)' },
+    { name: 'step-cpus', type: 'string', placeholder: 'N', description: 'CPUs\' worth of time each RUN step and run may use, e.g. 1.5 (default no quota)' },
   ],
 };
 
@@ -33,6 +41,35 @@ function positiveInt(value: unknown, flag: string, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'string' || !/^[0-9]+$/.test(value) || Number(value) <= 0) throw usageError(`Invalid --${flag} "${String(value)}": expected a positive number`, spec);
   return Number(value);
+}
+
+/** The limits of every RUN step from the --step-* flags, over the defaults; 0 lifts one. */
+function stepLimits(options: Record<string, unknown>): ResourceLimits | undefined {
+  const limits: ResourceLimits = { ...defaultStepLimits() };
+  const memory = options['step-memory'] as string | undefined;
+  if (memory !== undefined) {
+    const bytes = parseBytes(memory);
+    // docker's minimum: with less, the runtime's own init may not start.
+    if (bytes === undefined || (bytes !== 0 && bytes < 6 * 1024 ** 2)) throw usageError(`Invalid --step-memory "${memory}": expected a size of at least 6m, such as 512m or 2g, or 0`, spec);
+    limits.memory = bytes === 0 ? undefined : bytes;
+  }
+  const pids = options['step-pids'] as string | undefined;
+  if (pids !== undefined) {
+    if (!/^[0-9]+$/.test(pids)) throw usageError(`Invalid --step-pids "${pids}": expected a whole number, or 0`, spec);
+    limits.pids = Number(pids) === 0 ? undefined : Number(pids);
+  }
+  const shares = options['step-cpu-shares'] as string | undefined;
+  if (shares !== undefined) {
+    if (!/^[0-9]+$/.test(shares) || Number(shares) < 2 || Number(shares) > 262144) throw usageError(`Invalid --step-cpu-shares "${shares}": expected a number from 2 to 262144`, spec);
+    limits.cpuShares = Number(shares);
+  }
+  const cpus = options['step-cpus'] as string | undefined;
+  if (cpus !== undefined) {
+    if (!/^[0-9]+(\.[0-9]+)?$/.test(cpus) || Number(cpus) < 0.01) throw usageError(`Invalid --step-cpus "${cpus}": expected a number of CPUs such as 1 or 0.5`, spec);
+    limits.cpus = Number(cpus);
+  }
+  const set = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as ResourceLimits;
+  return Object.keys(set).length > 0 ? set : undefined;
 }
 
 export const serveCommand: Command = {
@@ -64,10 +101,11 @@ export const serveCommand: Command = {
       if (!/^[0-9]+$/.test(p) || Number(p) < 1 || Number(p) > 65535) throw usageError(`Invalid --allow-host-port "${p}": expected a port number from 1 to 65535`, spec);
       return Number(p);
     });
+    const limits = stepLimits(options);
     const auth = options['token-file'] === undefined ? undefined : await TokenAuth.fromFile(options['token-file'] as string);
     io.signal.throwIfAborted();
-    // A server writes the firewall of RUN steps with its own open ports, and keeps namespaces ready.
-    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true });
+    // A server opens its host ports to RUN steps and keeps namespaces ready.
+    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true, stepLimits: limits });
     let server: BuildServer;
     try {
       // A server that cannot keep steps off the host's network does not start; and the first
@@ -88,6 +126,7 @@ export const serveCommand: Command = {
       await engine.close();
       throw err;
     }
+    io.stderr(`Limits of each RUN step: ${describeLimits(limits)}\n`);
     await new Promise<void>((resolve) => {
       if (io.signal.aborted) resolve();
       else io.signal.addEventListener('abort', () => resolve(), { once: true });
