@@ -72,7 +72,7 @@ async function info(ex: Exchange): Promise<void> {
   const { server } = ex;
   sendJson(ex.res, 200, {
     // What `kiln info` prints, so that a remote info prints the same.
-    system: await collectInfo(server.engine.store, server.engine.executor.limits),
+    system: await collectInfo(server.engine.store, server.engine.executor.limits, server.engine.executor.network.hostPorts),
     version: kilnVersion(),
     root: server.engine.store.root,
     runtime: process.env.KILN_RUNTIME ?? 'runc',

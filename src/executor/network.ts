@@ -63,6 +63,11 @@ export class BridgeNetwork {
     this.poolSize = options.poolSize ?? 0;
   }
 
+  /** The host ports this process opens to steps. */
+  get hostPorts(): readonly number[] {
+    return this.options.allowHostPorts ?? [];
+  }
+
   /** Whether nothing was ever set up, so that closing has nothing to wait for. */
   get idle(): boolean {
     return this.host === undefined && this.pending.size === 0;

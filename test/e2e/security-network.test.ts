@@ -236,6 +236,8 @@ describe('the network of RUN steps', () => {
       const h = await kiln(store.root, [...host, 'build', '--progress', 'plain', '--no-cache', '--allow', 'network.host', context('open-host', `FROM test/base:1\nRUN --network=host wget -q -O- http://127.0.0.1:${otherPort}/\n`)]);
       expect(h.code, h.stderr).toBe(0);
       expect(h.stderr).toContain('other-port');
+      const info = await kiln(store.root, [...host, 'info']);
+      expect(info.stdout).toContain(`Step network:     kiln0 10.89.0.0/16 (NAT outside; the host at ${GATEWAY} refused but for ports ${hostPort})`);
       // The port closes with the server that opened it.
       expect(await open.stop()).toBe(0);
       open = undefined;

@@ -7,6 +7,7 @@ import { describeLimits, humanSize } from '../format.js';
 import type { Command, CommandIO } from '../main.js';
 import type { Store } from '../../../cache/store.js';
 import { runtimeVersion } from './version.js';
+import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { hostSecurityModules, SECURITY_OPTIONS } from '../../executor/security.js';
 import { cgroupSupport } from '../../executor/cgroup.js';
 import type { ResourceLimits } from '../../executor/executor.js';
@@ -33,7 +34,7 @@ function overlaySupported(): boolean {
 }
 
 /** What `kiln info` shows, as data: the server's `/v1/info` carries it for `kiln --host … info`. */
-export async function collectInfo(store: Store, stepLimits?: ResourceLimits) {
+export async function collectInfo(store: Store, stepLimits?: ResourceLimits, hostPorts: readonly number[] = []) {
   const db = store.db;
   const count = (table: string) => (db.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
   const usage = await diskUsage(store);
@@ -63,6 +64,8 @@ export async function collectInfo(store: Store, stepLimits?: ResourceLimits) {
     security: { options: [...SECURITY_OPTIONS], hostModules: hostSecurityModules() },
     // The host's memory, and the cgroup limits each RUN step and `kiln run` container gets.
     resources: { memTotal: totalmem(), cgroups: cgroupSupport(), stepLimits: stepLimits ?? null },
+    // RUN steps' default network (src/executor/network.ts) and the host ports a server opened to it.
+    network: { bridge: BRIDGE, subnet: `${SUBNET_PREFIX}.0.0/16`, gateway: GATEWAY, hostPorts: [...hostPorts] },
     gc: { keepStorage: keep ?? null, source: process.env.KILN_GC_KEEP_STORAGE !== undefined ? 'KILN_GC_KEEP_STORAGE' : 'the default: 10% of the disk, at most 10GB' },
   };
 }
@@ -114,6 +117,7 @@ function printInfo(info: StoreInfo, format: string | undefined, io: CommandIO): 
       `Memory:           ${humanSize(info.resources.memTotal)}`,
       `Cgroups:          ${cgroupLine(info.resources.cgroups)}`,
       `Step limits:      ${describeLimits(info.resources.stepLimits ?? undefined)}`,
+      `Step network:     ${info.network.bridge} ${info.network.subnet} (NAT outside; the host at ${info.network.gateway} refused${info.network.hostPorts.length > 0 ? ` but for ports ${info.network.hostPorts.join(', ')}` : ''})`,
       ...info.security.hostModules.map((m) => ` ${m === 'apparmor' ? 'AppArmor' : 'SELinux'} is enabled on this host; Kiln loads no profile of it`),
       `GC policy:        ${keep === null ? 'off' : `keep ${humanSize(keep)} of build cache`} (${info.gc.source})`,
       '',
