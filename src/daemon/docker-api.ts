@@ -428,17 +428,24 @@ function jsonBool(v: string | null): boolean {
   return v === '1' || v === 'true' || v === 'True';
 }
 
-function jsonMap(v: string | null, what: string): Record<string, string> {
-  if (!v) return {};
+/**
+ * A JSON object of strings in a query parameter (`buildargs`, `labels`). A build arg sent as
+ * null names one whose value the client could not find: docker skips it, and so does Kiln.
+ */
+function jsonMap(v: string | null, what: string, options: { nulls?: boolean } = {}): Record<string, string> {
+  if (!v || v === 'null') return {};
   let parsed: unknown;
   try {
     parsed = JSON.parse(v);
   } catch {
     throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not valid JSON`, { exitCode: 2 });
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON object`, { exitCode: 2 });
   const out: Record<string, string> = {};
-  // A build arg sent as null names one whose value the client could not find: docker skips it.
-  for (const [k, val] of Object.entries((parsed ?? {}) as Record<string, unknown>)) if (typeof val === 'string') out[k] = val;
+  for (const [k, val] of Object.entries(parsed)) {
+    if (typeof val === 'string') out[k] = val;
+    else if (!(val === null && options.nulls)) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter gives "${k}" a value that is not a string`, { exitCode: 2 });
+  }
   return out;
 }
 
@@ -470,7 +477,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
   const options: WireBuildOptions = {
     dockerfile,
     tags,
-    buildArgs: jsonMap(q.get('buildargs'), 'buildargs'),
+    buildArgs: jsonMap(q.get('buildargs'), 'buildargs', { nulls: true }),
     labels: jsonMap(q.get('labels'), 'labels'),
     target: q.get('target') || undefined,
     noCache: jsonBool(q.get('nocache')),
@@ -478,6 +485,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     cacheFrom: jsonList(q.get('cachefrom'), 'cachefrom'),
     runFlags: classicRunFlags(q),
   };
+  const settings = ex.server.settings(options);
   const context = await receiveContext(ex.server.engine.store, ex.req as AsyncIterable<Buffer>, { maxBytes: ex.server.limits.maxContextBytes, signal: ex.signal });
   const out = new LineStream(ex.res);
   out.start('application/json');
@@ -489,6 +497,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     const result = await ex.server.build({
       context,
       options,
+      settings,
       signal: ex.signal,
       scope: `docker\0${tags[0] ?? ''}\0${dockerfile}`,
       onQueued: (position) => say(`Waiting for a build slot: number ${position} in the queue\n`),

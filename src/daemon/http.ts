@@ -7,7 +7,7 @@ export function statusOf(err: unknown): number {
   if (err.exitCode === 2) return 400;
   if (/_UNKNOWN$|_MISSING$|^NOT_FOUND$/.test(err.code)) return 404;
   if (/TOO_LARGE$/.test(err.code)) return 413;
-  if (/^(UNSAFE_|INVALID_|USAGE$|CONTEXT_|DOCKERFILE_)/.test(err.code)) return 400;
+  if (/^(UNSAFE_|INVALID_|USAGE$|CONTEXT_|DOCKERFILE_)/.test(err.code) || err.code === 'TOO_MANY_LINKS') return 400;
   if (['ULIMIT_TOO_HIGH', 'UNSUPPORTED', 'PLATFORM_UNSUPPORTED'].includes(err.code)) return 400;
   if (err.code === 'UNAUTHORIZED') return 401;
   if (err.code === 'ENTITLEMENT_DENIED') return 403;

@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseOutput } from '../export/outputs.js';
+import { exporterFor, type OutputType, parseOutputSpec } from '../export/outputs.js';
 import { diffTar } from '../../cache/diff.js';
 import { pipeline } from 'node:stream/promises';
 import { parseAddHosts, parseShmSize, parseUlimits } from '../cli/build-flags.js';
@@ -34,7 +34,7 @@ import { LineStream, readBody, sendJson, splitFirstLine } from './http.js';
 import { imageHistory, listImages, removeImage } from './images.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
-import { API_VERSION, toWireError, type BuildStreamEvent, type ContextEntry, type WireBuildOptions } from './wire.js';
+import { API_VERSION, parseBuildOptions, toWireError, type BuildStreamEvent, type ContextEntry } from './wire.js';
 
 export async function handleKiln(ex: Exchange): Promise<void> {
   const { req, path } = ex;
@@ -123,12 +123,14 @@ async function tag(ex: Exchange): Promise<void> {
  */
 async function buildRoute(ex: Exchange): Promise<void> {
   const { line, rest } = await splitFirstLine(ex.req as AsyncIterable<Buffer>, ex.server.limits.maxJsonBytes);
-  let options: WireBuildOptions & { scope?: string };
+  let raw: unknown;
   try {
-    options = JSON.parse(line) as WireBuildOptions & { scope?: string };
+    raw = JSON.parse(line);
   } catch {
     throw new KilnError('INVALID_REQUEST', 'The build options are not valid JSON');
   }
+  const options = parseBuildOptions(raw);
+  const settings = ex.server.settings(options);
   const context = options.context === 'list' ? await receiveList(ex, rest) : await receiveTar(ex, rest);
   const out = new LineStream(ex.res);
   const send = (e: BuildStreamEvent) => out.write(e);
@@ -137,6 +139,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     const result = await ex.server.build({
       context,
       options,
+      settings,
       signal: ex.signal,
       scope: options.scope,
       onQueued: (position) => send({ type: 'queued', position }),
@@ -430,7 +433,7 @@ async function drain(body: AsyncIterable<Buffer>): Promise<void> {
 }
 
 /** Output types whose result lands on the client's disk: the server makes it, then streams it. */
-export const CLIENT_OUTPUTS = ['local', 'tar', 'oci', 'docker'];
+export const CLIENT_OUTPUTS: readonly OutputType[] = ['local', 'tar', 'oci', 'docker'];
 
 /**
  * `{"image", "output", "tags"}` in, where `output` is a `-o` spec without its `dest`: the server
@@ -441,9 +444,9 @@ async function exportRoute(ex: Exchange): Promise<void> {
   const { image: ref, output, tags } = await jsonBody<{ image?: unknown; output?: unknown; tags?: unknown }>(ex);
   if (typeof ref !== 'string' || typeof output !== 'string') throw new KilnError('INVALID_REQUEST', 'An export request needs "image" and "output"');
   if (tags !== undefined && (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string'))) throw new KilnError('INVALID_REQUEST', 'An export\'s "tags" must be a list of strings');
-  if (/(?:^|,)\s*dest=/.test(output)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" names a dest: the client writes it`, { exitCode: 2 });
-  const type = /(?:^|,)\s*type=([^,]*)/.exec(output)?.[1]?.trim();
-  if (type === undefined || !CLIENT_OUTPUTS.includes(type)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" is not one the client writes: type must be ${CLIENT_OUTPUTS.join(', ')}`, { exitCode: 2 });
+  const spec = parseOutputSpec(output);
+  if (spec.dest !== undefined) throw new KilnError('INVALID_OUTPUT', `The output "${output}" names a dest: the client writes it`, { exitCode: 2 });
+  if (!CLIENT_OUTPUTS.includes(spec.type)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" is not one the client writes: type must be ${CLIENT_OUTPUTS.join(', ')}`, { exitCode: 2 });
   const store = ex.server.engine.store;
   const dir = store.blobs.tempPath('export');
   await store.withLease('dir', dir, () =>
@@ -451,7 +454,7 @@ async function exportRoute(ex: Exchange): Promise<void> {
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
         const dest = join(dir, 'out');
-        const exporter = parseOutput(`${output},dest=${dest}`);
+        const exporter = exporterFor({ ...spec, dest });
         const image = await getImage(store, ref);
         await exporter.export(store, image, { signal, tags: (tags as string[] | undefined) ?? [] });
         const isDir = (await stat(dest)).isDirectory();

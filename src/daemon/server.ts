@@ -1,18 +1,21 @@
-import { existsSync, lstatSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, posix } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
-import { build, type BuildResult } from '../build/build.js';
+import { build, type BuildRequest, type BuildResult } from '../build/build.js';
 import type { Engine } from '../engine.js';
-import { parseOutput } from '../export/outputs.js';
+import { exporterFor, parseOutputSpec } from '../export/outputs.js';
+import { parseReference } from '../image/reference.js';
 import { ImageExporter } from '../export/image.js';
 import type { ProgressSink } from '../../solver/progress.js';
 import { formatAddress, type Address } from './address.js';
 import type { TokenAuth } from './auth.js';
-import { contextEntryPath, type UploadedContext } from './context.js';
+import type { UploadedContext } from './context.js';
+import { readFileInRoot } from '../fsutil/rootfile.js';
+import { parseIgnoreFile } from '../../frontend/ignore/index.js';
 import { handleDocker } from './docker-api.js';
 import { ContextFileCache } from './file-cache.js';
 import { sendJson, statusOf } from './http.js';
@@ -69,6 +72,9 @@ export interface ServeOptions {
   log?: (line: string) => void;
 }
 
+/** A build's request, less what comes from its context. */
+export type BuildSettings = Omit<BuildRequest, 'contextDir' | 'dockerfile' | 'dockerfileText' | 'dockerfileName' | 'ignorePatterns' | 'scope' | 'progress' | 'signal'>;
+
 /** What a request handler gets: the server, the exchange and a signal that fires if the client leaves. */
 export interface Exchange {
   server: BuildServer;
@@ -83,6 +89,8 @@ export interface Exchange {
 export interface ServerBuild {
   context: UploadedContext;
   options: WireBuildOptions;
+  /** What `settings(options)` made of the options, checked before the context was received. */
+  settings: BuildSettings;
   signal: AbortSignal;
   onQueued?: (position: number) => void;
   progress?: ProgressSink;
@@ -223,7 +231,8 @@ export class BuildServer {
     return this.task(b.signal, async (signal) => {
       const release = await this.slots.acquire({ signal, onQueued: b.onQueued });
       try {
-        return await build(this.engine, { ...(await this.request(b)), progress: b.progress, signal });
+        const definition = this.readDefinition(b.context.dir, b.options);
+        return await build(this.engine, { ...b.settings, ...definition, contextDir: b.context.dir, scope: b.scope, progress: b.progress, signal });
       } finally {
         release();
       }
@@ -250,71 +259,49 @@ export class BuildServer {
     }
   }
 
-  private async request(b: ServerBuild) {
-    const o = b.options;
-    const dir = b.context.dir;
-    let dockerfile: string | undefined;
-    if (o.dockerfileText !== undefined) {
-      if (Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
-    } else {
-      dockerfile = join(dir, contextEntryPath(o.dockerfile ?? 'Dockerfile') || 'Dockerfile');
-      const st = existsSync(dockerfile) ? statSync(dockerfile) : undefined;
-      if (st && st.size > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
-      if (!st) {
-        throw new KilnError('DOCKERFILE_MISSING', `The context holds no Dockerfile at "${o.dockerfile ?? 'Dockerfile'}"`, {
-          hint: 'Name it with -f; a Dockerfile outside the context is sent along with the build',
-        });
-      }
-    }
+  /**
+   * Checks a build's options against what this server allows and makes them what the build
+   * takes; a request is refused with it before its context is received.
+   */
+  settings(o: WireBuildOptions): BuildSettings {
     const insecureRegistries = o.insecureRegistries ?? [];
-    const exporters = (o.outputs ?? []).map((spec) => {
-      const type = /(?:^|,)type=([^,]*)/.exec(spec)?.[1] ?? spec.split(',')[0];
-      if (type !== 'image' && type !== 'registry') {
-        throw new KilnError('INVALID_OUTPUT', `The output "${spec}" would be written on the server`, {
+    const exporters = (o.outputs ?? []).map((value) => {
+      const spec = parseOutputSpec(value);
+      if (spec.type !== 'image' && spec.type !== 'registry') {
+        throw new KilnError('INVALID_OUTPUT', `The output "${value}" would be written on the server`, {
           exitCode: 2,
           hint: 'Against a build service only type=image and type=registry outputs work; pull or save the image afterwards',
         });
       }
-      return parseOutput(spec, { insecureRegistries });
+      return exporterFor(spec, { insecureRegistries });
     });
     if (o.push) exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
-    const strings = (v: unknown, what: string): string[] => {
-      if (v === undefined) return [];
-      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new KilnError('INVALID_REQUEST', `The build's "${what}" must be a list of strings`);
-      return v as string[];
-    };
-    const cacheTo = strings(o.cacheTo, 'cacheTo').map((spec) => {
+    for (const t of o.tags ?? []) parseReference(t);
+    const cacheTo = (o.cacheTo ?? []).map((spec) => {
       const c = parseCacheTo(spec);
       if (c.type === 'local') throw clientPath('--cache-to', spec);
       return c;
     });
-    const cacheFrom = strings(o.cacheFrom, 'cacheFrom').map((spec) => {
+    const cacheFrom = (o.cacheFrom ?? []).map((spec) => {
       const c = parseCacheFrom(spec);
       if (c.type === 'local') throw clientPath('--cache-from', spec);
       return c;
     });
     const flags = o.runFlags ?? {};
     const { runDefaults } = parseExtraBuildFlags(
-      { network: typeof flags.network === 'string' ? flags.network : undefined, 'add-host': strings(flags.addHost, 'runFlags.addHost'), ulimit: strings(flags.ulimit, 'runFlags.ulimit'), 'shm-size': typeof flags.shmSize === 'string' ? flags.shmSize : undefined },
+      { network: flags.network, 'add-host': flags.addHost ?? [], ulimit: flags.ulimit ?? [], 'shm-size': flags.shmSize },
       BUILD_SPEC,
     );
-    const allow = strings(o.allow, 'allow').map(parseEntitlement);
+    const allow = (o.allow ?? []).map(parseEntitlement);
     for (const a of allow) {
       if (!this.options.entitlements?.includes(a)) {
         throw new KilnError('ENTITLEMENT_DENIED', `The build service does not grant "${a}"`, { hint: `Start "kiln serve" with --allow-entitlement ${a} to let clients ask for it` });
       }
     }
     const secrets = new Map<string, Buffer>();
-    for (const sec of (o.secrets ?? []) as unknown[]) {
-      const { id, value } = (sec ?? {}) as { id?: unknown; value?: unknown };
-      if (typeof id !== 'string' || typeof value !== 'string') throw new KilnError('INVALID_REQUEST', 'A build\'s "secrets" must be a list of {"id", "value"}');
-      secrets.set(id, Buffer.from(value, 'base64'));
-    }
+    for (const { id, value } of o.secrets ?? []) secrets.set(id, Buffer.from(value, 'base64'));
     const session: Session = { secret: async (id) => secrets.get(id), ssh: () => undefined, allow: new Set(allow) };
     return {
-      contextDir: dir,
-      dockerfile,
-      dockerfileText: o.dockerfileText,
       buildArgs: o.buildArgs,
       tags: o.tags,
       target: o.target,
@@ -324,12 +311,46 @@ export class BuildServer {
       insecureRegistries,
       labels: o.labels,
       pull: o.pull,
-      scope: b.scope,
       cacheTo,
       cacheFrom,
       runDefaults,
       session,
     };
+  }
+
+  /**
+   * The Dockerfile and ignore file of an uploaded context, read only inside it: the client names
+   * the Dockerfile's path, and the context may hold links (`d -> .`) that a plain join would
+   * follow out of it to the server's own files.
+   */
+  private readDefinition(dir: string, o: WireBuildOptions): { dockerfileText: string; dockerfileName: string; ignorePatterns: string[] } {
+    const ignoreFile = (path: string) => readFileInRoot(dir, path, { what: `the ignore file "${path}"`, maxBytes: this.limits.maxDockerfileBytes });
+    const rootIgnore = () => {
+      const text = ignoreFile('.dockerignore');
+      return text === undefined ? [] : parseIgnoreFile(text.toString('utf8'), { file: '.dockerignore' });
+    };
+    if (o.dockerfileText !== undefined) {
+      if (Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
+      return { dockerfileText: o.dockerfileText, dockerfileName: 'Dockerfile', ignorePatterns: rootIgnore() };
+    }
+    const path = o.dockerfile || 'Dockerfile';
+    let text: Buffer | undefined;
+    try {
+      text = readFileInRoot(dir, path, { what: `the Dockerfile "${path}" ("dockerfile")`, maxBytes: this.limits.maxDockerfileBytes });
+    } catch (err) {
+      if (err instanceof KilnError && err.code === 'FILE_TOO_LARGE') throw dockerfileTooLarge(this.limits);
+      throw err;
+    }
+    if (text === undefined) {
+      throw new KilnError('DOCKERFILE_MISSING', `The context holds no Dockerfile at "${path}" ("dockerfile")`, {
+        hint: 'Name it with -f; a Dockerfile outside the context is sent along with the build',
+      });
+    }
+    // As a local build: the ignore file beside the Dockerfile wins over the context's own.
+    const beside = `${path}.dockerignore`;
+    const besideText = ignoreFile(beside);
+    const ignorePatterns = besideText === undefined ? rootIgnore() : parseIgnoreFile(besideText.toString('utf8'), { file: posix.basename(beside) });
+    return { dockerfileText: text.toString('utf8'), dockerfileName: posix.basename(path), ignorePatterns };
   }
 
   /**
@@ -405,23 +426,26 @@ export function drainRequest(req: IncomingMessage, maxBytes: number, maxMs: numb
     let seen = 0;
     const done = () => {
       clearTimeout(timer);
-      req.off('data', onData);
+      req.off('readable', onReadable);
       req.off('end', done);
       req.off('close', done);
       req.off('error', done);
-      req.pause();
       resolve();
     };
-    const onData = (chunk: Buffer) => {
-      seen += chunk.length;
-      if (seen > maxBytes) done();
+    // Read, not resumed: a body begun with an async iterator (splitFirstLine) keeps that
+    // iterator's 'readable' listener, and while one is attached resume() does nothing.
+    const onReadable = () => {
+      for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+        seen += chunk.length;
+        if (seen > maxBytes) return done();
+      }
     };
     const timer = setTimeout(done, maxMs);
-    req.on('data', onData);
+    req.on('readable', onReadable);
     req.once('end', done);
     req.once('close', done);
     req.once('error', done);
-    req.resume();
+    onReadable();
   });
 }
 
