@@ -15,7 +15,7 @@ import { DEFAULT_PLATFORM } from '../image/platform.js';
 import { familiarName, familiarRepository, normalizeName, parseReference } from '../image/reference.js';
 import { receiveContext } from './context.js';
 import { segmentRegex } from '../fsutil/glob.js';
-import { LineStream, readBody, sendJson } from './http.js';
+import { LineStream, parseClientJson, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { type ImageSummary, imageHistory, listImages, removeImage } from './images.js';
 import { intermediateImages, pruneImages } from '../image/remove.js';
@@ -257,12 +257,7 @@ function imageFilters(text: string | null): { reference: RegExp[]; dangling?: bo
 /** Docker's `filters` parameter, in either JSON form clients send: `{"k":{"v":true}}` or `{"k":["v"]}`. */
 function filterValues(text: string | null): Record<string, string[]> {
   if (text === null || text === '') return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not JSON', { exitCode: 2 });
-  }
+  const parsed = parseClientJson(text, 'the "filters" parameter', { exitCode: 2 });
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not a JSON object', { exitCode: 2 });
   return Object.fromEntries(Object.entries(parsed).map(([k, raw]) => [k, Array.isArray(raw) ? raw.map(String) : typeof raw === 'object' && raw !== null ? Object.keys(raw) : []]));
 }
@@ -353,12 +348,7 @@ async function tagRoute(ex: Exchange, name: string): Promise<void> {
 /** A JSON array of strings in a query parameter (`cachefrom=["app:cache"]`); absent or empty is none. */
 function jsonList(v: string | null, what: string): string[] {
   if (v === null || v === '' || v === 'null') return [];
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(v);
-  } catch {
-    throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON list`, { exitCode: 2 });
-  }
+  const parsed = parseClientJson(v, `the "${what}" parameter`, { exitCode: 2 });
   if (!Array.isArray(parsed) || parsed.some((x) => typeof x !== 'string')) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON list of strings`, { exitCode: 2 });
   return parsed as string[];
 }
@@ -380,12 +370,7 @@ function classicRunFlags(q: URLSearchParams): NonNullable<WireBuildOptions['runF
   const ulimit: string[] = [];
   const raw = q.get('ulimits');
   if (raw !== null && raw !== '' && raw !== 'null') {
-    let list: unknown;
-    try {
-      list = JSON.parse(raw);
-    } catch {
-      throw new KilnError('INVALID_REQUEST', 'The "ulimits" parameter is not JSON', { exitCode: 2 });
-    }
+    const list = parseClientJson(raw, 'the "ulimits" parameter', { exitCode: 2 });
     if (!Array.isArray(list)) throw new KilnError('INVALID_REQUEST', 'The "ulimits" parameter is not a JSON list', { exitCode: 2 });
     for (const u of list as { Name?: unknown; Soft?: unknown; Hard?: unknown }[]) {
       if (typeof u?.Name !== 'string' || typeof u.Soft !== 'number' || typeof u.Hard !== 'number') {
@@ -403,12 +388,7 @@ function classicRunFlags(q: URLSearchParams): NonNullable<WireBuildOptions['runF
  */
 async function authRoute(ex: Exchange): Promise<void> {
   const body = await readBody(ex.req, ex.server.limits.maxJsonBytes);
-  let auth: { username?: unknown; password?: unknown; serveraddress?: unknown };
-  try {
-    auth = JSON.parse(body.toString('utf8')) as typeof auth;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The request body is not valid JSON', { exitCode: 2 });
-  }
+  const auth = (parseClientJson(body.toString('utf8'), 'the request body', { exitCode: 2 }) ?? {}) as { username?: unknown; password?: unknown; serveraddress?: unknown };
   if (typeof auth.username !== 'string' || typeof auth.password !== 'string') throw new KilnError('INVALID_REQUEST', 'A login needs "username" and "password"', { exitCode: 2 });
   const registry = registryHost(typeof auth.serveraddress === 'string' && auth.serveraddress !== '' ? auth.serveraddress : 'docker.io');
   const { RegistryClient } = await import('../registry/client.js');
@@ -434,12 +414,7 @@ function jsonBool(v: string | null): boolean {
  */
 function jsonMap(v: string | null, what: string, options: { nulls?: boolean } = {}): Record<string, string> {
   if (!v || v === 'null') return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(v);
-  } catch {
-    throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not valid JSON`, { exitCode: 2 });
-  }
+  const parsed = parseClientJson(v, `the "${what}" parameter`, { exitCode: 2 });
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON object`, { exitCode: 2 });
   const out: Record<string, string> = {};
   for (const [k, val] of Object.entries(parsed)) {
@@ -550,14 +525,12 @@ class ClassicSteps {
 
 function registryAuth(header: string | string[] | undefined): { username: string; password: string; identityToken?: string } | undefined {
   if (typeof header !== 'string' || header === '') return undefined;
-  let parsed: { username?: string; password?: string; identitytoken?: string };
-  try {
-    parsed = JSON.parse(Buffer.from(header.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8')) as typeof parsed;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The X-Registry-Auth header is not base64-encoded JSON', { exitCode: 2 });
+  const parsed = parseClientJson(Buffer.from(header.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8'), 'the X-Registry-Auth header', { exitCode: 2 }) as { username?: unknown; password?: unknown; identitytoken?: unknown } | null;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || [parsed.username, parsed.password, parsed.identitytoken].some((v) => v !== undefined && typeof v !== 'string')) {
+    throw new KilnError('INVALID_REQUEST', 'The X-Registry-Auth header must be a JSON object of strings', { exitCode: 2 });
   }
   if (!parsed.username && !parsed.identitytoken) return undefined;
-  return { username: parsed.username ?? '', password: parsed.password ?? '', identityToken: parsed.identitytoken || undefined };
+  return { username: (parsed.username as string | undefined) ?? '', password: (parsed.password as string | undefined) ?? '', identityToken: (parsed.identitytoken as string | undefined) || undefined };
 }
 
 async function pushRoute(ex: Exchange, name: string): Promise<void> {

@@ -23,6 +23,44 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(text);
 }
 
+/**
+ * How deep a client's JSON may nest. The deepest the APIs take is 4 (a list entry's extended
+ * attributes); JSON.parse takes a million nested `[` in its stride, and whatever walks the
+ * result afterwards (a stringify, a recursive check) overflows the stack.
+ */
+export const MAX_JSON_DEPTH = 32;
+
+/**
+ * Parses JSON a client sent, refusing syntax errors and nesting deeper than MAX_JSON_DEPTH;
+ * `what` names it in the error (`the build options`, `the "labels" parameter`).
+ */
+export function parseClientJson(text: string, what: string, options: { exitCode?: number } = {}): unknown {
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) throw new KilnError('INVALID_REQUEST', `Cannot read ${what}: it nests deeper than ${MAX_JSON_DEPTH} levels`, { exitCode: options.exitCode });
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new KilnError('INVALID_REQUEST', `Cannot read ${what}: it is not valid JSON`, { exitCode: options.exitCode });
+  }
+}
+
+/** The deepest nesting of brackets outside strings, in one pass; malformed text is JSON.parse's to refuse. */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) max = Math.max(max, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
+
 /** Reads a small request body whole, refusing more than `max` bytes. */
 export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   const chunks: Buffer[] = [];

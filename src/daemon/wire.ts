@@ -113,14 +113,14 @@ function strings(v: unknown, field: string): string[] {
   return v as string[];
 }
 
-function stringMap(v: unknown, field: string): Record<string, string> {
-  const r = record(v, `The build option "${field}"`);
-  for (const [k, x] of Object.entries(r)) if (typeof x !== 'string') wrong(`${field}.${k}`, 'a string', x);
+function stringMap(v: unknown, field: string, owner = 'The build option'): Record<string, string> {
+  const r = record(v, `${owner} "${field}"`);
+  for (const [k, x] of Object.entries(r)) if (typeof x !== 'string') wrong(`${field}.${k}`, 'a string', x, owner);
   return r as Record<string, string>;
 }
 
-function wrong(field: string, expected: string, v: unknown): never {
-  throw new KilnError('INVALID_REQUEST', `The build option "${field}" must be ${expected}, not ${jsonType(v)}`);
+function wrong(field: string, expected: string, v: unknown, owner = 'The build option'): never {
+  throw new KilnError('INVALID_REQUEST', `${owner} "${field}" must be ${expected}, not ${jsonType(v)}`);
 }
 
 function jsonType(v: unknown): string {
@@ -189,4 +189,49 @@ export function fromWireError(w: WireError): KilnError {
   const base = new KilnError(w.code, w.message, { hint: w.hint, location: w.location, exitCode: w.exitCode });
   if (w.vertex !== undefined) return new VertexError(w.vertex, base, { location: w.location, tail: w.tail });
   return base;
+}
+
+/**
+ * Checks an incremental upload's list (`{"entries": ContextEntry[]}`) as it came off the wire:
+ * each entry's fields have their JSON types, and an error names the entry and the field.
+ * Whether the paths and links are safe is the unpacking's to judge (context.ts).
+ */
+export function parseContextList(raw: unknown): ContextEntry[] {
+  const list = record(raw, 'The context list');
+  if (!Array.isArray(list.entries)) throw new KilnError('INVALID_REQUEST', `The context list's "entries" must be a list, not ${jsonType(list.entries)}`);
+  return list.entries.map((e: unknown, i): ContextEntry => {
+    const r = record(e, `The context list's entry ${i}`);
+    const bad = (field: string, expected: string): never => {
+      const entry = `The context list's entry ${i} ("${String(r.path)}")`;
+      if (r[field] === undefined) throw new KilnError('INVALID_REQUEST', `${entry} needs ${expected} as "${field}"`);
+      throw new KilnError('INVALID_REQUEST', `${entry} must have ${expected} as "${field}", not ${jsonType(r[field])}`);
+    };
+    const whole = (field: string, required: boolean, min = 0) => {
+      const v = r[field];
+      if (v === undefined && !required) return undefined;
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) return bad(field, min === 0 ? 'a whole number of at least 0' : 'a whole number');
+      return v;
+    };
+    const text = (field: string, required: boolean) => {
+      const v = r[field];
+      if (v === undefined && !required) return undefined;
+      if (typeof v !== 'string') return bad(field, 'a string');
+      return v;
+    };
+    if (r.type !== 'dir' && r.type !== 'file' && r.type !== 'symlink') bad('type', '"dir", "file" or "symlink"');
+    const xattrs = r.xattrs === undefined ? undefined : stringMap(r.xattrs, `entries[${i}].xattrs`, 'The context list\'s');
+    return dropUndefined({
+      path: text('path', true)!,
+      type: r.type as ContextEntry['type'],
+      mode: whole('mode', true)!,
+      uid: whole('uid', true)!,
+      gid: whole('gid', true)!,
+      // Seconds since 1970; a file can be older.
+      mtime: whole('mtime', true, Number.MIN_SAFE_INTEGER)!,
+      size: whole('size', r.type === 'file'),
+      checksum: text('checksum', r.type === 'file'),
+      target: text('target', r.type === 'symlink'),
+      xattrs,
+    });
+  });
 }
