@@ -14,7 +14,7 @@ import { KilnError } from '../../cache/errors.js';
 import { isContentXattr } from '../../cache/overlay.js';
 import { randomId } from '../../cache/fsutil.js';
 import type { Store } from '../../cache/store.js';
-import { crashPoint } from '../../cache/trace.js';
+import { crashPoint, faultPoint } from '../../cache/trace.js';
 import { readTar } from '../../cache/tarreader.js';
 import type { DecodedTarHeader } from '../../cache/tarheader.js';
 import type { ContextFileCache } from './file-cache.js';
@@ -73,6 +73,7 @@ export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, 
     const counted = limitBytes(body, options.maxBytes, (n) => (size = n));
     await unpackContext(await maybeGunzip(counted), dir, options.signal);
     crashPoint('context-upload');
+    faultPoint('context-upload');
     return { dir, size, dispose };
   } catch (err) {
     await dispose();

@@ -428,10 +428,10 @@ function errorLine(message: string) {
   return { errorDetail: { message }, error: message };
 }
 
-function dockerMessage(err: unknown): string {
+function dockerMessage(ex: Exchange, err: unknown, what: string): string {
   if (err instanceof VertexError) return `step ${err.vertex} failed: ${err.message}`;
-  if (err instanceof KilnError) return err.hint ? `${err.message} (${err.hint})` : err.message;
-  return 'The build service failed unexpectedly';
+  const wire = ex.server.wireError(err, what);
+  return wire.hint ? `${wire.message} (${wire.hint})` : wire.message;
 }
 
 /**
@@ -484,7 +484,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     say(`Successfully built ${id.slice(7, 19)}\n`);
     for (const t of tags) say(`Successfully tagged ${familiarName(normalizeName(t))}\n`);
   } catch (err) {
-    out.write(errorLine(dockerMessage(err)));
+    out.write(errorLine(dockerMessage(ex, err, 'a docker build')));
   } finally {
     out.end();
     await context.dispose();
@@ -559,7 +559,7 @@ async function pushRoute(ex: Exchange, name: string): Promise<void> {
     out.write({ status: `${ref.tag ?? 'latest'}: digest: ${result.digest} size: ${size}` });
     out.write({ progressDetail: {}, aux: { Tag: ref.tag ?? 'latest', Digest: result.digest, Size: size } });
   } catch (err) {
-    out.write(errorLine(dockerMessage(err)));
+    out.write(errorLine(dockerMessage(ex, err, 'a docker push')));
   } finally {
     out.end();
   }
@@ -591,7 +591,7 @@ async function pullRoute(ex: Exchange): Promise<void> {
     out.write({ status: `Digest: ${result.digest}` });
     out.write({ status: `Status: ${result.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(result.name)}` });
   } catch (err) {
-    out.write(errorLine(dockerMessage(err)));
+    out.write(errorLine(dockerMessage(ex, err, 'a docker pull')));
   } finally {
     out.end();
   }

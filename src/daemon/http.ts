@@ -10,6 +10,8 @@ export function statusOf(err: unknown): number {
   if (/^(UNSAFE_|INVALID_|USAGE$|CONTEXT_|DOCKERFILE_)/.test(err.code) || err.code === 'TOO_MANY_LINKS') return 400;
   if (['ULIMIT_TOO_HIGH', 'UNSUPPORTED', 'PLATFORM_UNSUPPORTED'].includes(err.code)) return 400;
   if (err.code === 'UNAUTHORIZED') return 401;
+  if (err.code === 'REQUEST_TIMEOUT') return 408;
+  if (err.code === 'TOO_MANY_UPLOADS') return 429;
   if (err.code === 'ENTITLEMENT_DENIED') return 403;
   if (err.code === 'CONFLICT' || err.code === 'IMAGE_IN_USE') return 409;
   if (err.code === 'NOT_IMPLEMENTED') return 501;
@@ -61,16 +63,37 @@ function jsonDepth(text: string): number {
   return max;
 }
 
-/** Reads a small request body whole, refusing more than `max` bytes. */
-export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > max) throw new KilnError('REQUEST_TOO_LARGE', `The request body is larger than the server's limit of ${max} bytes`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
+/**
+ * Reads a small request body whole, refusing more than `max` bytes. Read by events, not with
+ * for-await: leaving that loop early destroys the request, and with it the answer's socket.
+ */
+export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const finish = (err?: unknown) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', finish);
+      req.off('close', onClose);
+      if (err === undefined) resolve(Buffer.concat(chunks));
+      else {
+        req.pause();
+        reject(err);
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      n += chunk.length;
+      if (n > max) finish(new KilnError('REQUEST_TOO_LARGE', `The request body is larger than the server's limit of ${max} bytes`));
+      else chunks.push(chunk);
+    };
+    const onEnd = () => finish();
+    const onClose = () => finish(new KilnError('CANCELLED', 'The client went away before its request body arrived', { exitCode: 130 }));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', finish);
+    req.once('close', onClose);
+  });
 }
 
 /**

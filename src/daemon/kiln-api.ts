@@ -34,7 +34,7 @@ import { LineStream, parseClientJson, readBody, sendJson, splitFirstLine } from 
 import { imageHistory, listImages, removeImage } from './images.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
-import { API_VERSION, parseBuildOptions, parseContextList, toWireError, type BuildStreamEvent } from './wire.js';
+import { API_VERSION, parseBuildOptions, parseContextList, type BuildStreamEvent } from './wire.js';
 
 export async function handleKiln(ex: Exchange): Promise<void> {
   const { req, path } = ex;
@@ -146,7 +146,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
       manifestSize: await ex.server.engine.store.blobs.size(result.image.manifestDigest),
     });
   } catch (err) {
-    send({ type: 'error', error: toWireError(err) });
+    send({ type: 'error', error: ex.server.wireError(err, 'a build') });
   } finally {
     out.end();
     await context.dispose();
@@ -224,7 +224,7 @@ async function push(ex: Exchange): Promise<void> {
     });
     out.write({ type: 'result', digest: result.digest, size: prepared.manifestBytes.byteLength, config: prepared.configDigest, names: result.names });
   } catch (err) {
-    out.write({ type: 'error', error: toWireError(err) });
+    out.write({ type: 'error', error: ex.server.wireError(err, 'a push') });
   } finally {
     out.end();
   }
@@ -271,7 +271,7 @@ async function pull(ex: Exchange): Promise<void> {
     });
     out.write({ type: 'result', name: result.name, digest: result.digest, downloaded: result.downloaded, config: result.image.configDigest });
   } catch (err) {
-    out.write({ type: 'error', error: toWireError(err) });
+    out.write({ type: 'error', error: ex.server.wireError(err, 'a pull') });
   } finally {
     out.end();
   }
@@ -388,7 +388,7 @@ async function run(ex: Exchange): Promise<void> {
     );
     out.write({ type: 'exit', code });
   } catch (err) {
-    out.write({ type: 'error', error: toWireError(err) });
+    out.write({ type: 'error', error: ex.server.wireError(err, 'a run') });
   } finally {
     stdin?.destroy();
     out.end();

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { freePort } from '../helpers/registry.js';
@@ -43,18 +43,24 @@ export function buildEvents(a: Answer): { events: { type: string; [k: string]: u
 }
 
 /** A server on a unix socket and on TCP with a token, both as targets. */
-export async function startHostileServe(root: string, dir: string, args: string[] = []): Promise<{ served: Served; unix: Target; tcp: Target }> {
+export async function startHostileServe(root: string, dir: string, args: string[] = [], options: { otherTokens?: string[] } = {}): Promise<{ served: Served; unix: Target; tcp: Target }> {
   const port = await freePort();
   const token = `token-${process.pid}-${Date.now()}`;
-  const { writeFileSync } = await import('node:fs');
-  writeFileSync(join(dir, 'tokens'), `${token}\n`);
+  writeFileSync(join(dir, 'tokens'), `${[token, ...(options.otherTokens ?? [])].join('\n')}\n`);
   const socket = join(dir, 'kiln.sock');
   const served = await startServe(root, socket, ['--addr', `tcp://127.0.0.1:${port}`, '--insecure', '--token-file', join(dir, 'tokens'), ...args]);
   return { served, unix: { name: 'unix', socket, token }, tcp: { name: 'tcp', port, token } };
 }
 
-/** What the store holds in tmp/ besides what recovery keeps there. */
+/** What the store's tmp/ holds. */
 export function tmpLeftovers(root: string): string[] {
   const tmp = join(root, 'tmp');
   return existsSync(tmp) ? readdirSync(tmp) : [];
+}
+
+/** The upload directories left in tmp/, once a server that removes them just after answering has had a moment to. */
+export async function contextLeftovers(root: string): Promise<string[]> {
+  const left = () => tmpLeftovers(root).filter((n) => n.startsWith('context-'));
+  for (let i = 0; i < 50 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+  return left();
 }
