@@ -321,7 +321,8 @@ export class BuildServer {
     // does not take, before any answer.
     req.setTimeout(ms, timeout);
     const done = () => {
-      req.setTimeout(0);
+      // The socket, held above: a closed request has let go of it.
+      socket.setTimeout(0);
       req.off('timeout', timeout);
     };
     req.once('end', done);
@@ -386,6 +387,7 @@ export class BuildServer {
     });
     if (o.push) exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
     for (const t of o.tags ?? []) parseReference(t);
+    if (o.dockerfileText !== undefined && Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
     const cacheTo = (o.cacheTo ?? []).map((spec) => {
       const c = parseCacheTo(spec);
       if (c.type === 'local') throw clientPath('--cache-to', spec);
@@ -438,10 +440,7 @@ export class BuildServer {
       const text = ignoreFile('.dockerignore');
       return text === undefined ? [] : parseIgnoreFile(text.toString('utf8'), { file: '.dockerignore' });
     };
-    if (o.dockerfileText !== undefined) {
-      if (Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
-      return { dockerfileText: o.dockerfileText, dockerfileName: 'Dockerfile', ignorePatterns: rootIgnore() };
-    }
+    if (o.dockerfileText !== undefined) return { dockerfileText: o.dockerfileText, dockerfileName: 'Dockerfile', ignorePatterns: rootIgnore() };
     const path = o.dockerfile || 'Dockerfile';
     let text: Buffer | undefined;
     try {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeWithBase, tempDir } from '../helpers/kiln.js';
 import { packTar } from '../helpers/tar.js';
 import type { Served } from './serve-helpers.js';
-import { type Answer, buildEvents, send, startHostileServe, type Target, tmpLeftovers } from './serve-hostile.js';
+import { type Answer, buildEvents, contextLeftovers, send, startHostileServe, type Target, tmpLeftovers } from './serve-hostile.js';
 
 /**
  * Malformed input to a build service: broken context archives, options of the wrong JSON type,
@@ -76,7 +76,7 @@ describe('kiln serve: malformed input', () => {
       expect(events.at(-1)?.type).toBe('result');
     }
     expect(await contextsUnder()).toEqual([]);
-    expect(served!.log()).not.toMatch(/^error:/m);
+    expect(served!.log()).not.toMatch(/^error /m);
   });
 
   it('answers build options of the wrong JSON type with a 400 naming the field', async () => {
@@ -190,6 +190,13 @@ describe('kiln serve: malformed input', () => {
       }
       expect((await send(t, 'GET', '/_ping')).status).toBe(200);
     }
-    expect(served!.log()).not.toMatch(/^error:/m);
+    expect(served!.log()).not.toMatch(/^error /m);
+  });
+
+  it('leaves a store that verifies clean', async () => {
+    const v = await send(targets[0]!, 'POST', '/v1/store/verify', '{}');
+    expect(v.status, v.body).toBe(200);
+    expect((JSON.parse(v.body) as { problems: string[] }).problems).toEqual([]);
+    expect(await contextLeftovers(store.root)).toEqual([]);
   });
 });

@@ -56,6 +56,7 @@ describe('kiln serve: outputs a client asks for', () => {
       }
       expect(existsSync(dest), dest).toBe(false);
     }
+    expect(served!.log()).not.toMatch(/^error /m);
   });
 
   it('still runs an image output, and exports only to the client', async () => {

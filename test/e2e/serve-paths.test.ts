@@ -146,5 +146,7 @@ describe('kiln serve: paths a client names', () => {
     for (const t of targets) expect((await send(t, 'GET', '/_ping')).status).toBe(200);
     const images = await send(targets[0]!, 'GET', '/v1/images');
     expect(images.body).not.toContain(MARKER);
+    // Every refusal above was a typed error: the log holds no unexpected one.
+    expect(served!.log()).not.toMatch(/^error /m);
   });
 });
