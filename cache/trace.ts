@@ -35,3 +35,23 @@ const crashAt = process.env.KILN_CRASH_AT;
 export function crashPoint(point: string): void {
   if (crashAt === point) process.kill(process.pid, 'SIGKILL');
 }
+
+const faultAt = process.env.KILN_FAULT_AT;
+
+/**
+ * Fault injection for the failure tests: with KILN_FAULT_AT=POINT=KIND naming this point, the
+ * process fails here as a defect would: `throw` throws an unexpected error, `reject` leaves a
+ * promise rejected with no handler, `uncaught` throws from a timer. Costs one comparison when
+ * unset.
+ */
+export function faultPoint(point: string): void {
+  if (faultAt === undefined || !faultAt.startsWith(`${point}=`)) return;
+  const kind = faultAt.slice(point.length + 1);
+  if (kind === 'throw') throw new TypeError(`Injected fault at ${point}`);
+  if (kind === 'reject') void Promise.reject(new Error(`Injected unhandled rejection at ${point}`));
+  if (kind === 'uncaught') {
+    setImmediate(() => {
+      throw new Error(`Injected uncaught exception at ${point}`);
+    });
+  }
+}

@@ -22,6 +22,13 @@ export interface BuildRequest {
   /** Path of the Dockerfile, or '-' with `dockerfileText` given. */
   dockerfile?: string;
   dockerfileText?: string;
+  /** The Dockerfile's name in messages and locations when `dockerfileText` is given (`Dockerfile`). */
+  dockerfileName?: string;
+  /**
+   * The context's ignore patterns, when the caller read them itself (a server reads them inside
+   * the upload, never through a link out of it); otherwise they are read from the context.
+   */
+  ignorePatterns?: string[];
   buildArgs?: Record<string, string>;
   tags?: string[];
   target?: string;
@@ -159,7 +166,7 @@ async function checkContext(dir: string): Promise<void> {
 }
 
 async function readDockerfile(req: BuildRequest, contextDir: string): Promise<{ text: string; file: string }> {
-  if (req.dockerfileText !== undefined) return { text: req.dockerfileText, file: 'Dockerfile' };
+  if (req.dockerfileText !== undefined) return { text: req.dockerfileText, file: req.dockerfileName ?? 'Dockerfile' };
   const path = resolve(req.dockerfile ?? `${contextDir}/Dockerfile`);
   try {
     return { text: (await readFileQuickly(path)).toString('utf8'), file: basename(path) };
@@ -176,7 +183,8 @@ async function readDockerfile(req: BuildRequest, contextDir: string): Promise<{ 
  * The ignore file beside the Dockerfile (`NAME.dockerignore`, e.g. `app.Dockerfile.dockerignore`)
  * wins over `.dockerignore` at the context root.
  */
-async function readDockerignore(contextDir: string, req: Pick<BuildRequest, 'dockerfile' | 'dockerfileText'>): Promise<string[]> {
+async function readDockerignore(contextDir: string, req: Pick<BuildRequest, 'dockerfile' | 'dockerfileText' | 'ignorePatterns'>): Promise<string[]> {
+  if (req.ignorePatterns !== undefined) return req.ignorePatterns;
   const candidates = [`${contextDir}/.dockerignore`];
   if (req.dockerfileText === undefined) candidates.unshift(`${resolve(req.dockerfile ?? `${contextDir}/Dockerfile`)}.dockerignore`);
   for (const path of candidates) {

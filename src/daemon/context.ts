@@ -14,7 +14,7 @@ import { KilnError } from '../../cache/errors.js';
 import { isContentXattr } from '../../cache/overlay.js';
 import { randomId } from '../../cache/fsutil.js';
 import type { Store } from '../../cache/store.js';
-import { crashPoint } from '../../cache/trace.js';
+import { crashPoint, faultPoint } from '../../cache/trace.js';
 import { readTar } from '../../cache/tarreader.js';
 import type { DecodedTarHeader } from '../../cache/tarheader.js';
 import type { ContextFileCache } from './file-cache.js';
@@ -73,6 +73,7 @@ export async function receiveContext(store: Store, body: AsyncIterable<Buffer>, 
     const counted = limitBytes(body, options.maxBytes, (n) => (size = n));
     await unpackContext(await maybeGunzip(counted), dir, options.signal);
     crashPoint('context-upload');
+    faultPoint('context-upload');
     return { dir, size, dispose };
   } catch (err) {
     await dispose();
@@ -204,8 +205,13 @@ async function maybeGunzip(source: AsyncGenerator<Buffer>): Promise<AsyncIterabl
     yield head;
     yield* source;
   }
-  if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) return Readable.from(all()).pipe(createGunzip());
-  return all();
+  if (head.length < 2 || head[0] !== 0x1f || head[1] !== 0x8b) return all();
+  const compressed = Readable.from(all());
+  const gunzip = createGunzip();
+  // pipe() does not pass errors on: the size limit or a client that went away would be an
+  // unhandled 'error' of the source, which ends the process, and the reader would wait forever.
+  compressed.once('error', (err) => gunzip.destroy(err));
+  return compressed.pipe(gunzip);
 }
 
 function unsafe(name: string, why: string): KilnError {
@@ -237,14 +243,17 @@ export function linkStaysInside(linkPath: string, target: string): boolean {
 
 /**
  * The tar reader speaks of layers; a damaged context says it is the context, and what to do.
- * Only "Layer archive…" messages are the reader's own.
+ * Only "Layer archive…" messages are the reader's own. zlib's errors (a gzip cut short, or
+ * bytes that only start like one) are the client's data too, not a failure of the server.
  */
 function contextArchiveError(err: unknown): unknown {
+  const hint = 'Send the context again as a tar, plain or compressed with gzip';
+  const zlibCode = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (err instanceof Error && typeof zlibCode === 'string' && zlibCode.startsWith('Z_')) {
+    return new KilnError('CONTEXT_CORRUPT', `The build context archive is not valid gzip: ${err.message}`, { hint, cause: err });
+  }
   if (!(err instanceof KilnError) || !err.message.startsWith('Layer archive')) return err;
-  return new KilnError(err.code, `The build context archive${err.message.slice('Layer archive'.length)}`, {
-    hint: 'Send the context again as a tar, plain or compressed with gzip',
-    cause: err,
-  });
+  return new KilnError('CONTEXT_CORRUPT', `The build context archive${err.message.slice('Layer archive'.length)}`, { hint, cause: err });
 }
 
 async function unpackContext(source: AsyncIterable<Buffer>, root: string, signal: AbortSignal): Promise<void> {

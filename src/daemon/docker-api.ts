@@ -15,7 +15,7 @@ import { DEFAULT_PLATFORM } from '../image/platform.js';
 import { familiarName, familiarRepository, normalizeName, parseReference } from '../image/reference.js';
 import { receiveContext } from './context.js';
 import { segmentRegex } from '../fsutil/glob.js';
-import { LineStream, readBody, sendJson } from './http.js';
+import { LineStream, parseClientJson, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { type ImageSummary, imageHistory, listImages, removeImage } from './images.js';
 import { intermediateImages, pruneImages } from '../image/remove.js';
@@ -274,12 +274,7 @@ function imageFilters(text: string | null): { reference: RegExp[]; dangling?: bo
 /** Docker's `filters` parameter, in either JSON form clients send: `{"k":{"v":true}}` or `{"k":["v"]}`. */
 function filterValues(text: string | null): Record<string, string[]> {
   if (text === null || text === '') return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not JSON', { exitCode: 2 });
-  }
+  const parsed = parseClientJson(text, 'the "filters" parameter', { exitCode: 2 });
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', 'The "filters" parameter is not a JSON object', { exitCode: 2 });
   return Object.fromEntries(Object.entries(parsed).map(([k, raw]) => [k, Array.isArray(raw) ? raw.map(String) : typeof raw === 'object' && raw !== null ? Object.keys(raw) : []]));
 }
@@ -370,12 +365,7 @@ async function tagRoute(ex: Exchange, name: string): Promise<void> {
 /** A JSON array of strings in a query parameter (`cachefrom=["app:cache"]`); absent or empty is none. */
 function jsonList(v: string | null, what: string): string[] {
   if (v === null || v === '' || v === 'null') return [];
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(v);
-  } catch {
-    throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON list`, { exitCode: 2 });
-  }
+  const parsed = parseClientJson(v, `the "${what}" parameter`, { exitCode: 2 });
   if (!Array.isArray(parsed) || parsed.some((x) => typeof x !== 'string')) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON list of strings`, { exitCode: 2 });
   return parsed as string[];
 }
@@ -402,12 +392,7 @@ function classicRunFlags(q: URLSearchParams): NonNullable<WireBuildOptions['runF
   const ulimit: string[] = [];
   const raw = q.get('ulimits');
   if (raw !== null && raw !== '' && raw !== 'null') {
-    let list: unknown;
-    try {
-      list = JSON.parse(raw);
-    } catch {
-      throw new KilnError('INVALID_REQUEST', 'The "ulimits" parameter is not JSON', { exitCode: 2 });
-    }
+    const list = parseClientJson(raw, 'the "ulimits" parameter', { exitCode: 2 });
     if (!Array.isArray(list)) throw new KilnError('INVALID_REQUEST', 'The "ulimits" parameter is not a JSON list', { exitCode: 2 });
     for (const u of list as { Name?: unknown; Soft?: unknown; Hard?: unknown }[]) {
       if (typeof u?.Name !== 'string' || typeof u.Soft !== 'number' || typeof u.Hard !== 'number') {
@@ -425,12 +410,7 @@ function classicRunFlags(q: URLSearchParams): NonNullable<WireBuildOptions['runF
  */
 async function authRoute(ex: Exchange): Promise<void> {
   const body = await readBody(ex.req, ex.server.limits.maxJsonBytes);
-  let auth: { username?: unknown; password?: unknown; serveraddress?: unknown };
-  try {
-    auth = JSON.parse(body.toString('utf8')) as typeof auth;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The request body is not valid JSON', { exitCode: 2 });
-  }
+  const auth = (parseClientJson(body.toString('utf8'), 'the request body', { exitCode: 2 }) ?? {}) as { username?: unknown; password?: unknown; serveraddress?: unknown };
   if (typeof auth.username !== 'string' || typeof auth.password !== 'string') throw new KilnError('INVALID_REQUEST', 'A login needs "username" and "password"', { exitCode: 2 });
   const registry = registryHost(typeof auth.serveraddress === 'string' && auth.serveraddress !== '' ? auth.serveraddress : 'docker.io');
   const { RegistryClient } = await import('../registry/client.js');
@@ -450,17 +430,19 @@ function jsonBool(v: string | null): boolean {
   return v === '1' || v === 'true' || v === 'True';
 }
 
-function jsonMap(v: string | null, what: string): Record<string, string> {
-  if (!v) return {};
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(v);
-  } catch {
-    throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not valid JSON`, { exitCode: 2 });
-  }
+/**
+ * A JSON object of strings in a query parameter (`buildargs`, `labels`). A build arg sent as
+ * null names one whose value the client could not find: docker skips it, and so does Kiln.
+ */
+function jsonMap(v: string | null, what: string, options: { nulls?: boolean } = {}): Record<string, string> {
+  if (!v || v === 'null') return {};
+  const parsed = parseClientJson(v, `the "${what}" parameter`, { exitCode: 2 });
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter is not a JSON object`, { exitCode: 2 });
   const out: Record<string, string> = {};
-  // A build arg sent as null names one whose value the client could not find: docker skips it.
-  for (const [k, val] of Object.entries((parsed ?? {}) as Record<string, unknown>)) if (typeof val === 'string') out[k] = val;
+  for (const [k, val] of Object.entries(parsed)) {
+    if (typeof val === 'string') out[k] = val;
+    else if (!(val === null && options.nulls)) throw new KilnError('INVALID_REQUEST', `The "${what}" parameter gives "${k}" a value that is not a string`, { exitCode: 2 });
+  }
   return out;
 }
 
@@ -468,10 +450,10 @@ function errorLine(message: string) {
   return { errorDetail: { message }, error: message };
 }
 
-function dockerMessage(err: unknown): string {
+function dockerMessage(ex: Exchange, err: unknown, what: string): string {
   if (err instanceof VertexError) return `step ${err.vertex} failed: ${err.message}`;
-  if (err instanceof KilnError) return err.hint ? `${err.message} (${err.hint})` : err.message;
-  return 'The build service failed unexpectedly';
+  const wire = ex.server.wireError(err, what);
+  return wire.hint ? `${wire.message} (${wire.hint})` : wire.message;
 }
 
 /**
@@ -492,7 +474,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
   const options: WireBuildOptions = {
     dockerfile,
     tags,
-    buildArgs: jsonMap(q.get('buildargs'), 'buildargs'),
+    buildArgs: jsonMap(q.get('buildargs'), 'buildargs', { nulls: true }),
     labels: jsonMap(q.get('labels'), 'labels'),
     target: q.get('target') || undefined,
     noCache: jsonBool(q.get('nocache')),
@@ -500,6 +482,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     cacheFrom: jsonList(q.get('cachefrom'), 'cachefrom'),
     runFlags: classicRunFlags(q),
   };
+  const settings = ex.server.settings(options);
   const context = await receiveContext(ex.server.engine.store, ex.req as AsyncIterable<Buffer>, { maxBytes: ex.server.limits.maxContextBytes, signal: ex.signal });
   const out = new LineStream(ex.res);
   out.start('application/json');
@@ -511,6 +494,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     const result = await ex.server.build({
       context,
       options,
+      settings,
       signal: ex.signal,
       scope: `docker\0${tags[0] ?? ''}\0${dockerfile}`,
       onQueued: (position) => say(`Waiting for a build slot: number ${position} in the queue\n`),
@@ -522,7 +506,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     say(`Successfully built ${id.slice(7, 19)}\n`);
     for (const t of tags) say(`Successfully tagged ${familiarName(normalizeName(t))}\n`);
   } catch (err) {
-    out.write(errorLine(dockerMessage(err)));
+    out.write(errorLine(dockerMessage(ex, err, 'a docker build')));
   } finally {
     out.end();
     await context.dispose();
@@ -563,14 +547,12 @@ class ClassicSteps {
 
 function registryAuth(header: string | string[] | undefined): { username: string; password: string; identityToken?: string } | undefined {
   if (typeof header !== 'string' || header === '') return undefined;
-  let parsed: { username?: string; password?: string; identitytoken?: string };
-  try {
-    parsed = JSON.parse(Buffer.from(header.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8')) as typeof parsed;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The X-Registry-Auth header is not base64-encoded JSON', { exitCode: 2 });
+  const parsed = parseClientJson(Buffer.from(header.replace(/-/g, '+').replace(/_/g, '/'), 'base64').toString('utf8'), 'the X-Registry-Auth header', { exitCode: 2 }) as { username?: unknown; password?: unknown; identitytoken?: unknown } | null;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || [parsed.username, parsed.password, parsed.identitytoken].some((v) => v !== undefined && typeof v !== 'string')) {
+    throw new KilnError('INVALID_REQUEST', 'The X-Registry-Auth header must be a JSON object of strings', { exitCode: 2 });
   }
   if (!parsed.username && !parsed.identitytoken) return undefined;
-  return { username: parsed.username ?? '', password: parsed.password ?? '', identityToken: parsed.identitytoken || undefined };
+  return { username: (parsed.username as string | undefined) ?? '', password: (parsed.password as string | undefined) ?? '', identityToken: (parsed.identitytoken as string | undefined) || undefined };
 }
 
 async function pushRoute(ex: Exchange, name: string): Promise<void> {
@@ -599,7 +581,7 @@ async function pushRoute(ex: Exchange, name: string): Promise<void> {
     out.write({ status: `${ref.tag ?? 'latest'}: digest: ${result.digest} size: ${size}` });
     out.write({ progressDetail: {}, aux: { Tag: ref.tag ?? 'latest', Digest: result.digest, Size: size } });
   } catch (err) {
-    out.write(errorLine(dockerMessage(err)));
+    out.write(errorLine(dockerMessage(ex, err, 'a docker push')));
   } finally {
     out.end();
   }
@@ -631,7 +613,7 @@ async function pullRoute(ex: Exchange): Promise<void> {
     out.write({ status: `Digest: ${result.digest}` });
     out.write({ status: `Status: ${result.downloaded > 0 ? 'Downloaded newer image' : 'Image is up to date'} for ${familiarName(result.name)}` });
   } catch (err) {
-    out.write(errorLine(dockerMessage(err)));
+    out.write(errorLine(dockerMessage(ex, err, 'a docker pull')));
   } finally {
     out.end();
   }

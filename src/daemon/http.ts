@@ -7,9 +7,11 @@ export function statusOf(err: unknown): number {
   if (err.exitCode === 2) return 400;
   if (/_UNKNOWN$|_MISSING$|^NOT_FOUND$/.test(err.code)) return 404;
   if (/TOO_LARGE$/.test(err.code)) return 413;
-  if (/^(UNSAFE_|INVALID_|USAGE$|CONTEXT_|DOCKERFILE_)/.test(err.code)) return 400;
+  if (/^(UNSAFE_|INVALID_|USAGE$|CONTEXT_|DOCKERFILE_)/.test(err.code) || err.code === 'TOO_MANY_LINKS') return 400;
   if (['ULIMIT_TOO_HIGH', 'UNSUPPORTED', 'PLATFORM_UNSUPPORTED'].includes(err.code)) return 400;
   if (err.code === 'UNAUTHORIZED') return 401;
+  if (err.code === 'REQUEST_TIMEOUT') return 408;
+  if (err.code === 'TOO_MANY_UPLOADS') return 429;
   if (err.code === 'ENTITLEMENT_DENIED') return 403;
   if (err.code === 'CONFLICT' || err.code === 'IMAGE_IN_USE') return 409;
   if (err.code === 'NOT_IMPLEMENTED') return 501;
@@ -23,16 +25,75 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(text);
 }
 
-/** Reads a small request body whole, refusing more than `max` bytes. */
-export async function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let n = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    n += chunk.length;
-    if (n > max) throw new KilnError('REQUEST_TOO_LARGE', `The request body is larger than the server's limit of ${max} bytes`);
-    chunks.push(chunk);
+/**
+ * How deep a client's JSON may nest. The deepest the APIs take is 4 (a list entry's extended
+ * attributes); JSON.parse takes a million nested `[` in its stride, and whatever walks the
+ * result afterwards (a stringify, a recursive check) overflows the stack.
+ */
+export const MAX_JSON_DEPTH = 32;
+
+/**
+ * Parses JSON a client sent, refusing syntax errors and nesting deeper than MAX_JSON_DEPTH;
+ * `what` names it in the error (`the build options`, `the "labels" parameter`).
+ */
+export function parseClientJson(text: string, what: string, options: { exitCode?: number } = {}): unknown {
+  const depth = jsonDepth(text);
+  if (depth > MAX_JSON_DEPTH) throw new KilnError('INVALID_REQUEST', `Cannot read ${what}: it nests deeper than ${MAX_JSON_DEPTH} levels`, { exitCode: options.exitCode });
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new KilnError('INVALID_REQUEST', `Cannot read ${what}: it is not valid JSON`, { exitCode: options.exitCode });
   }
-  return Buffer.concat(chunks);
+}
+
+/** The deepest nesting of brackets outside strings, in one pass; malformed text is JSON.parse's to refuse. */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) max = Math.max(max, ++depth);
+    else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return max;
+}
+
+/**
+ * Reads a small request body whole, refusing more than `max` bytes. Read by events, not with
+ * for-await: leaving that loop early destroys the request, and with it the answer's socket.
+ */
+export function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    const finish = (err?: unknown) => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', finish);
+      req.off('close', onClose);
+      if (err === undefined) resolve(Buffer.concat(chunks));
+      else {
+        req.pause();
+        reject(err);
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      n += chunk.length;
+      if (n > max) finish(new KilnError('REQUEST_TOO_LARGE', `The request body is larger than the server's limit of ${max} bytes`));
+      else chunks.push(chunk);
+    };
+    const onEnd = () => finish();
+    const onClose = () => finish(new KilnError('CANCELLED', 'The client went away before its request body arrived', { exitCode: 130 }));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', finish);
+    req.once('close', onClose);
+  });
 }
 
 /**

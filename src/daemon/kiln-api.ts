@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseOutput } from '../export/outputs.js';
+import { exporterFor, type OutputType, parseOutputSpec } from '../export/outputs.js';
 import { diffTar } from '../../cache/diff.js';
 import { pipeline } from 'node:stream/promises';
 import { parseAddHosts, parseShmSize, parseUlimits } from '../cli/build-flags.js';
@@ -30,11 +30,11 @@ import { getImage, tagImage } from '../image/local.js';
 import { DEFAULT_PLATFORM, parsePlatform } from '../image/platform.js';
 import { normalizeName, parseReference } from '../image/reference.js';
 import { receiveContext, receiveContextList, type UploadedContext } from './context.js';
-import { LineStream, readBody, sendJson, splitFirstLine } from './http.js';
+import { LineStream, parseClientJson, readBody, sendJson, splitFirstLine } from './http.js';
 import { imageHistory, listImages, removeImage } from './images.js';
 import type { Exchange } from './server.js';
 import { kilnVersion } from './version.js';
-import { API_VERSION, toWireError, type BuildStreamEvent, type ContextEntry, type WireBuildOptions } from './wire.js';
+import { API_VERSION, parseBuildOptions, parseContextList, type BuildStreamEvent } from './wire.js';
 
 export async function handleKiln(ex: Exchange): Promise<void> {
   const { req, path } = ex;
@@ -100,11 +100,9 @@ async function inspect(ex: Exchange, ref: string): Promise<void> {
 
 async function jsonBody<T>(ex: Exchange): Promise<T> {
   const body = await readBody(ex.req, ex.server.limits.maxJsonBytes);
-  try {
-    return JSON.parse(body.toString('utf8')) as T;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The request body is not valid JSON');
-  }
+  const parsed = parseClientJson(body.toString('utf8'), 'the request body');
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new KilnError('INVALID_REQUEST', 'The request body must be a JSON object');
+  return parsed as T;
 }
 
 async function tag(ex: Exchange): Promise<void> {
@@ -123,12 +121,8 @@ async function tag(ex: Exchange): Promise<void> {
  */
 async function buildRoute(ex: Exchange): Promise<void> {
   const { line, rest } = await splitFirstLine(ex.req as AsyncIterable<Buffer>, ex.server.limits.maxJsonBytes);
-  let options: WireBuildOptions & { scope?: string };
-  try {
-    options = JSON.parse(line) as WireBuildOptions & { scope?: string };
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The build options are not valid JSON');
-  }
+  const options = parseBuildOptions(parseClientJson(line, 'the build options'));
+  const settings = ex.server.settings(options);
   const context = options.context === 'list' ? await receiveList(ex, rest) : await receiveTar(ex, rest);
   const out = new LineStream(ex.res);
   const send = (e: BuildStreamEvent) => out.write(e);
@@ -137,6 +131,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
     const result = await ex.server.build({
       context,
       options,
+      settings,
       signal: ex.signal,
       scope: options.scope,
       onQueued: (position) => send({ type: 'queued', position }),
@@ -151,7 +146,7 @@ async function buildRoute(ex: Exchange): Promise<void> {
       manifestSize: await ex.server.engine.store.blobs.size(result.image.manifestDigest),
     });
   } catch (err) {
-    send({ type: 'error', error: toWireError(err) });
+    send({ type: 'error', error: ex.server.wireError(err, 'a build') });
   } finally {
     out.end();
     await context.dispose();
@@ -180,13 +175,7 @@ async function receiveList(ex: Exchange, body: AsyncIterable<Buffer>): Promise<U
     throw err;
   });
   stats.listBytes += Buffer.byteLength(line) + 1;
-  let entries: ContextEntry[];
-  try {
-    entries = (JSON.parse(line) as { entries: ContextEntry[] }).entries;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The context list is not valid JSON');
-  }
-  if (!Array.isArray(entries)) throw new KilnError('INVALID_REQUEST', 'The context list has no "entries"');
+  const entries = parseContextList(parseClientJson(line, 'the context list'));
   const context = await receiveContextList(server.engine.store, server.contextFiles, entries, rest, {
     maxBytes: server.limits.maxContextBytes,
     signal: ex.signal,
@@ -198,16 +187,16 @@ async function receiveList(ex: Exchange, body: AsyncIterable<Buffer>): Promise<U
   return context;
 }
 
+/** A list of strings or nothing: a registry list given as one string would match by substring. */
+function checkStrings(v: unknown, what: string): void {
+  if (v !== undefined && (!Array.isArray(v) || v.some((x) => typeof x !== 'string'))) throw new KilnError('INVALID_REQUEST', `${what} must be a list of strings`);
+}
+
 /** `{"checksums": [...]}` in, `{"missing": [...]}` out: the contents an upload must carry. */
 async function missingRoute(ex: Exchange): Promise<void> {
   const body = await readBody(ex.req, ex.server.limits.maxListBytes);
   ex.server.contextStats.listBytes += body.length;
-  let checksums: unknown;
-  try {
-    checksums = (JSON.parse(body.toString('utf8')) as { checksums?: unknown }).checksums;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The request body is not valid JSON');
-  }
+  const checksums = ((parseClientJson(body.toString('utf8'), 'the request body') ?? {}) as { checksums?: unknown }).checksums;
   if (!Array.isArray(checksums) || checksums.some((c) => typeof c !== 'string')) throw new KilnError('INVALID_REQUEST', 'A context question needs "checksums", a list of strings');
   sendJson(ex.res, 200, { missing: ex.server.contextFiles.missing(checksums as string[]) });
 }
@@ -215,6 +204,8 @@ async function missingRoute(ex: Exchange): Promise<void> {
 async function push(ex: Exchange): Promise<void> {
   const { name, insecureRegistries, compression, forceCompression } = await jsonBody<{ name?: string; insecureRegistries?: string[]; compression?: string; forceCompression?: boolean }>(ex);
   if (typeof name !== 'string') throw new KilnError('INVALID_REQUEST', 'A push request needs "name"');
+  if (compression !== undefined && typeof compression !== 'string') throw new KilnError('INVALID_REQUEST', 'A push request\'s "compression" must be a string');
+  checkStrings(insecureRegistries, 'A push request\'s "insecureRegistries"');
   parseReference(name);
   const convert = { ...(compression !== undefined ? { compression: parseCompression(compression) } : {}), ...(forceCompression === true ? { force: true } : {}) };
   const store = ex.server.engine.store;
@@ -233,7 +224,7 @@ async function push(ex: Exchange): Promise<void> {
     });
     out.write({ type: 'result', digest: result.digest, size: prepared.manifestBytes.byteLength, config: prepared.configDigest, names: result.names });
   } catch (err) {
-    out.write({ type: 'error', error: toWireError(err) });
+    out.write({ type: 'error', error: ex.server.wireError(err, 'a push') });
   } finally {
     out.end();
   }
@@ -256,6 +247,8 @@ function throttledTransfers(out: LineStream): TransferSink {
 async function pull(ex: Exchange): Promise<void> {
   const { name, insecureRegistries, platform } = await jsonBody<{ name?: string; insecureRegistries?: string[]; platform?: string }>(ex);
   if (typeof name !== 'string') throw new KilnError('INVALID_REQUEST', 'A pull request needs "name"');
+  if (platform !== undefined && typeof platform !== 'string') throw new KilnError('INVALID_REQUEST', 'A pull request\'s "platform" must be a string');
+  checkStrings(insecureRegistries, 'A pull request\'s "insecureRegistries"');
   parseReference(name);
   let chosen = DEFAULT_PLATFORM;
   if (platform !== undefined) {
@@ -278,7 +271,7 @@ async function pull(ex: Exchange): Promise<void> {
     });
     out.write({ type: 'result', name: result.name, digest: result.digest, downloaded: result.downloaded, config: result.image.configDigest });
   } catch (err) {
-    out.write({ type: 'error', error: toWireError(err) });
+    out.write({ type: 'error', error: ex.server.wireError(err, 'a pull') });
   } finally {
     out.end();
   }
@@ -345,12 +338,7 @@ async function load(ex: Exchange): Promise<void> {
 /** One JSON line (`ref`, `config`, `comment`), then the root filesystem tar, already unpacked from gzip. */
 async function importRoute(ex: Exchange): Promise<void> {
   const { line, rest } = await splitFirstLine(ex.req as AsyncIterable<Buffer>, ex.server.limits.maxJsonBytes);
-  let o: { ref?: unknown; config?: unknown; comment?: unknown };
-  try {
-    o = JSON.parse(line) as typeof o;
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The import options are not valid JSON');
-  }
+  const o = (parseClientJson(line, 'the import options') ?? {}) as { ref?: unknown; config?: unknown; comment?: unknown };
   if (o.ref !== undefined && typeof o.ref !== 'string') throw new KilnError('INVALID_REQUEST', 'An import\'s "ref" must be a string');
   if (o.ref !== undefined) parseReference(o.ref);
   if (typeof o.config !== 'object' || o.config === null || Array.isArray(o.config)) throw new KilnError('INVALID_REQUEST', 'An import needs "config", an object');
@@ -367,12 +355,7 @@ async function importRoute(ex: Exchange): Promise<void> {
  */
 async function run(ex: Exchange): Promise<void> {
   const { line, rest } = await splitFirstLine(ex.req as AsyncIterable<Buffer>, ex.server.limits.maxJsonBytes);
-  let r: RunRequest & { stdin?: boolean };
-  try {
-    r = JSON.parse(line) as RunRequest & { stdin?: boolean };
-  } catch {
-    throw new KilnError('INVALID_REQUEST', 'The run options are not valid JSON');
-  }
+  const r = (parseClientJson(line, 'the run options') ?? {}) as RunRequest & { stdin?: boolean };
   const strings = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === 'string');
   if (typeof r.ref !== 'string' || !strings(r.cmd) || !strings(r.env) || (r.network !== 'default' && r.network !== 'host' && r.network !== 'none')) {
     throw new KilnError('INVALID_REQUEST', 'A run request needs "ref", "cmd", "env" and "network" (default, host or none)');
@@ -406,7 +389,7 @@ async function run(ex: Exchange): Promise<void> {
     );
     out.write({ type: 'exit', code });
   } catch (err) {
-    out.write({ type: 'error', error: toWireError(err) });
+    out.write({ type: 'error', error: ex.server.wireError(err, 'a run') });
   } finally {
     stdin?.destroy();
     out.end();
@@ -431,7 +414,7 @@ async function drain(body: AsyncIterable<Buffer>): Promise<void> {
 }
 
 /** Output types whose result lands on the client's disk: the server makes it, then streams it. */
-export const CLIENT_OUTPUTS = ['local', 'tar', 'oci', 'docker'];
+export const CLIENT_OUTPUTS: readonly OutputType[] = ['local', 'tar', 'oci', 'docker'];
 
 /**
  * `{"image", "output", "tags"}` in, where `output` is a `-o` spec without its `dest`: the server
@@ -442,9 +425,9 @@ async function exportRoute(ex: Exchange): Promise<void> {
   const { image: ref, output, tags } = await jsonBody<{ image?: unknown; output?: unknown; tags?: unknown }>(ex);
   if (typeof ref !== 'string' || typeof output !== 'string') throw new KilnError('INVALID_REQUEST', 'An export request needs "image" and "output"');
   if (tags !== undefined && (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string'))) throw new KilnError('INVALID_REQUEST', 'An export\'s "tags" must be a list of strings');
-  if (/(?:^|,)\s*dest=/.test(output)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" names a dest: the client writes it`, { exitCode: 2 });
-  const type = /(?:^|,)\s*type=([^,]*)/.exec(output)?.[1]?.trim();
-  if (type === undefined || !CLIENT_OUTPUTS.includes(type)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" is not one the client writes: type must be ${CLIENT_OUTPUTS.join(', ')}`, { exitCode: 2 });
+  const spec = parseOutputSpec(output);
+  if (spec.dest !== undefined) throw new KilnError('INVALID_OUTPUT', `The output "${output}" names a dest: the client writes it`, { exitCode: 2 });
+  if (!CLIENT_OUTPUTS.includes(spec.type)) throw new KilnError('INVALID_OUTPUT', `The output "${output}" is not one the client writes: type must be ${CLIENT_OUTPUTS.join(', ')}`, { exitCode: 2 });
   const store = ex.server.engine.store;
   const dir = store.blobs.tempPath('export');
   await store.withLease('dir', dir, () =>
@@ -452,7 +435,7 @@ async function exportRoute(ex: Exchange): Promise<void> {
       try {
         await mkdir(dir, { recursive: true, mode: 0o700 });
         const dest = join(dir, 'out');
-        const exporter = parseOutput(`${output},dest=${dest}`);
+        const exporter = exporterFor({ ...spec, dest });
         const image = await getImage(store, ref);
         await exporter.export(store, image, { signal, tags: (tags as string[] | undefined) ?? [] });
         const isDir = (await stat(dest)).isDirectory();

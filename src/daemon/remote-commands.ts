@@ -18,7 +18,7 @@ import { parseReference } from '../image/reference.js';
 import { KilnClient, receiveFile, type RemoteHost } from './client.js';
 import { parseEntitlement, parseSecretSpec } from '../build/session.js';
 import { parseCacheFrom, parseCacheTo } from '../cache-export/spec.js';
-import { parseOutput } from '../export/outputs.js';
+import { exporterFor, formatOutputSpec, parseOutputSpec } from '../export/outputs.js';
 import { unpackLayer } from '../../cache/unpack.js';
 import type { IncomingMessage } from 'node:http';
 import type { WireBuildOptions } from './wire.js';
@@ -64,23 +64,17 @@ function splitOutputs(specs: readonly string[], insecureRegistries: string[], sp
   const server: string[] = [];
   const client: { output: string; dest: string }[] = [];
   for (const o of specs) {
+    let parsed;
     try {
       // Checked here, as a local build checks it, before anything is sent.
-      parseOutput(o, { insecureRegistries });
+      parsed = parseOutputSpec(o);
+      exporterFor(parsed, { insecureRegistries });
     } catch (err) {
       if (err instanceof KilnError && err.code === 'INVALID_OUTPUT') throw usageError(err.message, spec);
       throw err;
     }
-    if (o === '-') client.push({ output: 'type=tar', dest: '-' });
-    else if (!o.includes('=')) client.push({ output: 'type=local', dest: o });
-    else {
-      const type = /(?:^|,)\s*type=([^,]*)/.exec(o)?.[1]?.trim();
-      if (type === 'image' || type === 'registry') server.push(o);
-      else {
-        const dest = /(?:^|,)\s*dest=([^,]*)/.exec(o)![1]!.trim();
-        client.push({ output: o.split(',').filter((f) => !/^\s*dest=/.test(f)).join(','), dest });
-      }
-    }
+    if (parsed.type === 'image' || parsed.type === 'registry') server.push(o);
+    else client.push({ output: formatOutputSpec(parsed), dest: parsed.dest! });
   }
   return { server, client };
 }

@@ -1,24 +1,29 @@
-import { existsSync, lstatSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, posix } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
-import { build, type BuildResult } from '../build/build.js';
+import { randomId } from '../../cache/fsutil.js';
+import { build, type BuildRequest, type BuildResult } from '../build/build.js';
 import type { Engine } from '../engine.js';
-import { parseOutput } from '../export/outputs.js';
+import { exporterFor, parseOutputSpec } from '../export/outputs.js';
+import { parseReference } from '../image/reference.js';
 import { ImageExporter } from '../export/image.js';
 import type { ProgressSink } from '../../solver/progress.js';
 import { formatAddress, type Address } from './address.js';
 import type { TokenAuth } from './auth.js';
-import { contextEntryPath, type UploadedContext } from './context.js';
+import type { UploadedContext } from './context.js';
+import { readFileInRoot } from '../fsutil/rootfile.js';
+import { parseIgnoreFile } from '../../frontend/ignore/index.js';
 import { handleDocker } from './docker-api.js';
 import { ContextFileCache } from './file-cache.js';
 import { sendJson, statusOf } from './http.js';
 import { handleKiln } from './kiln-api.js';
 import { BuildSlots } from './queue.js';
-import { toWireError, type WireBuildOptions } from './wire.js';
+import { toWireError, type WireBuildOptions, type WireError } from './wire.js';
 import { parseCacheFrom, parseCacheTo } from '../cache-export/spec.js';
 import { parseEntitlement } from '../build/session.js';
 import { parseExtraBuildFlags } from '../cli/build-flags.js';
@@ -35,6 +40,15 @@ export interface Limits {
   maxJsonBytes: number;
   /** Bytes of an incremental upload's list of entries (about 150 a file). */
   maxListBytes: number;
+  /** Time for a request's headers to arrive (slowloris). */
+  headersTimeoutMs: number;
+  /**
+   * Time for the body of a request read whole (JSON) to arrive; an upload (a context, an archive)
+   * may take as long as it needs, but must not stall for longer than this.
+   */
+  requestTimeoutMs: number;
+  /** Uploads one client (token, or remote address) may have arriving at once. */
+  maxUploadsPerClient: number;
 }
 
 export const DEFAULT_LIMITS: Limits = {
@@ -43,6 +57,9 @@ export const DEFAULT_LIMITS: Limits = {
   maxHeaderBytes: 64 * 1024,
   maxJsonBytes: 4 * 1024 ** 2,
   maxListBytes: 64 * 1024 ** 2,
+  headersTimeoutMs: 30_000,
+  requestTimeoutMs: 60_000,
+  maxUploadsPerClient: 8,
 };
 
 /** What crossed the wire for contexts since the server started, for `GET /v1/info`. */
@@ -69,6 +86,9 @@ export interface ServeOptions {
   log?: (line: string) => void;
 }
 
+/** A build's request, less what comes from its context. */
+export type BuildSettings = Omit<BuildRequest, 'contextDir' | 'dockerfile' | 'dockerfileText' | 'dockerfileName' | 'ignorePatterns' | 'scope' | 'progress' | 'signal'>;
+
 /** What a request handler gets: the server, the exchange and a signal that fires if the client leaves. */
 export interface Exchange {
   server: BuildServer;
@@ -83,6 +103,8 @@ export interface Exchange {
 export interface ServerBuild {
   context: UploadedContext;
   options: WireBuildOptions;
+  /** What `settings(options)` made of the options, checked before the context was received. */
+  settings: BuildSettings;
   signal: AbortSignal;
   onQueued?: (position: number) => void;
   progress?: ProgressSink;
@@ -99,6 +121,7 @@ export class BuildServer {
   readonly slots: BuildSlots;
   readonly limits: Limits;
   readonly contextFiles: ContextFileCache;
+  readonly uploads = new ClientCounts();
   readonly contextStats: ContextStats = { uploads: 0, listBytes: 0, contentBytes: 0, filesReceived: 0, filesReused: 0 };
   private readonly listeners: (http.Server | https.Server)[] = [];
   private readonly sockets: string[] = [];
@@ -148,7 +171,15 @@ export class BuildServer {
       });
     }
     const handler = (req: IncomingMessage, res: ServerResponse) => void this.handle(req, res);
-    const common = { maxHeaderSize: this.limits.maxHeaderBytes, requestTimeout: 0 };
+    // Node's requestTimeout covers a whole body, which for a build's context has no fair bound:
+    // handle() bounds bodies by kind instead. Headers have a deadline, checked every second
+    // rather than Node's 30 s so that the deadline is what it says.
+    const common = {
+      maxHeaderSize: this.limits.maxHeaderBytes,
+      requestTimeout: 0,
+      headersTimeout: this.limits.headersTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, this.limits.headersTimeoutMs),
+    };
     let server: http.Server | https.Server;
     if (a.kind === 'tcp' && this.options.tls) {
       const { cert, key, ca } = this.options.tls;
@@ -188,28 +219,44 @@ export class BuildServer {
     const url = new URL(req.url ?? '/', 'http://kiln');
     const kiln = /^\/v1(\/.*)$/.exec(url.pathname);
     const ex: Exchange = { server: this, req, res, url, path: kiln ? kiln[1]! : url.pathname.replace(/^\/v1\.\d+(?=\/)/, ''), signal: controller.signal };
+    let release: (() => void) | undefined;
+    const socket = req.socket;
     try {
       if (this.options.auth && !this.options.auth.check(req.headers.authorization)) {
         throw new KilnError('UNAUTHORIZED', 'The build service needs a valid bearer token', { hint: 'Pass --token-file, or set KILN_TOKEN_FILE' });
       }
       if (this.closing) throw new KilnError('SHUTTING_DOWN', 'The build service is shutting down');
+      const kind = bodyKind(req.method ?? 'GET', ex.path, kiln !== null);
+      const client = kind === 'upload' ? this.clientOf(req) : undefined;
+      if (client !== undefined) {
+        // Counted while the body arrives, not while the build it carries runs or queues.
+        release = this.uploads.acquire(client, this.limits.maxUploadsPerClient);
+        req.once('end', release);
+        req.once('close', release);
+      }
+      this.boundBody(req, res, kind);
       if (kiln) await handleKiln(ex);
       else await handleDocker(ex);
     } catch (err) {
-      if (!(err instanceof KilnError)) this.log(`error: ${req.method} ${url.pathname}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-      if (res.headersSent) {
+      // The client went away mid-body (its 'aborted' error is no defect), or a timeout answered.
+      const gone = controller.signal.aborted || socket.destroyed;
+      if (res.headersSent || gone) {
+        if (!gone) this.wireError(err, `${req.method} ${url.pathname}`);
         res.end();
         return;
       }
-      const wire = toWireError(err);
+      const wire = this.wireError(err, `${req.method} ${url.pathname}`);
       // The body may still be arriving. A client that is still writing it when the connection
       // closes sees a broken pipe instead of the answer (the docker client does), so a modest
       // remainder is read first; beyond that the answer goes out and the connection goes.
       await drainRequest(req, DRAIN_MAX_BYTES, DRAIN_MAX_MS);
+      if (res.headersSent || res.destroyed) return;
       res.setHeader('Connection', 'close');
       if (kiln) sendJson(res, statusOf(err), { error: wire });
       else sendJson(res, statusOf(err), { message: wire.hint ? `${wire.message} (${wire.hint})` : wire.message });
       req.resume();
+    } finally {
+      release?.();
     }
   }
 
@@ -221,9 +268,80 @@ export class BuildServer {
     });
   }
 
-  /** Logs an unexpected failure of background work, which has no client to tell. */
-  logError(what: string, err: unknown): void {
-    this.log(`error: ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  /**
+   * The wire form of an error for a client. A KilnError is the client's to read; anything else
+   * is a defect of the server: logged here with its stack under an id, and the client gets the
+   * id only, so that an operator can find the line it reports.
+   */
+  wireError(err: unknown, what: string): WireError {
+    if (err instanceof KilnError || (err instanceof Error && err.name === 'AbortError')) return toWireError(err);
+    const id = this.logError(what, err);
+    return { code: 'INTERNAL', message: `The build service failed unexpectedly (error ${id})`, hint: `The server log has the details under "error ${id}"` };
+  }
+
+  /**
+   * Who a request counts against for per-client limits: its token, else its address. Clients of
+   * a unix socket without tokens are not counted: the socket names no peer to tell them apart
+   * by, and they are the socket's group, trusted as docker's group is.
+   */
+  private clientOf(req: IncomingMessage): string | undefined {
+    if (this.options.auth && req.headers.authorization) return `token ${createHash('sha256').update(req.headers.authorization).digest('hex')}`;
+    return req.socket.remoteAddress;
+  }
+
+  /**
+   * A body read whole must arrive within requestTimeoutMs; an upload may take as long as it
+   * needs but not stall for longer. Either way the client is told 408 and the connection goes.
+   */
+  private boundBody(req: IncomingMessage, res: ServerResponse, kind: BodyKind): void {
+    if (kind === 'stream' || req.complete) return;
+    const ms = this.limits.requestTimeoutMs;
+    // Held here: a destroyed request lets go of its socket.
+    const socket = req.socket;
+    const seconds = `${Math.round(ms / 100) / 10} s`;
+    const timeout = () => {
+      if (req.complete) return;
+      const message = kind === 'upload' ? `The upload stalled: nothing arrived for ${seconds}` : `The request body did not arrive within ${seconds}`;
+      if (!res.headersSent) {
+        const body = JSON.stringify(/^\/v1\//.test(req.url ?? '') ? { error: { code: 'REQUEST_TIMEOUT', message } } : { message });
+        res.writeHead(408, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), Connection: 'close' });
+        res.end(body);
+      }
+      // After the answer is out, what is half-received is dropped with the connection. The
+      // request is destroyed itself, with the reason: once answered, it is no longer among those
+      // a closing socket aborts, and its reader would wait for the rest forever.
+      const drop = () => {
+        req.destroy(new KilnError('REQUEST_TIMEOUT', message));
+        socket.destroy();
+      };
+      if (res.writableFinished) drop();
+      else res.once('finish', drop);
+    };
+    if (kind === 'whole') {
+      const timer = setTimeout(timeout, ms);
+      const clear = () => clearTimeout(timer);
+      // A body nobody reads (a GET's) never ends: the answer going out clears the timer too.
+      for (const e of ['end', 'close'] as const) req.once(e, clear);
+      for (const e of ['finish', 'close'] as const) res.once(e, clear);
+      return;
+    }
+    // On the request, not its socket: the server destroys a socket whose timeout the request
+    // does not take, before any answer.
+    req.setTimeout(ms, timeout);
+    const done = () => {
+      // The socket, held above: a closed request has let go of it.
+      socket.setTimeout(0);
+      req.off('timeout', timeout);
+    };
+    req.once('end', done);
+    req.once('close', done);
+  }
+
+  /** Logs an unexpected failure with its stack, under an id that is returned. */
+  logError(what: string, err: unknown): string {
+    const id = randomId(6);
+    this.log(`error ${id}: ${what}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    return id;
   }
 
   /** Runs one build in a slot; the build stays known to `shutdown` until it settles. */
@@ -231,7 +349,8 @@ export class BuildServer {
     return this.task(b.signal, async (signal) => {
       const release = await this.slots.acquire({ signal, onQueued: b.onQueued });
       try {
-        return await build(this.engine, { ...(await this.request(b)), progress: b.progress, signal });
+        const definition = this.readDefinition(b.context.dir, b.options);
+        return await build(this.engine, { ...b.settings, ...definition, contextDir: b.context.dir, scope: b.scope, progress: b.progress, signal });
       } finally {
         release();
       }
@@ -258,55 +377,41 @@ export class BuildServer {
     }
   }
 
-  private async request(b: ServerBuild) {
-    const o = b.options;
-    const dir = b.context.dir;
-    let dockerfile: string | undefined;
-    if (o.dockerfileText !== undefined) {
-      if (Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
-    } else {
-      dockerfile = join(dir, contextEntryPath(o.dockerfile ?? 'Dockerfile') || 'Dockerfile');
-      const st = existsSync(dockerfile) ? statSync(dockerfile) : undefined;
-      if (st && st.size > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
-      if (!st) {
-        throw new KilnError('DOCKERFILE_MISSING', `The context holds no Dockerfile at "${o.dockerfile ?? 'Dockerfile'}"`, {
-          hint: 'Name it with -f; a Dockerfile outside the context is sent along with the build',
-        });
-      }
-    }
+  /**
+   * Checks a build's options against what this server allows and makes them what the build
+   * takes; a request is refused with it before its context is received.
+   */
+  settings(o: WireBuildOptions): BuildSettings {
     const insecureRegistries = o.insecureRegistries ?? [];
-    const exporters = (o.outputs ?? []).map((spec) => {
-      const type = /(?:^|,)type=([^,]*)/.exec(spec)?.[1] ?? spec.split(',')[0];
-      if (type !== 'image' && type !== 'registry') {
-        throw new KilnError('INVALID_OUTPUT', `The output "${spec}" would be written on the server`, {
+    const exporters = (o.outputs ?? []).map((value) => {
+      const spec = parseOutputSpec(value);
+      if (spec.type !== 'image' && spec.type !== 'registry') {
+        throw new KilnError('INVALID_OUTPUT', `The output "${value}" would be written on the server`, {
           exitCode: 2,
           hint: 'Against a build service only type=image and type=registry outputs work; pull or save the image afterwards',
         });
       }
-      return parseOutput(spec, { insecureRegistries });
+      return exporterFor(spec, { insecureRegistries });
     });
     if (o.push) exporters.push(new ImageExporter({ push: true, tag: false, insecureRegistries }));
-    const strings = (v: unknown, what: string): string[] => {
-      if (v === undefined) return [];
-      if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new KilnError('INVALID_REQUEST', `The build's "${what}" must be a list of strings`);
-      return v as string[];
-    };
-    const cacheTo = strings(o.cacheTo, 'cacheTo').map((spec) => {
+    for (const t of o.tags ?? []) parseReference(t);
+    if (o.dockerfileText !== undefined && Buffer.byteLength(o.dockerfileText) > this.limits.maxDockerfileBytes) throw dockerfileTooLarge(this.limits);
+    const cacheTo = (o.cacheTo ?? []).map((spec) => {
       const c = parseCacheTo(spec);
       if (c.type === 'local') throw clientPath('--cache-to', spec);
       return c;
     });
-    const cacheFrom = strings(o.cacheFrom, 'cacheFrom').map((spec) => {
+    const cacheFrom = (o.cacheFrom ?? []).map((spec) => {
       const c = parseCacheFrom(spec);
       if (c.type === 'local') throw clientPath('--cache-from', spec);
       return c;
     });
     const flags = o.runFlags ?? {};
     const { runDefaults } = parseExtraBuildFlags(
-      { network: typeof flags.network === 'string' ? flags.network : undefined, 'add-host': strings(flags.addHost, 'runFlags.addHost'), ulimit: strings(flags.ulimit, 'runFlags.ulimit'), 'shm-size': typeof flags.shmSize === 'string' ? flags.shmSize : undefined },
+      { network: flags.network, 'add-host': flags.addHost ?? [], ulimit: flags.ulimit ?? [], 'shm-size': flags.shmSize },
       BUILD_SPEC,
     );
-    const allow = strings(o.allow, 'allow').map(parseEntitlement);
+    const allow = (o.allow ?? []).map(parseEntitlement);
     for (const a of allow) this.requireEntitlement(a);
     // Asking for the host's network for every step is asking for the entitlement.
     if (runDefaults.network === 'host' && !allow.includes('network.host')) {
@@ -314,16 +419,9 @@ export class BuildServer {
       allow.push('network.host');
     }
     const secrets = new Map<string, Buffer>();
-    for (const sec of (o.secrets ?? []) as unknown[]) {
-      const { id, value } = (sec ?? {}) as { id?: unknown; value?: unknown };
-      if (typeof id !== 'string' || typeof value !== 'string') throw new KilnError('INVALID_REQUEST', 'A build\'s "secrets" must be a list of {"id", "value"}');
-      secrets.set(id, Buffer.from(value, 'base64'));
-    }
+    for (const { id, value } of o.secrets ?? []) secrets.set(id, Buffer.from(value, 'base64'));
     const session: Session = { secret: async (id) => secrets.get(id), ssh: () => undefined, allow: new Set(allow) };
     return {
-      contextDir: dir,
-      dockerfile,
-      dockerfileText: o.dockerfileText,
       buildArgs: o.buildArgs,
       tags: o.tags,
       target: o.target,
@@ -333,13 +431,44 @@ export class BuildServer {
       insecureRegistries,
       labels: o.labels,
       pull: o.pull,
-      scope: b.scope,
       cacheTo,
       cacheFrom,
       runDefaults,
       session,
       hostSources: false,
     };
+  }
+
+  /**
+   * The Dockerfile and ignore file of an uploaded context, read only inside it: the client names
+   * the Dockerfile's path, and the context may hold links (`d -> .`) that a plain join would
+   * follow out of it to the server's own files.
+   */
+  private readDefinition(dir: string, o: WireBuildOptions): { dockerfileText: string; dockerfileName: string; ignorePatterns: string[] } {
+    const ignoreFile = (path: string) => readFileInRoot(dir, path, { what: `the ignore file "${path}"`, maxBytes: this.limits.maxDockerfileBytes });
+    const rootIgnore = () => {
+      const text = ignoreFile('.dockerignore');
+      return text === undefined ? [] : parseIgnoreFile(text.toString('utf8'), { file: '.dockerignore' });
+    };
+    if (o.dockerfileText !== undefined) return { dockerfileText: o.dockerfileText, dockerfileName: 'Dockerfile', ignorePatterns: rootIgnore() };
+    const path = o.dockerfile || 'Dockerfile';
+    let text: Buffer | undefined;
+    try {
+      text = readFileInRoot(dir, path, { what: `the Dockerfile "${path}" ("dockerfile")`, maxBytes: this.limits.maxDockerfileBytes });
+    } catch (err) {
+      if (err instanceof KilnError && err.code === 'FILE_TOO_LARGE') throw dockerfileTooLarge(this.limits);
+      throw err;
+    }
+    if (text === undefined) {
+      throw new KilnError('DOCKERFILE_MISSING', `The context holds no Dockerfile at "${path}" ("dockerfile")`, {
+        hint: 'Name it with -f; a Dockerfile outside the context is sent along with the build',
+      });
+    }
+    // As a local build: the ignore file beside the Dockerfile wins over the context's own.
+    const beside = `${path}.dockerignore`;
+    const besideText = ignoreFile(beside);
+    const ignorePatterns = besideText === undefined ? rootIgnore() : parseIgnoreFile(besideText.toString('utf8'), { file: posix.basename(beside) });
+    return { dockerfileText: text.toString('utf8'), dockerfileName: posix.basename(path), ignorePatterns };
   }
 
   /**
@@ -415,23 +544,26 @@ export function drainRequest(req: IncomingMessage, maxBytes: number, maxMs: numb
     let seen = 0;
     const done = () => {
       clearTimeout(timer);
-      req.off('data', onData);
+      req.off('readable', onReadable);
       req.off('end', done);
       req.off('close', done);
       req.off('error', done);
-      req.pause();
       resolve();
     };
-    const onData = (chunk: Buffer) => {
-      seen += chunk.length;
-      if (seen > maxBytes) done();
+    // Read, not resumed: a body begun with an async iterator (splitFirstLine) keeps that
+    // iterator's 'readable' listener, and while one is attached resume() does nothing.
+    const onReadable = () => {
+      for (let chunk = req.read() as Buffer | null; chunk !== null; chunk = req.read() as Buffer | null) {
+        seen += chunk.length;
+        if (seen > maxBytes) return done();
+      }
     };
     const timer = setTimeout(done, maxMs);
-    req.on('data', onData);
+    req.on('readable', onReadable);
     req.once('end', done);
     req.once('close', done);
     req.once('error', done);
-    req.resume();
+    onReadable();
   });
 }
 
@@ -441,5 +573,42 @@ function removeSocket(path: string): void {
   } catch (err) {
     // Already gone (removed by hand, or the directory with it): nothing left to clean.
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+type BodyKind = 'whole' | 'upload' | 'stream';
+
+/**
+ * How a route reads its body: whole (JSON, small), as an upload (a context or an archive, as
+ * long as it takes), or as a stream that lasts as long as the answer (`run`'s standard input).
+ */
+function bodyKind(method: string, path: string, kiln: boolean): BodyKind {
+  if (method !== 'POST') return 'whole';
+  if (kiln && path === '/run') return 'stream';
+  if (path === '/build' || path === '/load' || path === '/import' || (!kiln && path === '/images/load')) return 'upload';
+  return 'whole';
+}
+
+/** Requests in progress per client, up to a limit. */
+export class ClientCounts {
+  private readonly counts = new Map<string, number>();
+
+  /** Counts one more for `client`, or refuses with 429; the function returned counts it off, once. */
+  acquire(client: string, max: number): () => void {
+    const n = this.counts.get(client) ?? 0;
+    if (n >= max) {
+      throw new KilnError('TOO_MANY_UPLOADS', `The client already has ${n} uploads in progress, the server's limit`, {
+        hint: 'Wait for them to finish, or start the server with a larger --max-uploads-per-client',
+      });
+    }
+    this.counts.set(client, n + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.counts.get(client) ?? 1) - 1;
+      if (left === 0) this.counts.delete(client);
+      else this.counts.set(client, left);
+    };
   }
 }

@@ -28,14 +28,34 @@ function invalid(value: string, why: string): KilnError {
   return new KilnError('INVALID_OUTPUT', `Invalid --output "${value}": ${why}`, { exitCode: 2 });
 }
 
-const TYPES = ['image', 'registry', 'oci', 'docker', 'tar', 'local'];
+const TYPES = ['image', 'registry', 'oci', 'docker', 'tar', 'local'] as const;
+export type OutputType = (typeof TYPES)[number];
 
 export interface OutputContext {
   insecureRegistries?: readonly string[];
 }
 
-/** BuildKit's `-o` syntax: `type=oci,dest=F,compression=zstd`; a bare path means type=local, `-` type=tar. */
-export function parseOutput(value: string, context: OutputContext = {}): Exporter {
+/** One `-o` value, parsed once: what is exported where. */
+export interface OutputSpec {
+  type: OutputType;
+  /** A path (`-`: standard output) as given; only file and directory outputs use it. */
+  dest?: string;
+  names: string[];
+  /** type=image,push=true. */
+  push: boolean;
+  /** type=oci,tar=false writes a directory. */
+  tar: boolean;
+  convert: ConvertOptions;
+  /** The KEY=VALUE fields as given, to pass the spec on without its dest. */
+  fields: ReadonlyMap<string, string>;
+}
+
+/**
+ * BuildKit's `-o` syntax: `type=oci,dest=F,compression=zstd`; a bare path means type=local, `-`
+ * type=tar. A value is one output: a second `type=` (or any key given twice) is an error, not
+ * a second output, so that what is checked is what runs.
+ */
+export function parseOutputSpec(value: string): OutputSpec {
   const fields = new Map<string, string>();
   if (value === '-') {
     fields.set('type', 'tar').set('dest', '-');
@@ -45,11 +65,15 @@ export function parseOutput(value: string, context: OutputContext = {}): Exporte
     for (const part of splitFields(value)) {
       const eq = part.indexOf('=');
       if (eq < 0) throw invalid(value, `"${part}" is not KEY=VALUE`);
-      fields.set(part.slice(0, eq).trim(), part.slice(eq + 1).trim());
+      const key = part.slice(0, eq).trim();
+      if (fields.has(key)) {
+        throw invalid(value, key === 'type' ? 'it names more than one type= (give each output an -o of its own)' : `it gives "${key}" more than once`);
+      }
+      fields.set(key, part.slice(eq + 1).trim());
     }
   }
   const type = fields.get('type');
-  if (!type || !TYPES.includes(type)) throw invalid(value, `type must be one of ${TYPES.join(', ')}${type ? `, not "${type}"` : ''}`);
+  if (!type || !(TYPES as readonly string[]).includes(type)) throw invalid(value, `type must be one of ${TYPES.join(', ')}${type ? `, not "${type}"` : ''}`);
   const bool = (key: string, dflt: boolean): boolean => {
     const v = fields.get(key);
     if (v === undefined || v === '') return v === '' ? true : dflt;
@@ -80,10 +104,23 @@ export function parseOutput(value: string, context: OutputContext = {}): Exporte
       throw invalid(value, (err as Error).message);
     }
   }
-  const dest = fields.get('dest');
+  return { type: type as OutputType, dest: fields.get('dest'), names, push: bool('push', false), tar: bool('tar', true), convert, fields };
+}
+
+/** The spec as a `-o` value without its dest, for the side that chooses the dest itself. */
+export function formatOutputSpec(spec: OutputSpec): string {
+  return [...spec.fields]
+    .filter(([key]) => key !== 'dest')
+    .map(([key, v]) => (/[",]/.test(v) ? `${key}="${v.replace(/"/g, '')}"` : `${key}=${v}`))
+    .join(',');
+}
+
+/** The exporter of a parsed output; file and directory outputs need their dest here. */
+export function exporterFor(spec: OutputSpec, context: OutputContext = {}): Exporter {
+  const { type, names, convert } = spec;
   const needDest = () => {
-    if (!dest) throw invalid(value, `type=${type} needs dest=`);
-    return dest === '-' ? '-' : resolve(dest);
+    if (!spec.dest) throw new KilnError('INVALID_OUTPUT', `Invalid --output "${formatOutputSpec(spec)}": type=${type} needs dest=`, { exitCode: 2 });
+    return spec.dest === '-' ? '-' : resolve(spec.dest);
   };
   switch (type) {
     case 'local': {
@@ -96,7 +133,7 @@ export function parseOutput(value: string, context: OutputContext = {}): Exporte
     }
     case 'oci': {
       const file = needDest();
-      const tar = bool('tar', true);
+      const tar = spec.tar;
       return lazy(async () => new (await import('./oci.js')).OciExporter(file, { names, tar, convert }));
     }
     case 'docker': {
@@ -104,10 +141,14 @@ export function parseOutput(value: string, context: OutputContext = {}): Exporte
       return lazy(async () => new (await import('./docker.js')).DockerExporter(file, { names, convert }));
     }
     case 'image':
-      return new ImageExporter({ names, push: bool('push', false), tag: true, convert, insecureRegistries: context.insecureRegistries });
-    default:
+      return new ImageExporter({ names, push: spec.push, tag: true, convert, insecureRegistries: context.insecureRegistries });
+    case 'registry':
       return new ImageExporter({ names, push: true, tag: false, convert, insecureRegistries: context.insecureRegistries });
   }
+}
+
+export function parseOutput(value: string, context: OutputContext = {}): Exporter {
+  return exporterFor(parseOutputSpec(value), context);
 }
 
 /** Splits on commas, except inside double quotes (`name="a,b"`), as BuildKit's CSV reading does. */

@@ -12,6 +12,11 @@ const MAX_LINKS = 255;
  * calls, one or two per component: see the note in cache/fsutil.ts.)
  */
 export async function secureJoin(root: string, path: string): Promise<string> {
+  return secureJoinSync(root, path);
+}
+
+/** secureJoin for callers that cannot wait: the same resolution, the same calls. */
+export function secureJoinSync(root: string, path: string): string {
   const pending = splitPath(path);
   const resolved: string[] = [];
   let links = 0;

@@ -11,12 +11,15 @@ export interface Reference {
 
 const NAME_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[\w][\w.-]{0,127}$/;
+/** The longest repository name docker accepts (distribution's NameTotalLengthMax). */
+const NAME_MAX = 255;
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
 /** Parses and normalises an image reference as Docker does (`busybox` → `docker.io/library/busybox:latest`). */
 export function parseReference(input: string): Reference {
-  const bad = (why: string) =>
-    new KilnError('INVALID_REFERENCE', `Invalid reference "${input}": ${why}`, { exitCode: 2 });
+  // A name of 100,000 characters is not quoted back whole.
+  const shown = input.length > 300 ? `${input.slice(0, 80)}…` : input;
+  const bad = (why: string) => new KilnError('INVALID_REFERENCE', `Invalid reference "${shown}": ${why}`, { exitCode: 2 });
   if (input === '') throw bad('it is empty');
   let rest = input;
   let digest: string | undefined;
@@ -33,6 +36,8 @@ export function parseReference(input: string): Reference {
     rest = rest.slice(0, lastColon);
     if (!TAG.test(tag)) throw bad(`"${tag}" is not a valid tag`);
   }
+  // As docker's reference parser: the name as written, registry included, before normalising.
+  if (rest.length > NAME_MAX) throw bad(`the repository name is longer than ${NAME_MAX} characters`);
   let domain = 'docker.io';
   const slash = rest.indexOf('/');
   if (slash >= 0) {

@@ -26,4 +26,18 @@ describe('image references', () => {
       expect((err as Error).message).toContain('Invalid reference');
     }
   });
+
+  it('takes a name of 255 characters and refuses 256, as docker does, without quoting a huge one whole', () => {
+    const name = (n: number) => `localhost:5000/${'a'.repeat(n - 'localhost:5000/'.length)}`;
+    expect(normalizeName(`${name(255)}:1`)).toBe(`${name(255)}:1`);
+    expect(() => parseReference(name(256))).toThrow(/the repository name is longer than 255 characters/);
+    let message = '';
+    try {
+      parseReference('a'.repeat(100_000));
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toMatch(/longer than 255 characters/);
+    expect(message.length).toBeLessThan(300);
+  });
 });

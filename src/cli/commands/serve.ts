@@ -2,7 +2,7 @@ import { parseEntitlement } from '../../build/session.js';
 import { KilnError } from '../../../cache/errors.js';
 import { DEFAULT_ADDRESS, parseAddress } from '../../daemon/address.js';
 import { TokenAuth } from '../../daemon/auth.js';
-import { BuildServer } from '../../daemon/server.js';
+import { BuildServer, DEFAULT_LIMITS } from '../../daemon/server.js';
 import { Engine } from '../../engine.js';
 import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { usageError, type CommandSpec } from '../args.js';
@@ -27,6 +27,10 @@ const spec: CommandSpec = {
     { name: 'token-file', type: 'string', placeholder: 'FILE', description: 'Require a bearer token from FILE (one a line)' },
     { name: 'max-concurrent-builds', type: 'string', placeholder: 'N', description: 'Run at most N builds at once; the rest queue (default 4)' },
     { name: 'max-context-size', type: 'string', placeholder: 'BYTES', description: 'Largest context upload accepted (default 2GiB)' },
+    { name: 'max-json-size', type: 'string', placeholder: 'BYTES', description: 'Largest JSON request body or build options line accepted (default 4MiB)' },
+    { name: 'max-uploads-per-client', type: 'string', placeholder: 'N', description: 'Uploads (contexts, archives) one client may send at once, by token or address; more get 429 (default 8)' },
+    { name: 'headers-timeout', type: 'string', placeholder: 'SECONDS', description: 'Time for a request\'s headers to arrive (default 30)' },
+    { name: 'request-timeout', type: 'string', placeholder: 'SECONDS', description: 'Time for a JSON request body to arrive, and longest pause within an upload (default 60)' },
     { name: 'allow-entitlement', type: 'list', placeholder: 'NAME', description: 'Let clients ask for this entitlement with build --allow: security.insecure or network.host (repeatable; none by default)' },
     { name: 'allow-host-port', type: 'list', placeholder: 'PORT', description: `Let RUN steps reach this TCP/UDP port of the host, at ${GATEWAY} (repeatable; none by default)` },
     { name: 'shutdown-grace', type: 'string', placeholder: 'SECONDS', description: 'On SIGTERM, let running builds finish this long before cancelling them (default 30)' },
@@ -89,6 +93,13 @@ export const serveCommand: Command = {
     const maxConcurrentBuilds = positiveInt(options['max-concurrent-builds'], 'max-concurrent-builds', 4);
     const maxContextBytes = positiveInt(options['max-context-size'], 'max-context-size', 2 * 1024 ** 3);
     const graceMs = positiveInt(options['shutdown-grace'], 'shutdown-grace', 30) * 1000;
+    const limits = {
+      maxContextBytes,
+      maxJsonBytes: positiveInt(options['max-json-size'], 'max-json-size', DEFAULT_LIMITS.maxJsonBytes),
+      maxUploadsPerClient: positiveInt(options['max-uploads-per-client'], 'max-uploads-per-client', DEFAULT_LIMITS.maxUploadsPerClient),
+      headersTimeoutMs: positiveInt(options['headers-timeout'], 'headers-timeout', DEFAULT_LIMITS.headersTimeoutMs / 1000) * 1000,
+      requestTimeoutMs: positiveInt(options['request-timeout'], 'request-timeout', DEFAULT_LIMITS.requestTimeoutMs / 1000) * 1000,
+    };
     const entitlements = ((options['allow-entitlement'] as string[] | undefined) ?? []).map((e) => {
       try {
         return parseEntitlement(e);
@@ -101,11 +112,11 @@ export const serveCommand: Command = {
       if (!/^[0-9]+$/.test(p) || Number(p) < 1 || Number(p) > 65535) throw usageError(`Invalid --allow-host-port "${p}": expected a port number from 1 to 65535`, spec);
       return Number(p);
     });
-    const limits = stepLimits(options);
+    const steps = stepLimits(options);
     const auth = options['token-file'] === undefined ? undefined : await TokenAuth.fromFile(options['token-file'] as string);
     io.signal.throwIfAborted();
     // A server opens its host ports to RUN steps and keeps namespaces ready.
-    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true, stepLimits: limits });
+    const engine = await Engine.open({ network: { allowHostPorts, poolSize: 2 }, service: true, stepLimits: steps });
     let server: BuildServer;
     try {
       // A server that cannot keep steps off the host's network does not start; and the first
@@ -118,7 +129,7 @@ export const serveCommand: Command = {
         insecure: options.insecure === true,
         auth,
         maxConcurrentBuilds,
-        limits: { maxContextBytes },
+        limits,
         entitlements,
         log: (line) => io.stderr(`${line}\n`),
       });
@@ -126,14 +137,39 @@ export const serveCommand: Command = {
       await engine.close();
       throw err;
     }
-    io.stderr(`Limits of each RUN step: ${describeLimits(limits)}\n`);
-    await new Promise<void>((resolve) => {
-      if (io.signal.aborted) resolve();
-      else io.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
-    io.stderr('Shutting down: no new connections\n');
-    await server.shutdown(graceMs);
+    io.stderr(`Limits of each RUN step: ${describeLimits(steps)}\n`);
+    const backstop = processBackstop(server);
+    try {
+      await new Promise<void>((resolve) => {
+        if (io.signal.aborted) resolve();
+        else io.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      io.stderr('Shutting down: no new connections\n');
+      await server.shutdown(graceMs);
+    } finally {
+      backstop();
+    }
     io.stderr('Stopped\n');
     return 0;
   },
 };
+
+/**
+ * What escapes every handler of one request (a stream's 'error' with no listener, a promise
+ * nobody awaited) is logged with its stack under an id, and the server goes on: ending the
+ * process would end every other client's build, which is what a hostile client would want.
+ * An uncaught exception is kept alive too, against Node's advice, because the server's state
+ * is built to survive a failure at any point (the store writes to tmp/ and renames; a build's
+ * resources are released by its own finally blocks), and a restart would cost more than it
+ * protects. Returns the function that removes the handlers.
+ */
+function processBackstop(server: BuildServer): () => void {
+  const onRejection = (reason: unknown) => server.logError('unhandled rejection', reason);
+  const onException = (err: Error, origin: string) => server.logError(origin === 'unhandledRejection' ? 'unhandled rejection' : 'uncaught exception', err);
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  return () => {
+    process.off('unhandledRejection', onRejection);
+    process.off('uncaughtException', onException);
+  };
+}
