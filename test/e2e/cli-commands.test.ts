@@ -144,7 +144,7 @@ describe('the kiln command line', () => {
         expect(r.stderr).toContain(message);
         expect(r.stderr).not.toMatch(STACK);
       }
-      const ok = await kiln(root, ['build', '-q', '--platform', 'linux/amd64', '--shm-size', '64m', '--network', 'host', ctx]);
+      const ok = await kiln(root, ['build', '-q', '--platform', 'linux/amd64', '--shm-size', '64m', '--network', 'default', ctx]);
       expect(ok.code).toBe(0);
     });
 
