@@ -1,0 +1,104 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { type Served, startServe } from './serve-helpers.js';
+
+const noStack = (s: string) => expect(s).not.toMatch(/^\s+at .*\.js:\d+/m);
+
+/**
+ * Sources a hostile client hands a shared `kiln serve`: a COPY glob that a backtracking matcher
+ * takes hours over, and broken archives for ADD. Each gets a clear error while another client's
+ * build runs to its end on the same server, and the server keeps serving afterwards.
+ */
+describe('kiln serve: hostile sources', () => {
+  let store: { root: string; cleanup: () => Promise<void> };
+  let work: ReturnType<typeof tempDir>;
+  let served: Served;
+  let n = 0;
+
+  const remote = (args: string[]) => kiln(join(work.path, 'no-store'), ['--host', `unix://${served.socket}`, ...args], { env: { XDG_CACHE_HOME: join(work.path, 'cache') } });
+
+  /** A context directory holding `files` (name to content). */
+  function context(files: Record<string, string | Buffer>): string {
+    const dir = join(work.path, `ctx-${++n}`);
+    mkdirSync(dir);
+    for (const [name, body] of Object.entries(files)) writeFileSync(join(dir, name), body);
+    return dir;
+  }
+
+  /** A second client's build that runs for a while: it must finish while the hostile one is handled. */
+  function bystander(): Promise<Awaited<ReturnType<typeof kiln>>> {
+    const id = ++n;
+    // A command of its own each time, so that the step runs rather than comes from the cache.
+    const ctx = context({ Dockerfile: `FROM test/base:1\nRUN sleep 2 && echo bystander-${id} > /done\n` });
+    return remote(['build', '--progress', 'plain', '-t', `hostile/bystander:${id}`, ctx]);
+  }
+
+  async function expectServing(): Promise<void> {
+    const r = await remote(['images']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('test/base');
+  }
+
+  beforeAll(async () => {
+    store = await storeWithBase();
+    work = tempDir('kiln-serve-hostile-');
+    served = await startServe(store.root, join(work.path, 'kiln.sock'));
+  });
+
+  afterAll(async () => {
+    await served?.stop();
+    await store?.cleanup();
+    await work?.cleanup();
+  });
+
+  it('answers a COPY glob with many stars at once while another build finishes', async () => {
+    const pattern = `${'a*'.repeat(14)}b`;
+    const ctx = context({ Dockerfile: `FROM test/base:1\nCOPY ${pattern} /x\n`, ['a'.repeat(40)]: 'data\n' });
+    const other = bystander();
+    const hostile = await remote(['build', '--progress', 'plain', ctx]);
+    expect(hostile.code).not.toBe(0);
+    expect(hostile.stderr).toContain(`Source "${pattern}" not found in the build context`);
+    noStack(hostile.stderr);
+    // The event loop was free: the server answers while the other build is still going.
+    await expectServing();
+    const done = await other;
+    expect(done.code, done.stderr).toBe(0);
+    expect(done.stderr).toMatch(/Built sha256:[0-9a-f]{64} as hostile\/bystander:\d+/);
+  });
+
+  it('names a malformed COPY glob in its error', async () => {
+    const ctx = context({ Dockerfile: 'FROM test/base:1\nCOPY src/[a- /x\n' });
+    const r = await remote(['build', '--progress', 'plain', ctx]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain('Invalid pattern "src/[a-": a character class is not closed');
+    noStack(r.stderr);
+  });
+
+  it('answers docker images --filter reference= with many stars at once, and refuses a malformed one with 400', async () => {
+    const name = 'a'.repeat(40);
+    const tag = await kiln(store.root, ['tag', 'test/base:1', `${name}:1`]);
+    expect(tag.code, tag.stderr).toBe(0);
+    const images = (filter: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const path = `/v1.43/images/json?filters=${encodeURIComponent(JSON.stringify({ reference: { [filter]: true } }))}`;
+        const req = http.request({ socketPath: served.socket, path }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const none = await images(`${'a*'.repeat(14)}b`);
+    expect(none.status).toBe(200);
+    expect(JSON.parse(none.body)).toEqual([]);
+    const some = await images(`${'a*'.repeat(14)}a`);
+    expect(JSON.parse(some.body).map((r: { RepoTags: string[] }) => r.RepoTags)).toEqual([[`${name}:1`]]);
+    const bad = await images('a[');
+    expect(bad.status).toBe(400);
+    expect(JSON.parse(bad.body).message).toContain('Invalid pattern "a[": a character class is not closed');
+  });
+});
