@@ -81,8 +81,9 @@ export async function detectArchive(path: string, signal?: AbortSignal): Promise
       if (size >= 512) break;
     }
   } catch (err) {
-    // A file that only looks compressed is copied as it is, as Docker does.
-    if (err instanceof KilnError || (err as NodeJS.ErrnoException).code === 'Z_DATA_ERROR') return undefined;
+    // A file that only looks compressed (garbage, or cut short before a tar header came out of
+    // it) is copied as it is, as Docker does.
+    if (err instanceof KilnError || isZlibError(err)) return undefined;
     throw err;
   } finally {
     stream.destroy();
@@ -110,7 +111,14 @@ export async function extractArchive(path: string, compression: Compression, roo
       await mkdir(host, { mode: 0o755, recursive: true });
     }
   };
+  let current: string | undefined;
   extract.on('entry', (header, stream, next) => {
+    current = header.size ? header.name : undefined;
+    // A tar cut inside this entry fails the entry's stream and the extractor with the same error,
+    // possibly while the handler below is still making directories and has not read the stream
+    // yet; the pipeline below reports it from the extractor. Unheard here, it ended the process.
+    stream.on('error', () => {});
+    stream.once('end', () => (current = undefined));
     const handle = async () => {
       // tar-stream has no type for GNU's 'S' (sparse): it says null. Its holes would have to be
       // written out byte by byte; refused, like every PAX sparse format, before anything is written.
@@ -177,8 +185,26 @@ export async function extractArchive(path: string, compression: Compression, roo
     await pipeline(decompressed(path, compression, o.signal), limitUnpacked(maxUnpackedSize(), `Archive "${posix.basename(path)}"`), extract);
   } catch (err) {
     if (err instanceof KilnError) throw err;
-    throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${(err as Error).message}`, { cause: err });
+    throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${unpackProblem(err, current)}`, {
+      hint: 'The archive is damaged or cut short: make or download it again',
+      cause: err,
+    });
   }
   // Directory times last: writing their entries changed them.
   for (const d of dirs.reverse()) await utimes(d.host, d.mtime, d.mtime);
+}
+
+function isZlibError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('Z_');
+}
+
+/** What went wrong reading an archive, in words: tar-stream's and zlib's messages say little. */
+function unpackProblem(err: unknown, entry: string | undefined): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'Z_BUF_ERROR') return 'its gzip data is cut short';
+  if (isZlibError(err)) return `its gzip data is corrupt (${(err as Error).message})`;
+  const message = (err as Error).message;
+  if (message === 'Unexpected end of data') return entry === undefined ? 'it is cut short' : `it is cut short in entry "${entry}"`;
+  return message;
 }

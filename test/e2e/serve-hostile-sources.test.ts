@@ -1,8 +1,11 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { packTar } from '../helpers/tar.js';
 import { type Served, startServe } from './serve-helpers.js';
 
 const noStack = (s: string) => expect(s).not.toMatch(/^\s+at .*\.js:\d+/m);
@@ -34,6 +37,13 @@ describe('kiln serve: hostile sources', () => {
     // A command of its own each time, so that the step runs rather than comes from the cache.
     const ctx = context({ Dockerfile: `FROM test/base:1\nRUN sleep 2 && echo bystander-${id} > /done\n` });
     return remote(['build', '--progress', 'plain', '-t', `hostile/bystander:${id}`, ctx]);
+  }
+
+  const storeTmp = () => (existsSync(join(store.root, 'tmp')) ? readdirSync(join(store.root, 'tmp')) : []);
+
+  /** Builds `ADD <name> /x/` from a context holding the archive; returns the client's result. */
+  function addArchive(name: string, archive: Buffer) {
+    return remote(['build', '--progress', 'plain', context({ Dockerfile: `FROM test/base:1\nADD ${name} /x/\n`, [name]: archive })]);
   }
 
   async function expectServing(): Promise<void> {
@@ -100,5 +110,35 @@ describe('kiln serve: hostile sources', () => {
     const bad = await images('a[');
     expect(bad.status).toBe(400);
     expect(JSON.parse(bad.body).message).toContain('Invalid pattern "a[": a character class is not closed');
+  });
+
+  it('fails an ADD of a tar cut inside a file with a clear error while another build finishes', async () => {
+    const whole = await packTar([[{ name: 'small' }, 'small\n'], [{ name: 'deep/er/big' }, randomBytes(300_000)], [{ name: 'after' }, 'after\n']]);
+    const other = bystander();
+    const cut = await addArchive('cut.tar', whole.subarray(0, 512 + 512 + 512 + 150_000));
+    expect(cut.code).not.toBe(0);
+    expect(cut.stderr).toContain('Cannot unpack "cut.tar": it is cut short in entry "deep/er/big"');
+    noStack(cut.stderr);
+    const done = await other;
+    expect(done.code, done.stderr).toBe(0);
+    await expectServing();
+    expect(storeTmp()).toEqual([]);
+  });
+
+  it('fails an ADD of a cut gzip tar, and of garbage behind a tar header, and goes on serving', async () => {
+    const whole = await packTar([[{ name: 'big' }, randomBytes(300_000)]]);
+    const gz = gzipSync(whole);
+    const cutGz = await addArchive('cut.tar.gz', gz.subarray(0, Math.floor(gz.length / 2)));
+    expect(cutGz.code).not.toBe(0);
+    expect(cutGz.stderr).toContain('Cannot unpack "cut.tar.gz": its gzip data is cut short');
+    noStack(cutGz.stderr);
+    const garbage = await addArchive('garbage.tar', Buffer.concat([whole.subarray(0, 512), Buffer.alloc(300_000, 0x41), randomBytes(4096)]));
+    expect(garbage.code).not.toBe(0);
+    expect(garbage.stderr).toContain('Cannot unpack "garbage.tar": ');
+    noStack(garbage.stderr);
+    const ok = await bystander();
+    expect(ok.code, ok.stderr).toBe(0);
+    await expectServing();
+    expect(storeTmp()).toEqual([]);
   });
 });
