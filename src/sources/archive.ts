@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
 import { posix } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,6 +10,7 @@ import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { limitUnpacked, maxUnpackedSize } from '../../cache/tarreader.js';
 import { secureJoin } from '../fsutil/securejoin.js';
+import { writeTarEntry } from '../fsutil/tar-entry.js';
 
 type Compression = 'none' | 'gzip' | 'bzip2' | 'xz';
 
@@ -112,6 +112,7 @@ export async function extractArchive(path: string, compression: Compression, roo
     }
   };
   let current: string | undefined;
+  let inflight: Promise<void> | undefined;
   extract.on('entry', (header, stream, next) => {
     current = header.size ? header.name : undefined;
     // A tar cut inside this entry fails the entry's stream and the extractor with the same error,
@@ -161,7 +162,7 @@ export async function extractArchive(path: string, compression: Compression, roo
       });
       if (header.type === 'file' || header.type === 'contiguous-file') {
         // Exclusive: what was there is gone, and a link appearing in its place is not followed.
-        await pipeline(stream, createWriteStream(host, { mode, flags: 'wx' }));
+        await writeTarEntry(stream, host, { mode, flags: 'wx' });
         await lchown(host, uid, gid);
         await chmod(host, mode);
         await utimes(host, mtime, mtime);
@@ -179,11 +180,17 @@ export async function extractArchive(path: string, compression: Compression, roo
         throw new KilnError('ARCHIVE_UNSUPPORTED', `Cannot unpack "${header.name}" of "${posix.basename(path)}": ${header.type} entries are not supported`);
       }
     };
-    handle().then(() => next(), (err: unknown) => next(err as Error));
+    inflight = handle().then(
+      () => next(),
+      (err: unknown) => next(err as Error),
+    );
   });
   try {
     await pipeline(decompressed(path, compression, o.signal), limitUnpacked(maxUnpackedSize(), `Archive "${posix.basename(path)}"`), extract);
   } catch (err) {
+    // The entry being written when the archive failed finishes (or fails) first, so that nothing
+    // is written into the destination after the caller has been told it failed.
+    await inflight;
     if (err instanceof KilnError) throw err;
     throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${unpackProblem(err, current)}`, {
       hint: 'The archive is damaged or cut short: make or download it again',

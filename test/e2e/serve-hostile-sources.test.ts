@@ -8,7 +8,25 @@ import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { packTar } from '../helpers/tar.js';
 import { type Served, startServe } from './serve-helpers.js';
 
-const noStack = (s: string) => expect(s).not.toMatch(/^\s+at .*\.js:\d+/m);
+const noStack = (s: string) => expect(s).not.toMatch(/^\s+at .*\.c?js:\d+/m);
+
+/** A ustar header for one regular file that declares `size` bytes, whatever follows it. */
+function tarHeader(name: string, size: number): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 'utf8');
+  h.write('0000644\0', 100);
+  h.write('0000000\0', 108);
+  h.write('0000000\0', 116);
+  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  h.write('00000000000\0', 136);
+  h.write('        ', 148);
+  h.write('0', 156);
+  h.write('ustar\x0000', 257);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return h;
+}
 
 /**
  * Sources a hostile client hands a shared `kiln serve`: a COPY glob that a backtracking matcher
@@ -38,6 +56,20 @@ describe('kiln serve: hostile sources', () => {
     const ctx = context({ Dockerfile: `FROM test/base:1\nRUN sleep 2 && echo bystander-${id} > /done\n` });
     return remote(['build', '--progress', 'plain', '-t', `hostile/bystander:${id}`, ctx]);
   }
+
+  /** One request to the server's HTTP API: its status and body. */
+  function request(method: string, path: string, body?: Buffer): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const req = http.request({ socketPath: served.socket, method, path }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+  const post = (path: string, body: Buffer) => request('POST', path, body);
 
   const storeTmp = () => (existsSync(join(store.root, 'tmp')) ? readdirSync(join(store.root, 'tmp')) : []);
 
@@ -91,17 +123,7 @@ describe('kiln serve: hostile sources', () => {
     const name = 'a'.repeat(40);
     const tag = await kiln(store.root, ['tag', 'test/base:1', `${name}:1`]);
     expect(tag.code, tag.stderr).toBe(0);
-    const images = (filter: string) =>
-      new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const path = `/v1.43/images/json?filters=${encodeURIComponent(JSON.stringify({ reference: { [filter]: true } }))}`;
-        const req = http.request({ socketPath: served.socket, path }, (res) => {
-          let body = '';
-          res.on('data', (c: Buffer) => (body += c.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        });
-        req.on('error', reject);
-        req.end();
-      });
+    const images = (filter: string) => request('GET', `/v1.43/images/json?filters=${encodeURIComponent(JSON.stringify({ reference: { [filter]: true } }))}`);
     const none = await images(`${'a*'.repeat(14)}b`);
     expect(none.status).toBe(200);
     expect(JSON.parse(none.body)).toEqual([]);
@@ -140,5 +162,23 @@ describe('kiln serve: hostile sources', () => {
     expect(ok.code, ok.stderr).toBe(0);
     await expectServing();
     expect(storeTmp()).toEqual([]);
+  });
+
+  it('fails an ADD of a tar entry declaring 2 GiB with 3 bytes behind it, and a docker load of one, leaving nothing in tmp/', async () => {
+    const huge = Buffer.concat([tarHeader('big', 2 * 1024 ** 3), Buffer.from('abc')]);
+    const add = await addArchive('huge.tar', huge);
+    expect(add.code).not.toBe(0);
+    expect(add.stderr).toContain('Cannot unpack "huge.tar": it is cut short in entry "big"');
+    noStack(add.stderr);
+    const nested = Buffer.concat([tarHeader('blobs/sha256/aa', 2 * 1024 ** 3), Buffer.from('abc')]);
+    for (const body of [huge, nested]) {
+      const load = await post('/v1.43/images/load', body);
+      expect(load.status).toBe(400);
+      expect(JSON.parse(load.body).message).toBe('Cannot read the archive: it is cut short');
+    }
+    await expectServing();
+    expect(storeTmp()).toEqual([]);
+    const verify = await remote(['store', 'verify']);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
 });
