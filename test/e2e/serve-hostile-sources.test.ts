@@ -181,4 +181,32 @@ describe('kiln serve: hostile sources', () => {
     const verify = await remote(['store', 'verify']);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
   });
+
+  it('unpacks 250 nested directories at once, and refuses a tar nested up to PATH_MAX with a clear error that leaves the store clean', async () => {
+    const nested = (depth: number) => {
+      const dirs = Array.from({ length: depth }, (_, i) => 'd/'.repeat(i + 1).slice(0, -1));
+      return packTar([...dirs.map((name): [{ name: string; type: 'directory' }] => [{ name, type: 'directory' }]), [{ name: `${dirs.at(-1)}/f` }, 'deepest\n']]);
+    };
+    const ctx = context({ Dockerfile: `FROM test/base:1\nADD d250.tar /x/\nRUN cat /x/${'d/'.repeat(250)}f\n`, 'd250.tar': await nested(250) });
+    const started = Date.now();
+    const ok = await remote(['build', '--progress', 'plain', ctx]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toContain('deepest');
+    // Was 46 s on a 2-core machine; a generous bound that still catches the quadratic walk.
+    expect(Date.now() - started).toBeLessThan(20_000);
+
+    const deep = await addArchive('dmax.tar', await nested(2100));
+    expect(deep.code).not.toBe(0);
+    expect(deep.stderr).toMatch(/Cannot unpack "dmax\.tar": entry "d\/d\/.*" is nested too deeply \(a path of \d+ bytes\)/);
+    noStack(deep.stderr);
+    await expectServing();
+    expect(storeTmp()).toEqual([]);
+    expect(readdirSync(join(store.root, 'layers')).filter((n) => n.startsWith('.work-'))).toEqual([]);
+    // The next command on the same store, without the server, and the store's own check.
+    const images = await kiln(store.root, ['images']);
+    expect(images.code, images.stderr).toBe(0);
+    const verify = await kiln(store.root, ['store', 'verify']);
+    expect(verify.code, verify.stdout + verify.stderr).toBe(0);
+    expect(verify.stdout).toContain('no problems');
+  });
 });
