@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, constants, fstatSync, fsync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
 import { dirname } from 'node:path';
 
 /** A short random id for temporary names. */
@@ -77,4 +78,24 @@ export function isErrno(err: unknown, code: string): boolean {
 export async function diskFull(path: string): Promise<boolean> {
   const s = statfsSync(path);
   return s.bavail * s.bsize < 1024 * 1024;
+}
+
+/**
+ * Removes a tree, as `rm(path, { recursive: true, force: true })` does, also when it is nested
+ * deeper than PATH_MAX: Node names every file by its whole path and fails there with
+ * ENAMETOOLONG, which left a failed unpack's directory that every later command tripped over.
+ * GNU rm walks with openat and has no such limit; it stays on the tree's file system.
+ */
+export async function removeAll(path: string): Promise<void> {
+  try {
+    await rm(path, { recursive: true, force: true });
+  } catch (err) {
+    if (!isErrno(err, 'ENAMETOOLONG')) throw err;
+    await new Promise<void>((resolve, reject) => {
+      execFile('rm', ['-rf', '--one-file-system', '--', path], (error, _stdout, stderr) => {
+        if (error) reject(new Error(`Cannot remove "${path}": ${stderr.trim() || error.message}`, { cause: err }));
+        else resolve();
+      });
+    });
+  }
 }

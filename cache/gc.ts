@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { cacheMountInUse, cacheMountsDir } from './cachemounts.js';
 import type { CacheMountRow, CacheRecordRow, LayerRow, ManifestRow } from './db.js';
 import { type Digest, digestHex, isDigest } from './digest.js';
-import { isErrno } from './fsutil.js';
+import { isErrno, removeAll } from './fsutil.js';
 import { isAlive } from './lease.js';
 import type { Store } from './store.js';
 import { crashPoint } from './trace.js';
@@ -334,7 +334,7 @@ export async function prune(store: Store, o: PruneOptions = {}): Promise<PruneRe
     const size = unpacked.get(l.diffId);
     if (size === undefined) result.freed += await removeTree(dir);
     else {
-      await rm(dir, { recursive: true, force: true });
+      await removeAll(dir);
       result.freed += size;
     }
   }
@@ -413,7 +413,7 @@ async function removeTree(path: string): Promise<number> {
     if (isErrno(err, 'ENOENT')) return 0;
     throw err;
   }
-  await rm(path, { recursive: true, force: true });
+  await removeAll(path);
   return size;
 }
 

@@ -1,12 +1,12 @@
 import { existsSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { BlobStore } from './blobs.js';
 import { StoreDb, type LeaseRow } from './db.js';
 import { type Digest, digestHex } from './digest.js';
 import { isNoSpace, KilnError } from './errors.js';
-import { fsyncDir, isErrno, randomId } from './fsutil.js';
+import { fsyncDir, isErrno, randomId, removeAll } from './fsutil.js';
 import { isAlive, selfIdentity } from './lease.js';
 import { isMountPoint, mountsUnder, unmount } from './overlay.js';
 
@@ -159,7 +159,7 @@ export class Store {
     }
     if (l.kind === 'dir' || l.kind === 'file') {
       for (const m of await mountsUnder(l.target)) await unmount(m);
-      await rm(l.target, { recursive: true, force: true });
+      await removeAll(l.target);
       return;
     }
     const cleaner = this.cleaners.get(l.kind);
@@ -183,7 +183,7 @@ export class Store {
         await stat(`/proc/${pid}`);
       } catch {
         // The owner is gone: nothing will ever finish this file.
-        await rm(join(tmp, name), { recursive: true, force: true });
+        await removeAll(join(tmp, name));
       }
     }
   }
@@ -207,7 +207,7 @@ export class Store {
     if (await isMountPoint(ws.mnt)) await unmount(ws.mnt);
     rmSync(ws.mnt, { recursive: true, force: true });
     // Gone already when it became a layer; otherwise it may hold a whole step's output.
-    if (existsSync(ws.dir)) await rm(ws.dir, { recursive: true, force: true });
+    if (existsSync(ws.dir)) await removeAll(ws.dir);
     for (const l of ws.leases) this.release(l);
   }
 
@@ -221,14 +221,14 @@ export class Store {
     const target = join(this.layersDir, digestHex(diffId));
     if (unpackedSize !== undefined) this.db.setLayerUnpackedSize(diffId, unpackedSize);
     if (existsSync(target)) {
-      await rm(ws.dir, { recursive: true, force: true });
+      await removeAll(ws.dir);
       return;
     }
     try {
       renameSync(ws.dir, target);
     } catch (err) {
       if (!isErrno(err, 'ENOTEMPTY') && !isErrno(err, 'EEXIST')) throw err;
-      await rm(ws.dir, { recursive: true, force: true });
+      await removeAll(ws.dir);
       return;
     }
     await fsyncDir(this.layersDir);

@@ -14,7 +14,7 @@ import { getImage, tagImage } from '../image/local.js';
 import { DEFAULT_PLATFORM } from '../image/platform.js';
 import { familiarName, familiarRepository, normalizeName, parseReference } from '../image/reference.js';
 import { receiveContext } from './context.js';
-import { segmentRegex } from '../fsutil/glob.js';
+import { compileMatch, type Matcher } from '../fsutil/match.js';
 import { LineStream, parseClientJson, readBody, sendJson } from './http.js';
 import { registryHost } from '../cli/commands/login.js';
 import { type ImageSummary, imageHistory, listImages, removeImage } from './images.js';
@@ -161,7 +161,7 @@ async function imagesJson(ex: Exchange): Promise<void> {
     let tags = i.names.map(familiarName);
     if (filters.dangling !== undefined && (tags.length === 0) !== filters.dangling) continue;
     if (filters.reference.length > 0) {
-      tags = tags.filter((t) => filters.reference.some((r) => r.test(t) || r.test(t.slice(0, t.lastIndexOf(':')))));
+      tags = tags.filter((t) => filters.reference.some((match) => match(t) || match(t.slice(0, t.lastIndexOf(':')))));
       if (tags.length === 0) continue;
     }
     // Labels are in each image's config: read only to filter by them.
@@ -260,10 +260,10 @@ function untilTime(values: readonly string[]): number {
  * on the name, with or without its tag: `*` stops at `/`), `dangling` and `label` (KEY or
  * KEY=VALUE).
  */
-function imageFilters(text: string | null): { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } {
-  const out: { reference: RegExp[]; dangling?: boolean; label: [string, string | undefined][] } = { reference: [], label: [] };
+function imageFilters(text: string | null): { reference: Matcher[]; dangling?: boolean; label: [string, string | undefined][] } {
+  const out: { reference: Matcher[]; dangling?: boolean; label: [string, string | undefined][] } = { reference: [], label: [] };
   for (const [key, values] of Object.entries(filterValues(text))) {
-    if (key === 'reference') out.reference = values.map(segmentRegex);
+    if (key === 'reference') out.reference = values.map((v) => compileMatch(v));
     else if (key === 'dangling') out.dangling = parseDangling(values);
     else if (key === 'label') out.label = values.map((v) => (v.includes('=') ? [v.slice(0, v.indexOf('=')), v.slice(v.indexOf('=') + 1)] : [v, undefined]));
     else throw new KilnError('INVALID_REQUEST', `Kiln does not filter images by "${key}"`, { exitCode: 2, hint: 'It filters by reference, dangling and label' });

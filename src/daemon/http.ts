@@ -8,7 +8,7 @@ export function statusOf(err: unknown): number {
   if (/_UNKNOWN$|_MISSING$|^NOT_FOUND$/.test(err.code)) return 404;
   if (/TOO_LARGE$/.test(err.code)) return 413;
   if (/^(UNSAFE_|INVALID_|USAGE$|CONTEXT_|DOCKERFILE_)/.test(err.code) || err.code === 'TOO_MANY_LINKS') return 400;
-  if (['ULIMIT_TOO_HIGH', 'UNSUPPORTED', 'PLATFORM_UNSUPPORTED'].includes(err.code)) return 400;
+  if (['ULIMIT_TOO_HIGH', 'UNSUPPORTED', 'PLATFORM_UNSUPPORTED', 'ARCHIVE_INVALID', 'ARCHIVE_UNSUPPORTED'].includes(err.code)) return 400;
   if (err.code === 'UNAUTHORIZED') return 401;
   if (err.code === 'REQUEST_TIMEOUT') return 408;
   if (err.code === 'TOO_MANY_UPLOADS') return 429;

@@ -1,6 +1,7 @@
 import { lstatSync, readdirSync } from 'node:fs';
 import { posix } from 'node:path';
 import { isErrno } from '../../cache/fsutil.js';
+import { compileMatch, type Matcher } from './match.js';
 
 const MAGIC = /[*?[\\]/;
 
@@ -9,64 +10,46 @@ export function hasGlob(pattern: string): boolean {
 }
 
 /**
- * One path segment as a regular expression, with Go filepath.Match semantics; also a whole path
- * as Go's path.Match takes one (`*` and `?` never match `/`), as docker's reference filter does.
- */
-export function segmentRegex(segment: string): RegExp {
-  let re = '^';
-  for (let i = 0; i < segment.length; i++) {
-    const c = segment[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '\\' && i + 1 < segment.length) re += escapeRe(segment[++i]!);
-    else if (c === '[') {
-      const end = segment.indexOf(']', i + 2);
-      if (end < 0) {
-        re += '\\[';
-        continue;
-      }
-      let cls = segment.slice(i + 1, end);
-      if (cls.startsWith('^') || cls.startsWith('!')) cls = `^${cls.slice(1)}`;
-      re += `[${cls.replace(/\\(.)/g, '\\$1')}]`;
-      i = end;
-    } else re += escapeRe(c);
-  }
-  return new RegExp(`${re}$`, 's');
-}
-
-function escapeRe(c: string): string {
-  return c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-}
-
-/**
  * Paths under `root` (relative, `/`-separated) matching `pattern`. `*`, `?` and classes stay
- * within a segment; a `**` segment matches any number of segments. Results are sorted. One
- * synchronous readdir per directory walked (see the note in cache/fsutil.ts).
+ * within a segment (Go filepath.Match, see match.ts); a `**` segment matches any number of
+ * segments. Results are sorted. One synchronous readdir per directory walked (see the note in
+ * cache/fsutil.ts). Throws KilnError('INVALID_PATTERN') for a malformed pattern.
  */
 export function glob(root: string, pattern: string): string[] {
-  const segments = pattern.split('/').filter((s) => s !== '' && s !== '.');
+  // A run of `**` segments means what one does; kept, each would walk the tree once more.
+  const segments = pattern.split('/').filter((s, i, all) => s !== '' && s !== '.' && !(s === '**' && all[i - 1] === '**'));
+  const matchers: (Matcher | undefined)[] = segments.map((s) => (s !== '**' && hasGlob(s) ? compileMatch(s, { source: pattern }) : undefined));
   const out = new Set<string>();
+  // Each directory is listed once and reached at most once per segment: the walk is bounded by
+  // the tree's size times the pattern's segments, however many `**` the pattern has.
+  const listed = new Map<string, { name: string; dir: boolean }[]>();
+  const visited = new Set<string>();
+  const entriesOf = (dir: string) => {
+    let entries = listed.get(dir);
+    if (!entries) listed.set(dir, (entries = list(posix.join(root, dir))));
+    return entries;
+  };
   const walk = (dir: string, i: number): void => {
+    const key = `${i}\0${dir}`;
+    if (visited.has(key)) return;
+    visited.add(key);
     if (i === segments.length) {
       out.add(dir);
       return;
     }
     const seg = segments[i]!;
-    if (!hasGlob(seg)) {
-      const next = dir === '' ? seg : `${dir}/${seg}`;
-      if (exists(posix.join(root, next))) walk(next, i + 1);
-      return;
-    }
-    const entries = list(posix.join(root, dir));
+    const child = (name: string) => (dir === '' ? name : `${dir}/${name}`);
     if (seg === '**') {
       walk(dir, i + 1);
-      for (const e of entries) if (e.dir) walk(dir === '' ? e.name : `${dir}/${e.name}`, i);
+      for (const e of entriesOf(dir)) if (e.dir) walk(child(e.name), i);
       return;
     }
-    const re = segmentRegex(seg);
-    for (const e of entries) {
-      if (re.test(e.name)) walk(dir === '' ? e.name : `${dir}/${e.name}`, i + 1);
+    const match = matchers[i];
+    if (!match) {
+      if (exists(posix.join(root, child(seg)))) walk(child(seg), i + 1);
+      return;
     }
+    for (const e of entriesOf(dir)) if (match(e.name)) walk(child(e.name), i + 1);
   };
   walk('', 0);
   return [...out].filter((p) => p !== '').sort();

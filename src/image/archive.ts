@@ -1,4 +1,4 @@
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { dirname, join, normalize } from 'node:path';
 import { Readable } from 'node:stream';
@@ -17,6 +17,7 @@ import { type LocalImage, recordImage, tagImage } from './local.js';
 import { type Index, type Manifest, MEDIA_TYPE_CONFIG, MEDIA_TYPE_MANIFEST, type Platform, isIndexType } from './oci.js';
 import { selectManifest } from './platform.js';
 import { parseReference } from './reference.js';
+import { writeTarEntry } from '../fsutil/tar-entry.js';
 
 export interface LoadedImage {
   image: LocalImage;
@@ -72,6 +73,10 @@ async function extract(input: Readable, dir: string, signal?: AbortSignal): Prom
   const ex = tar.extract();
   const done = (async () => {
     for await (const entry of ex) {
+      // An archive cut inside this entry fails the entry's stream and the extractor alike, maybe
+      // while mkdir below is pending; the pipeline reports it from the extractor. Unheard here,
+      // it ended the process (kiln serve included).
+      entry.on('error', () => {});
       signal?.throwIfAborted();
       const name = normalize(entry.header.name).replace(/^(\.\/)+/, '');
       if (entry.header.type !== 'file' || name.startsWith('..') || name.startsWith('/')) {
@@ -80,13 +85,17 @@ async function extract(input: Readable, dir: string, signal?: AbortSignal): Prom
       }
       const target = join(dir, name);
       await mkdir(dirname(target), { recursive: true });
-      await pipeline(entry, createWriteStream(target));
+      await writeTarEntry(entry, target);
     }
   })();
-  await Promise.all([pipeline(input, limitUnpacked(maxUnpackedSize(), 'The archive'), ex).catch((err: Error) => {
+  // Both settle before the caller removes `dir`: a file still being written when the other
+  // failed would otherwise appear after the removal and stay in the store's tmp/.
+  const results = await Promise.allSettled([pipeline(input, limitUnpacked(maxUnpackedSize(), 'The archive'), ex).catch((err: Error) => {
     if (err instanceof KilnError) throw err;
-    throw new KilnError('ARCHIVE_INVALID', `Cannot read the archive: ${err.message}`);
+    const cut = err.message === 'Unexpected end of data' || (err as NodeJS.ErrnoException).code === 'Z_BUF_ERROR';
+    throw new KilnError('ARCHIVE_INVALID', cut ? 'Cannot read the archive: it is cut short' : `Cannot read the archive: ${err.message}`, { cause: err });
   }), done]);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
 
 async function readJsonFile<T>(path: string, what: string): Promise<T> {

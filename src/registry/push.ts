@@ -43,6 +43,42 @@ export interface PushResult {
 
 const UPLOAD_ATTEMPTS = 5;
 
+/** Attempts at a manifest PUT that the registry refused over a blob another client was committing. */
+const MANIFEST_ATTEMPTS = 4;
+
+/**
+ * Blob uploads under way in this process, by registry, repository and digest. Pushes that need
+ * the same blob at once (ten clients of one server pushing one name) share one upload: the
+ * registry (distribution's filesystem storage) rewrites a repository's link to a blob on every
+ * upload of it, and a manifest checked while another upload rewrites that link was refused
+ * with DIGEST_INVALID.
+ */
+const uploading = new Map<string, Promise<'exists' | 'mounted' | 'pushed'>>();
+
+async function pushBlobOnce(store: Store, client: RegistryClient, ref: Reference, blob: { digest: Digest; size: number }, options: PushOptions): Promise<'exists' | 'mounted' | 'pushed'> {
+  const key = `${ref.domain}/${ref.path}@${blob.digest}`;
+  const running = uploading.get(key);
+  if (running) {
+    const outcome = await running.then(
+      () => true,
+      // The other push's failure is reported to its own client; this one tries by itself.
+      () => false,
+    );
+    if (outcome) {
+      options.onEvent?.({ type: 'blob', ...blob, status: 'exists' });
+      return 'exists';
+    }
+    return pushBlobOnce(store, client, ref, blob, options);
+  }
+  const mine = pushBlob(store, client, ref, blob, options);
+  uploading.set(key, mine);
+  try {
+    return await mine;
+  } finally {
+    if (uploading.get(key) === mine) uploading.delete(key);
+  }
+}
+
 /**
  * Pushes the image whose manifest is `manifestDigest` (all its blobs in the store) under each of
  * `names`: blobs the repository has are skipped (HEAD), blobs another repository of the same
@@ -70,7 +106,7 @@ export async function pushImage(store: Store, manifestDigest: Digest, names: rea
       clients.set(ref.domain, client);
     }
     const limit = pLimit(options.concurrency ?? 3);
-    const outcomes = await Promise.allSettled(blobs.map((b) => limit(() => pushBlob(store, client!, ref, b, options))));
+    const outcomes = await Promise.allSettled(blobs.map((b) => limit(() => pushBlobOnce(store, client!, ref, b, options))));
     const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
     if (failed) throw failed.reason;
     for (const o of outcomes) {
@@ -88,17 +124,7 @@ export async function pushImage(store: Store, manifestDigest: Digest, names: rea
         throw new KilnError('DIGEST_MISMATCH', `Cannot push to "${formatReference(r)}": the image's manifest is "${manifestDigest}"`);
       }
       const what = `Cannot push the manifest of "${formatReference(r)}"`;
-      const res = await client.request({
-        method: 'PUT',
-        path: `/v2/${r.path}/manifests/${reference}`,
-        headers: { 'Content-Type': mediaType },
-        body: manifestBytes,
-        scopes: [repoScope(r, 'pull,push')],
-        expect: [201, 200],
-        what,
-        signal: options.signal,
-      });
-      await discard(res);
+      const res = await putManifest(client, { path: `/v2/${r.path}/manifests/${reference}`, mediaType, body: manifestBytes, scopes: [repoScope(r, 'pull,push')], what, signal: options.signal });
       const announced = res.headers['docker-content-digest'];
       if (typeof announced === 'string' && announced !== digestOf(manifestBytes)) {
         throw new RegistryError('DIGEST_MISMATCH', `${what}: the registry stored it as "${announced}", not "${manifestDigest}"`);
@@ -109,6 +135,25 @@ export async function pushImage(store: Store, manifestDigest: Digest, names: rea
     }
   }
   return result;
+}
+
+/**
+ * PUTs a manifest whose blobs are all in the repository. A registry whose blob links another
+ * client (another process) is rewriting at that moment answers DIGEST_INVALID or
+ * MANIFEST_BLOB_UNKNOWN for a blob it has; the PUT is idempotent and is tried again.
+ */
+async function putManifest(client: RegistryClient, o: { path: string; mediaType: string; body: Buffer; scopes: string[]; what: string; signal?: AbortSignal }) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await client.request({ method: 'PUT', path: o.path, headers: { 'Content-Type': o.mediaType }, body: o.body, scopes: o.scopes, expect: [201, 200], what: o.what, signal: o.signal });
+      await discard(res);
+      return res;
+    } catch (err) {
+      const racing = err instanceof RegistryError && (err.code === 'DIGEST_INVALID' || err.code === 'MANIFEST_BLOB_UNKNOWN');
+      if (!racing || attempt >= MANIFEST_ATTEMPTS || o.signal?.aborted) throw err;
+      await sleep((Number(process.env.KILN_REGISTRY_RETRY_MS) || 250) * 2 ** (attempt - 1), undefined, { signal: o.signal });
+    }
+  }
 }
 
 async function pushBlob(store: Store, client: RegistryClient, ref: Reference, blob: { digest: Digest; size: number }, options: PushOptions): Promise<'exists' | 'mounted' | 'pushed'> {

@@ -1,7 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, utimes } from 'node:fs/promises';
-import { createWriteStream } from 'node:fs';
 import { posix } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -11,8 +10,24 @@ import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { limitUnpacked, maxUnpackedSize } from '../../cache/tarreader.js';
 import { secureJoin } from '../fsutil/securejoin.js';
+import { writeTarEntry } from '../fsutil/tar-entry.js';
 
 type Compression = 'none' | 'gzip' | 'bzip2' | 'xz';
+
+/**
+ * The longest host path an entry may get: PATH_MAX less its NUL, and less room for the layer's
+ * final directory name (a 64-digit digest), which is longer than the work directory's. Deeper,
+ * the kernel refuses the path (ENAMETOOLONG) partway through the unpack, or later when the
+ * layer is read, moved or removed.
+ */
+const MAX_HOST_PATH = 4096 - 1 - 64;
+
+function tooDeep(path: string, name: string, room: number): KilnError {
+  const shown = name.length > 80 ? `${name.slice(0, 40)}…${name.slice(-40)}` : name;
+  return new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": entry "${shown}" is nested too deeply (a path of ${Buffer.byteLength(name)} bytes)`, {
+    hint: `Here the paths in the archive must be shorter than ${room} bytes`,
+  });
+}
 
 function compressionOf(head: Buffer): Compression {
   if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
@@ -81,8 +96,9 @@ export async function detectArchive(path: string, signal?: AbortSignal): Promise
       if (size >= 512) break;
     }
   } catch (err) {
-    // A file that only looks compressed is copied as it is, as Docker does.
-    if (err instanceof KilnError || (err as NodeJS.ErrnoException).code === 'Z_DATA_ERROR') return undefined;
+    // A file that only looks compressed (garbage, or cut short before a tar header came out of
+    // it) is copied as it is, as Docker does.
+    if (err instanceof KilnError || isZlibError(err)) return undefined;
     throw err;
   } finally {
     stream.destroy();
@@ -100,17 +116,31 @@ export interface ExtractOptions {
 export async function extractArchive(path: string, compression: Compression, root: string, dest: string, o: ExtractOptions = {}): Promise<void> {
   const extract = tar.extract();
   const dirs: { host: string; mtime: Date }[] = [];
-  const ensureParent = async (rel: string) => {
-    let cur = '/';
-    for (const part of posix.dirname(rel).split('/').filter(Boolean)) {
-      cur = posix.join(cur, part);
-      const host = await secureJoin(root, cur);
-      // Recursive: a link in the rootfs may name directories that do not exist yet, which are
-      // made inside the root where the link points, as a chrooted mkdir would.
+  // Directories made or found on the way, by path inside the root: resolving each entry's
+  // parents afresh cost one lstat per component of every prefix, and 250 nested directories
+  // took 46 s. An unpack never removes a directory, so what was one stays one.
+  const parents = new Map<string, string>();
+  const ensureParent = async (rel: string): Promise<string> => {
+    const dir = posix.dirname(rel);
+    let host = parents.get(dir);
+    if (host === undefined) {
+      // Links in the parents resolve inside the root, as in docker's chrooted unpack; those
+      // naming directories that do not exist yet have them made inside the root where they point.
+      host = await secureJoin(root, dir);
       await mkdir(host, { mode: 0o755, recursive: true });
+      parents.set(dir, host);
     }
+    return host;
   };
+  let current: string | undefined;
+  let inflight: Promise<void> | undefined;
   extract.on('entry', (header, stream, next) => {
+    current = header.size ? header.name : undefined;
+    // A tar cut inside this entry fails the entry's stream and the extractor with the same error,
+    // possibly while the handler below is still making directories and has not read the stream
+    // yet; the pipeline below reports it from the extractor. Unheard here, it ended the process.
+    stream.on('error', () => {});
+    stream.once('end', () => (current = undefined));
     const handle = async () => {
       // tar-stream has no type for GNU's 'S' (sparse): it says null. Its holes would have to be
       // written out byte by byte; refused, like every PAX sparse format, before anything is written.
@@ -120,11 +150,12 @@ export async function extractArchive(path: string, compression: Compression, roo
           hint: 'Make the archive without --sparse (-S)',
         });
       }
-      const rel = posix.join(dest, posix.normalize(`/${header.name}`));
-      await ensureParent(rel);
-      // Links in the parents resolve inside the root, as in docker's chrooted unpack; the entry's
-      // own name is never followed: an entry replaces a link of the same name, not its target.
-      const host = posix.join(await secureJoin(root, posix.dirname(rel)), posix.basename(rel));
+      // Without the trailing `/` of a directory's name, so that its children find it as their parent.
+      const rel = posix.join(dest, posix.normalize(`/${header.name}`)).replace(/(.)\/+$/, '$1');
+      if (Buffer.byteLength(root) + Buffer.byteLength(rel) > MAX_HOST_PATH) throw tooDeep(path, header.name, MAX_HOST_PATH - Buffer.byteLength(root) - Buffer.byteLength(dest));
+      // The entry's own name is never followed: an entry replaces a link of the same name, not
+      // its target.
+      const host = posix.join(await ensureParent(rel), posix.basename(rel));
       const uid = o.owner?.uid ?? header.uid ?? 0;
       const gid = o.owner?.gid ?? header.gid ?? 0;
       const mode = (header.mode ?? 0o644) & 0o7777;
@@ -144,6 +175,7 @@ export async function extractArchive(path: string, compression: Compression, roo
         await lchown(host, uid, gid);
         await chmod(host, mode);
         dirs.push({ host, mtime });
+        parents.set(rel, host);
         stream.resume();
         return;
       }
@@ -153,7 +185,7 @@ export async function extractArchive(path: string, compression: Compression, roo
       });
       if (header.type === 'file' || header.type === 'contiguous-file') {
         // Exclusive: what was there is gone, and a link appearing in its place is not followed.
-        await pipeline(stream, createWriteStream(host, { mode, flags: 'wx' }));
+        await writeTarEntry(stream, host, { mode, flags: 'wx' });
         await lchown(host, uid, gid);
         await chmod(host, mode);
         await utimes(host, mtime, mtime);
@@ -171,14 +203,38 @@ export async function extractArchive(path: string, compression: Compression, roo
         throw new KilnError('ARCHIVE_UNSUPPORTED', `Cannot unpack "${header.name}" of "${posix.basename(path)}": ${header.type} entries are not supported`);
       }
     };
-    handle().then(() => next(), (err: unknown) => next(err as Error));
+    inflight = handle().then(
+      () => next(),
+      (err: unknown) => next(err as Error),
+    );
   });
   try {
     await pipeline(decompressed(path, compression, o.signal), limitUnpacked(maxUnpackedSize(), `Archive "${posix.basename(path)}"`), extract);
   } catch (err) {
+    // The entry being written when the archive failed finishes (or fails) first, so that nothing
+    // is written into the destination after the caller has been told it failed.
+    await inflight;
     if (err instanceof KilnError) throw err;
-    throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${(err as Error).message}`, { cause: err });
+    throw new KilnError('ARCHIVE_INVALID', `Cannot unpack "${posix.basename(path)}": ${unpackProblem(err, current)}`, {
+      hint: 'The archive is damaged or cut short: make or download it again',
+      cause: err,
+    });
   }
   // Directory times last: writing their entries changed them.
   for (const d of dirs.reverse()) await utimes(d.host, d.mtime, d.mtime);
+}
+
+function isZlibError(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('Z_');
+}
+
+/** What went wrong reading an archive, in words: tar-stream's and zlib's messages say little. */
+function unpackProblem(err: unknown, entry: string | undefined): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'Z_BUF_ERROR') return 'its gzip data is cut short';
+  if (isZlibError(err)) return `its gzip data is corrupt (${(err as Error).message})`;
+  const message = (err as Error).message;
+  if (message === 'Unexpected end of data') return entry === undefined ? 'it is cut short' : `it is cut short in entry "${entry}"`;
+  return message;
 }
