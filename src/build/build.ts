@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
+import { dockerfileReadError } from './dockerfile-error.js';
 import { autoGc } from '../../cache/gc.js';
 import { isErrno, readFileQuickly } from '../../cache/fsutil.js';
 import { dockerfileFrontend } from '../../frontend/index.js';
@@ -171,11 +172,7 @@ async function readDockerfile(req: BuildRequest, contextDir: string): Promise<{ 
   try {
     return { text: (await readFileQuickly(path)).toString('utf8'), file: basename(path) };
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) {
-      throw new KilnError('DOCKERFILE_MISSING', `Cannot read the Dockerfile "${path}": no such file`, { hint: 'Pass its path with -f, or "-f -" to read it from standard input' });
-    }
-    if (isErrno(err, 'EISDIR')) throw new KilnError('DOCKERFILE_MISSING', `The Dockerfile "${path}" is a directory`);
-    throw err;
+    throw dockerfileReadError(err, path);
   }
 }
 

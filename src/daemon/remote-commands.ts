@@ -5,6 +5,7 @@
  * by name.
  */
 import { readFileSync } from 'node:fs';
+import { dockerfileReadError } from '../build/dockerfile-error.js';
 import { readFile } from 'node:fs/promises';
 import { basename, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { stat } from 'node:fs/promises';
@@ -198,10 +199,7 @@ export async function remoteBuild(
     try {
       source = readFileSync(path, 'utf8');
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) {
-        throw new KilnError('DOCKERFILE_MISSING', `Cannot read the Dockerfile "${path}": no such file`, { hint: 'Pass its path with -f, or "-f -" to read it from standard input' });
-      }
-      throw err;
+      throw dockerfileReadError(err, path);
     }
     const rel = relative(contextDir, path);
     // Inside the context it travels with it; outside, its text goes along with the options.

@@ -44,7 +44,7 @@ describe('kiln serve: hostile clients at once, and an honest one', () => {
     await work?.cleanup();
   });
 
-  const remote = (args: string[]) => kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, ...args], { env: { XDG_CACHE_HOME: join(work.path, 'cache') } });
+  const remote = (args: string[]) => kiln(join(work.path, 'no-store'), ['--host', `unix://${served!.socket}`, '--token-file', join(work.path, 'tokens'), ...args], { env: { XDG_CACHE_HOME: join(work.path, 'cache') } });
 
   function context(name: string, dockerfile: string, files: Record<string, string | Buffer> = {}): string {
     const dir = join(work.path, name);
@@ -105,7 +105,7 @@ describe('kiln serve: hostile clients at once, and an honest one', () => {
         expect: /is the build service's own host/,
       },
       { name: 'the host network without the entitlement', run: () => remote(['build', '--network', 'host', context('net-host', 'FROM test/base:1\nRUN true\n')]), expect: /does not grant "network\.host"/ },
-      { name: 'a deep chain of links as the Dockerfile', run: () => remote(['build', '-f', join(deepLinks, `${'d/'.repeat(300)}Dockerfile`), deepLinks]), expect: /./ },
+      { name: 'a deep chain of links as the Dockerfile', run: () => remote(['build', '-f', join(deepLinks, `${'d/'.repeat(300)}Dockerfile`), deepLinks]), expect: /Cannot read the Dockerfile ".*": too many levels of symbolic links/ },
     ];
   }
 
