@@ -1,6 +1,6 @@
 import { KilnError } from '../../cache/errors.js';
 import { isDigit, isLetter } from './go-unicode.js';
-import { PatternSyntaxError, shellPatternToRegExp, trimPatternPrefix, trimPatternSuffix } from './pattern.js';
+import { compileShellPattern, PatternSyntaxError, trimPatternPrefix, trimPatternSuffix } from './pattern.js';
 import { replaceAllMatches, replaceFirstMatch } from './replace.js';
 import { createWordSplitter } from './word-splitter.js';
 
@@ -274,7 +274,7 @@ export function lexWord(source: string, lookup: VariableLookup, options: LexOpti
     const value = getVariable(name);
     if (value === undefined && options.keepUnset) return `\${${name}/${pattern}/${replacement}}`;
     return withPattern(pattern, () => {
-      const re = shellPatternToRegExp(pattern, { greedy: true, anchored: false });
+      const re = compileShellPattern(pattern, { greedy: true });
       return all ? replaceAllMatches(value ?? '', re, replacement) : replaceFirstMatch(value ?? '', re, replacement);
     });
   };

@@ -1,3 +1,4 @@
+import type { ShellPattern } from './pattern.js';
 import { isDigit, isLetter } from './go-unicode.js';
 
 /**
@@ -5,19 +6,17 @@ import { isDigit, isLetter } from './go-unicode.js';
  * the results must agree with: an empty match right after another match is not replaced, and
  * `$0` / `${0}` in the text stand for the match while `$$` is a dollar sign.
  */
-export function replaceAllMatches(value: string, pattern: RegExp, template: string): string {
-  const re = new RegExp(pattern.source, pattern.flags.includes('g') ? pattern.flags : `${pattern.flags}g`);
+export function replaceAllMatches(value: string, pattern: ShellPattern, template: string): string {
   let out = '';
   let lastMatchEnd = 0;
   let searchPos = 0;
   while (searchPos <= value.length) {
-    re.lastIndex = searchPos;
-    const match = re.exec(value);
+    const match = pattern.find(value, searchPos);
     if (match === null) break;
     const start = match.index;
-    const end = start + match[0].length;
+    const end = match.end;
     out += value.slice(lastMatchEnd, start);
-    if (end > lastMatchEnd || start === 0) out += expandTemplate(template, match[0]);
+    if (end > lastMatchEnd || start === 0) out += expandTemplate(template, value.slice(start, end));
     lastMatchEnd = end;
     const width = charWidthAt(value, searchPos);
     if (searchPos + width > end) {
@@ -32,10 +31,10 @@ export function replaceAllMatches(value: string, pattern: RegExp, template: stri
 }
 
 /** `${var/pattern/text}`: the first match only, and the text is inserted as it is. */
-export function replaceFirstMatch(value: string, pattern: RegExp, text: string): string {
-  const match = pattern.exec(value);
+export function replaceFirstMatch(value: string, pattern: ShellPattern, text: string): string {
+  const match = pattern.find(value, 0);
   if (match === null) return value;
-  return value.slice(0, match.index) + text + value.slice(match.index + match[0].length);
+  return value.slice(0, match.index) + text + value.slice(match.end);
 }
 
 function charWidthAt(s: string, index: number): number {
