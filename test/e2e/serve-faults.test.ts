@@ -6,30 +6,13 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KILN, kiln, kilnContainers, mountsUnder, storeWithBase, tempDir } from '../helpers/kiln.js';
+import { tarHeader } from '../helpers/tar.js';
 import { type Served, startServe } from './serve-helpers.js';
 
 const until = async (what: string, ok: () => boolean, tries = 200) => {
   for (let i = 0; i < tries && !ok(); i++) await new Promise((r) => setTimeout(r, 100));
   if (!ok()) throw new Error(`Timed out waiting until ${what}`);
 };
-
-/** A tar header for one regular file, as a client would send it before the content. */
-function tarHeader(name: string, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 'utf8');
-  h.write('0000644\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
-  h.write('00000000000\0', 136);
-  h.write('        ', 148);
-  h.write('0', 156);
-  h.write('ustar\x0000', 257);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-  return h;
-}
 
 /**
  * Faults around a build service: clients that vanish mid-upload and mid-stream, and a server

@@ -5,28 +5,10 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, storeWithBase, tempDir } from '../helpers/kiln.js';
-import { packTar } from '../helpers/tar.js';
+import { packTar, tarHeader } from '../helpers/tar.js';
 import { type Served, startServe } from './serve-helpers.js';
 
 const noStack = (s: string) => expect(s).not.toMatch(/^\s+at .*\.c?js:\d+/m);
-
-/** A ustar header for one regular file that declares `size` bytes, whatever follows it. */
-function tarHeader(name: string, size: number): Buffer {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 'utf8');
-  h.write('0000644\0', 100);
-  h.write('0000000\0', 108);
-  h.write('0000000\0', 116);
-  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
-  h.write('00000000000\0', 136);
-  h.write('        ', 148);
-  h.write('0', 156);
-  h.write('ustar\x0000', 257);
-  let sum = 0;
-  for (const b of h) sum += b;
-  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
-  return h;
-}
 
 /**
  * Sources a hostile client hands a shared `kiln serve`: a COPY glob that a backtracking matcher

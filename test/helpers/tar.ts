@@ -21,3 +21,21 @@ export async function packTar(entries: readonly TarEntry[]): Promise<Buffer> {
   await reading;
   return Buffer.concat(chunks);
 }
+
+/** A lone ustar header declaring `size` bytes, for archives whose data is cut short or never comes. */
+export function tarHeader(name: string, size: number): Buffer {
+  const h = Buffer.alloc(512);
+  h.write(name, 0, 'utf8');
+  h.write('0000644\0', 100);
+  h.write('0000000\0', 108);
+  h.write('0000000\0', 116);
+  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  h.write('00000000000\0', 136);
+  h.write('        ', 148);
+  h.write('0', 156);
+  h.write('ustar\x0000', 257);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return h;
+}
