@@ -28,6 +28,12 @@ export interface SolveOptions {
   /** Exported caches to reuse results from (`--cache-from`), asked in order after the local cache. */
   cacheImports?: readonly CacheImport[];
   /**
+   * Whether a hit from an imported cache becomes a local record that later builds hit without
+   * the import (default true). A build service's clients get false: what one client's import
+   * claims a step gives must not become another client's result.
+   */
+  keepImported?: boolean;
+  /**
    * `SOURCE_DATE_EPOCH` (seconds): every layer a step makes is written with its file times clamped
    * to it, so it is part of those steps' keys (absent, keys are what they were without it).
    */
@@ -267,7 +273,9 @@ export class Solver {
       const found = source.lookup(key);
       if (!found) continue;
       let layer: LayerRow | null;
-      const record = () => this.db.putCache({ key, diffId: found.diffId, created: found.created, description });
+      const record = () => {
+        if (o.keepImported !== false) this.db.putCache({ key, diffId: found.diffId, created: found.created, description });
+      };
       try {
         layer = found.diffId === null ? null : (this.db.getLayer(found.diffId) ?? (await source.fetchLayer(found.diffId, o.signal, record)));
       } catch (err) {

@@ -49,6 +49,8 @@ export interface BuildRequest {
   runDefaults?: RunDefaults;
   /** False for a build service's clients: no `file://` git source (FrontendRequest.hostSources). */
   hostSources?: boolean;
+  /** False for a build service's clients: `--cache-from` hits stay this build's (SolveOptions.keepImported). */
+  keepImported?: boolean;
   /** Labels set on the final image over the Dockerfile's own (`docker build --label`). */
   labels?: Record<string, string>;
   /**
@@ -125,6 +127,7 @@ export async function build(engine: Engine, req: BuildRequest): Promise<BuildRes
         buildArgs: Object.keys(req.buildArgs ?? {}),
         session: req.session,
         cacheImports,
+        keepImported: req.keepImported,
         sourceDateEpoch: epoch,
       })
     : new Map();

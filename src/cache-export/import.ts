@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { acquireCacheMount } from '../../cache/cachemounts.js';
 import type { BlobLayer, LayerRow } from '../../cache/db.js';
-import { type Digest, digestHex, digestOf, isDigest, parseDigest } from '../../cache/digest.js';
+import { type Digest, digestHex, digestOf, Hasher, isDigest, parseDigest } from '../../cache/digest.js';
 import { KilnError } from '../../cache/errors.js';
 import { isErrno } from '../../cache/fsutil.js';
 import { addRemoteLayer, decompressed } from '../../cache/layers.js';
@@ -97,6 +97,18 @@ export class ImportedCache implements CacheImport {
     const desc = this.byDiffId.get(diffId)!;
     const blob = parseDigest(desc.digest);
     if (!(await this.store.blobs.has(blob))) await this.source.store(this.store, desc, signal);
+    // The export's word for what the blob holds is checked before the store records it: a layer
+    // row says "this blob is that diff id" to every later build and push.
+    const hasher = new Hasher();
+    try {
+      for await (const chunk of decompressed(this.store.blobs.open(blob), desc.mediaType)) hasher.update(chunk as Buffer);
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new KilnError('CACHE_IMPORT_INVALID', `The imported layer blob "${blob}" cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+    if (hasher.digest() !== diffId) {
+      throw new KilnError('CACHE_IMPORT_INVALID', `The imported layer blob "${blob}" does not unpack to the diff id "${diffId}" its cache names`);
+    }
     const layer: BlobLayer = { diffId, blob, blobSize: desc.size, mediaType: desc.mediaType };
     this.store.db.transaction(() => {
       this.store.db.putBlob(blob, desc.size, desc.mediaType);

@@ -436,6 +436,7 @@ export class BuildServer {
       runDefaults,
       session,
       hostSources: false,
+      keepImported: false,
     };
   }
 

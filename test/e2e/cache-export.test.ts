@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln, mountsUnder, stepCached, stepRan, storeWithBase, tempDir } from '../helpers/kiln.js';
 import { type TestRegistry, registryApi, startFaultProxy, startRegistry, tempDocker } from '../helpers/registry.js';
+import { startServe } from './serve-helpers.js';
 
 /**
  * Cache export and import between stores that share nothing but a registry (or a directory):
@@ -216,6 +218,61 @@ describe('cache export and import', () => {
     expect(second.id).toBe(first.id);
     const run = await kiln(b, ['run', '--rm', 'local:1']);
     expect(run.stdout).toBe('built\nhello\n');
+  });
+
+  it('refuses an imported layer whose blob does not unpack to the diff id its cache names, and records nothing of it', async () => {
+    const dir = join(work.path, 'cache-tampered');
+    const a = emptyStore();
+    await build(a, ['--cache-to', `type=local,dest=${dir},mode=max`]);
+    // The export's last layer blob swapped for another archive; the records still name the genuine diff id.
+    const blobs = join(dir, 'blobs', 'sha256');
+    const index = JSON.parse(readFileSync(join(dir, 'index.json'), 'utf8')) as { manifests: { digest: string; size: number }[] };
+    const manifestHex = index.manifests[0]!.digest.slice(7);
+    const manifest = JSON.parse(readFileSync(join(blobs, manifestHex), 'utf8')) as { layers: { digest: string; size: number }[] };
+    const evilDir = join(work.path, 'evil');
+    mkdirSync(evilDir, { recursive: true });
+    writeFileSync(join(evilDir, 'out'), 'evil\n');
+    const evil = execFileSync('sh', ['-c', `tar -C ${evilDir} -c out | gzip -n`]);
+    const evilHex = createHash('sha256').update(evil).digest('hex');
+    writeFileSync(join(blobs, evilHex), evil);
+    for (const l of manifest.layers) Object.assign(l, { digest: `sha256:${evilHex}`, size: evil.length });
+    const text = JSON.stringify(manifest);
+    const newHex = createHash('sha256').update(text).digest('hex');
+    writeFileSync(join(blobs, newHex), text);
+    Object.assign(index.manifests[0]!, { digest: `sha256:${newHex}`, size: Buffer.byteLength(text) });
+    writeFileSync(join(dir, 'index.json'), JSON.stringify(index));
+    const b = emptyStore();
+    const out = join(work.path, 'tampered-out');
+    const r = await kiln(b, ['build', '--progress', 'plain', '--cache-from', `type=local,src=${dir}`, '-o', `type=local,dest=${out}`, ctx], { env });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/The imported layer blob "sha256:[0-9a-f]{64}" does not unpack to the diff id "sha256:[0-9a-f]{64}" its cache names/);
+    expect(existsSync(join(out, 'out')) ? readFileSync(join(out, 'out'), 'utf8') : '').not.toBe('evil\n');
+    // Nothing of the import stays: the same build without it runs its steps and gets the real files.
+    const again = await build(b, ['-t', 'real:1']);
+    expect(stepRan(again.log, 'RUN cat /artifact')).toBe(true);
+    expect((await kiln(b, ['run', '--rm', 'real:1'])).stdout).toBe('built\nhello\n');
+    expect((await kiln(b, ['store', 'verify'])).code).toBe(0);
+  });
+
+  it('on a build service, a hit from one build\'s --cache-from stays that build\'s', async () => {
+    const ref = `${reg.host}/cache/served:1`;
+    const a = emptyStore();
+    await build(a, ['--cache-to', `type=registry,ref=${ref},mode=max`]);
+    const b = emptyStore();
+    const served = await startServe(b, join(work.path, 'cache-serve.sock'));
+    try {
+      const remote = (args: string[]) => kiln(join(work.path, 'no-store'), ['--host', `unix://${served.socket}`, 'build', '--progress', 'plain', ...args, ctx], { env: { ...env, XDG_CACHE_HOME: join(work.path, 'xdg') } });
+      const first = await remote(['--cache-from', `type=registry,ref=${ref}`]);
+      expect(first.code, first.stderr).toBe(0);
+      expect(stepCached(first.stderr, 'RUN cat /artifact')).toBe(true);
+      // Another client, without the import: it runs what the import claimed.
+      const second = await remote([]);
+      expect(second.code, second.stderr).toBe(0);
+      expect(stepRan(second.stderr, 'RUN echo built')).toBe(true);
+      expect(stepRan(second.stderr, 'RUN cat /artifact')).toBe(true);
+    } finally {
+      await served.stop();
+    }
   });
 
   it('carries inline cache in a pushed image', async () => {
