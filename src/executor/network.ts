@@ -34,6 +34,8 @@ export interface BridgeOptions {
 export const BRIDGE = 'kiln0';
 export const SUBNET_PREFIX = '10.89';
 export const GATEWAY = `${SUBNET_PREFIX}.0.1`;
+/** The bridge's own hardware address, locally administered, ending in the gateway's address. */
+const BRIDGE_MAC = '02:42:0a:59:00:01';
 const TABLE = 'kiln';
 /** Marks the rules this code writes: a table of another version is replaced. */
 const FIREWALL_VERSION = 'kiln firewall 1';
@@ -283,11 +285,19 @@ async function setUpHost(allowHostPorts: readonly number[] | undefined): Promise
   const mtu = uplinkMtu();
   if (!existsSync(`/sys/class/net/${BRIDGE}`)) {
     try {
-      await ip([], [`link add ${BRIDGE} mtu ${mtu} type bridge`]);
+      await ip([], [`link add ${BRIDGE} address ${BRIDGE_MAC} mtu ${mtu} type bridge`]);
     } catch (err) {
       // Another Kiln process made it in the meantime.
       if (!existsSync(`/sys/class/net/${BRIDGE}`)) throw networkError(err);
     }
+  }
+  // A bridge without an address of its own takes the lowest of its ports', which changes as
+  // steps come and go: a namespace used again would keep sending to the gateway's old address
+  // until its neighbour entry expired (seen: connections hanging for ten seconds and more).
+  if (readFileSync(`/sys/class/net/${BRIDGE}/addr_assign_type`, 'utf8').trim() !== '3') {
+    await ip([], [`link set ${BRIDGE} address ${BRIDGE_MAC}`]).catch((err) => {
+      throw networkError(err);
+    });
   }
   const addrs = await run('ip', ['-4', '-o', 'addr', 'show', 'dev', BRIDGE]);
   if (!addrs.stdout.includes(` ${GATEWAY}/16 `)) await run('ip', ['addr', 'add', `${GATEWAY}/16`, 'dev', BRIDGE], { allowFail: true });

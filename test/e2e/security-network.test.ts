@@ -96,6 +96,9 @@ describe('the network of RUN steps', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/eth0\s+inet 10\.89\.\d+\.\d+\/16/);
     expect(r.stderr).toContain(`default via ${GATEWAY} dev eth0`);
+    // The bridge has an address of its own: one taken from its ports would change as steps come
+    // and go, and a namespace used again would send to the old one.
+    expect(readFileSync('/sys/class/net/kiln0/address', 'utf8').trim()).toBe('02:42:0a:59:00:01');
     // docker's host-gateway names the host on the steps' bridge.
     expect(r.stderr).toContain(`${GATEWAY}\tgw`);
     expect(r.stderr).toContain(`reached ${outside.peer}:${outside.port}`);
