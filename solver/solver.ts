@@ -1,7 +1,8 @@
 import pLimit, { type LimitFunction } from 'p-limit';
 import { availableParallelism } from 'node:os';
 import type { LayerRow, StoreDb } from '../cache/db.js';
-import { canonicalJson, type Digest, digestOf } from '../cache/digest.js';
+import { canonicalJson, type Digest } from '../cache/digest.js';
+import { contextKey, stepKey } from './keys.js';
 import { KilnError, VertexError } from '../cache/errors.js';
 import { isAlive, selfIdentity } from '../cache/lease.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -129,7 +130,7 @@ export class Solver {
     o.signal.throwIfAborted();
     const op = v.op;
     if (op.kind === 'context') {
-      const key = digestOf(canonicalJson({ op: { kind: 'context', exclude: op.exclude } }));
+      const key = contextKey(op);
       return { vertex: v, key, snapshot: { layers: [] }, layer: null, created: new Date(0).toISOString(), cached: true };
     }
     const id = v.meta.hidden ? 0 : o.numbers.id(v.digest);
@@ -151,7 +152,7 @@ export class Solver {
       o.progress({ type: 'vertex.error', id, time: now, duration: 0, message: err.message });
       throw new VertexError(v.meta.name, err, { location: v.meta.location });
     }
-    const key = digestOf(canonicalJson({ op, inputs: inputs.map((i) => i.key), content: content?.key ?? null, sourceDateEpoch: o.sourceDateEpoch }));
+    const key = stepKey({ op, inputs: inputs.map((i) => i.key), content: content?.key ?? null, sourceDateEpoch: o.sourceDateEpoch });
     // What the key was made of, kept to explain a later miss: needed only when the key is new.
     let made: Ingredients | undefined;
     const ingredients = (): Ingredients => (made ??= {

@@ -1,4 +1,5 @@
-import { canonicalJson, digestOf, topoSort, type Vertex } from '../../solver/graph.js';
+import { contextKey, stepKey } from '../../solver/keys.js';
+import { topoSort, type Vertex } from '../../solver/graph.js';
 import type { Worker } from '../../solver/worker.js';
 import type { Store } from '../../cache/store.js';
 
@@ -38,19 +39,23 @@ function escape(text: string): string {
 }
 
 /**
- * Which vertices a build would take from the cache now. The key is computed as the solver
- * computes it (solver/solver.ts: the op, its inputs' keys, its content checksums); vertices
+ * Which vertices a build would take from the cache now. The key is the solver's
+ * (solver/keys.ts: the op, its inputs' keys, its content checksums, SOURCE_DATE_EPOCH); vertices
  * fetched over the network (http, git) and everything after them count as not cached rather
  * than being fetched to find out. This only shades a picture: a build never depends on it.
  */
-export async function cachedVertices(store: Store, worker: Worker, roots: readonly Vertex[], signal: AbortSignal): Promise<Set<string>> {
+export async function cachedVertices(store: Store, worker: Worker, roots: readonly Vertex[], o: { signal: AbortSignal; sourceDateEpoch?: number }): Promise<Set<string>> {
   const keys = new Map<string, string | undefined>();
   const cached = new Set<string>();
-  const has = store.db.db.prepare('SELECT 1 FROM cache WHERE key = ?');
+  // A hit as the solver sees one: a record whose layer was collected is none.
+  const has = (key: string) => {
+    const found = store.db.lookupCache(key);
+    return found !== undefined && found.layer !== undefined;
+  };
   for (const v of topoSort(roots)) {
     const op = v.op;
     if (op.kind === 'context') {
-      keys.set(v.digest, digestOf(canonicalJson({ op: { kind: 'context', exclude: op.exclude } })));
+      keys.set(v.digest, contextKey(op));
       continue;
     }
     if (op.kind === 'image') {
@@ -63,10 +68,10 @@ export async function cachedVertices(store: Store, worker: Worker, roots: readon
       keys.set(v.digest, undefined);
       continue;
     }
-    const content = await worker.contentKey(v, signal);
-    const key = digestOf(canonicalJson({ op, inputs, content: content?.key ?? null }));
+    const content = await worker.contentKey(v, o.signal);
+    const key = stepKey({ op, inputs: inputs as string[], content: content?.key ?? null, sourceDateEpoch: o.sourceDateEpoch });
     keys.set(v.digest, key);
-    if (has.get(key)) cached.add(v.digest);
+    if (has(key)) cached.add(v.digest);
   }
   return cached;
 }

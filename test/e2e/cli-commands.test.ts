@@ -290,6 +290,18 @@ describe('the kiln command line', () => {
       expect(r.stdout).toMatch(/"[0-9a-f]{12}" -> "[0-9a-f]{12}";/);
       expect((await kiln(root, ['debug', 'graph', '--format', 'svg', ctx])).code).toBe(2);
     });
+
+    it('debug graph --format dot shades a step cached under SOURCE_DATE_EPOCH as a build with the same epoch left it', async () => {
+      writeFileSync(join(ctx, 'Dockerfile.epoch'), 'FROM test/base:1\nRUN echo epoch > /epoch\n');
+      const f = ['-f', join(ctx, 'Dockerfile.epoch')];
+      const built = await kiln(root, ['build', '-q', '--build-arg', 'SOURCE_DATE_EPOCH=1700000000', ...f, ctx]);
+      expect(built.code, built.stderr).toBe(0);
+      const same = await kiln(root, ['debug', 'graph', '--format', 'dot', '--build-arg', 'SOURCE_DATE_EPOCH=1700000000', ...f, ctx]);
+      expect(same.stdout).toMatch(/\[label="\[2\/2\] RUN echo epoch > \/epoch\\nexec \(cached\)"/);
+      // Another epoch is another key, as the solver has it: that step would run.
+      const other = await kiln(root, ['debug', 'graph', '--format', 'dot', '--build-arg', 'SOURCE_DATE_EPOCH=1700000001', ...f, ctx]);
+      expect(other.stdout).toMatch(/\[label="\[2\/2\] RUN echo epoch > \/epoch\\nexec"\];/);
+    });
   });
 
   describe('exit codes and usage', () => {

@@ -83,7 +83,9 @@ export const debugCommand: Command = {
         const roots = def.root ? [def.root] : [];
         const { LocalWorker } = await import('../../worker/worker.js');
         const { cachedVertices, graphToDot } = await import('../dot.js');
-        io.stdout(graphToDot(roots, await cachedVertices(engine.store, new LocalWorker(engine.store, engine.executor), roots, io.signal)));
+        const { sourceDateEpoch } = await import('../../image/reproducible.js');
+        const seen = await cachedVertices(engine.store, new LocalWorker(engine.store, engine.executor), roots, { signal: io.signal, sourceDateEpoch: sourceDateEpoch(buildArgs) });
+        io.stdout(graphToDot(roots, seen));
         return 0;
       }
       io.stdout(`${JSON.stringify({ ...(graphToJson(def.root ? [def.root] : []) as object), image: def.image, history: def.history }, null, 2)}\n`);
