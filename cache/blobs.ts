@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, mkdirSync, openSync, renameSync, statSync, writeFileSync, writev } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writev } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -81,7 +81,8 @@ export class BlobStore {
     const hasher = new Hasher().update(data);
     const digest = hasher.digest();
     checkExpected(digest, expected);
-    if (await this.has(digest)) return { digest, size: data.byteLength };
+    // A blob already there is checked, not trusted: one damaged on disk is written again.
+    if (this.intact(digest, data.byteLength)) return { digest, size: data.byteLength };
     const tmp = this.tempPath('blob');
     const fd = openSync(tmp, 'w', 0o444);
     try {
@@ -140,12 +141,23 @@ export class BlobStore {
       await rm(tmp, { force: true });
       throw err;
     }
-    if (await this.has(digest)) {
-      await rm(tmp, { force: true });
-    } else {
-      await this.commit(tmp, digest);
-    }
+    // The new copy is whole and verified: it takes the place of one already there, which may be
+    // damaged (checking it would cost another read of it; the rename costs nothing).
+    await this.commit(tmp, digest);
     return { digest, size: hasher.size };
+  }
+
+  /** Whether the blob is there with the given size and content. */
+  private intact(digest: Digest, size: number): boolean {
+    let data: Buffer;
+    try {
+      if (statSync(this.path(digest)).size !== size) return false;
+      data = readFileSync(this.path(digest));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return false;
+      throw err;
+    }
+    return new Hasher().update(data).digest() === digest;
   }
 
   /** Moves a file already written and fsynced under tmp/ into place as `digest`. */
