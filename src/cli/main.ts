@@ -67,6 +67,7 @@ Commands:
   prune     Remove build cache (never what a stored image needs)
   store     Check the store (store verify)
   info      Show the store, runtime, storage driver and GC policy
+  serve     Serve builds to many clients over HTTP (Kiln's API and the Docker Engine API)
   version   Show version information
   completion  Print a bash or zsh completion script
 
@@ -131,6 +132,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   // KILN_HOST alone leaves commands that cannot run remotely (serve, say) local; --host does not.
   const onHost = ON_HOST[ALIASES[name ?? ''] ?? name ?? ''];
   const host = remote.explicit || onHost === 'remote' || onHost === 'here' ? remote.host : undefined;
+  // `kiln help CMD` is `kiln CMD --help`.
+  if (name === 'help' && rest[0] !== undefined && !rest[0].startsWith('-')) return main([rest[0], '--help']);
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     out(`${TOP_HELP}\n`);
     return name === undefined ? 2 : 0;
@@ -152,7 +155,8 @@ export async function main(argv: readonly string[]): Promise<number> {
       throw usageError(`"kiln ${name}" does not run against a build service (--host): ${onHost ?? 'unknown'}`, undefined);
     }
     const command = await load();
-    if (rest.includes('--help') && !(command.spec.stopAtPositional && rest.indexOf('--help') > firstPositional(rest))) {
+    const helpAt = rest.findIndex((a) => a === '--help' || a === '-h');
+    if (helpAt >= 0 && !(command.spec.stopAtPositional && helpAt > firstPositional(rest))) {
       out(`${formatHelp(command.spec)}\n`);
       return 0;
     }

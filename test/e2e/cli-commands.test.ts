@@ -312,7 +312,13 @@ describe('the kiln command line', () => {
       expect((await kiln(root, [])).code).toBe(2);
       const help = await kiln(root, ['--help']);
       expect(help.code).toBe(0);
-      for (const c of ['inspect', 'history', 'rmi', 'info', 'completion']) expect(help.stdout).toMatch(new RegExp(`^  ${c} +\\S`, 'm'));
+      for (const c of ['inspect', 'history', 'rmi', 'info', 'completion', 'serve']) expect(help.stdout).toMatch(new RegExp(`^  ${c} +\\S`, 'm'));
+      // `-h` and `kiln help CMD` are `--help`, as docker's.
+      for (const argv of [['build', '-h'], ['help', 'build'], ['build', '--help']]) {
+        const h = await kiln(root, argv);
+        expect({ argv, code: h.code }).toEqual({ argv, code: 0 });
+        expect(h.stdout).toMatch(/^Usage: kiln build \[OPTIONS\] CONTEXT/m);
+      }
       for (const c of ['inspect', 'history', 'rmi', 'info', 'completion', 'version']) {
         const h = await kiln(root, [c, '--help']);
         expect({ c, code: h.code }).toEqual({ c, code: 0 });
