@@ -64,7 +64,7 @@ export async function acquireCacheMount(store: Store, o: CacheMountOptions): Pro
 /** Claims a cache directory under a lease in one write transaction, or returns undefined to wait. */
 function tryTake(store: Store, base: string, sharing: Sharing): { name: string; lease: string } | undefined {
   const me = selfIdentity();
-  const tx = store.db.db.transaction(() => {
+  return store.db.transaction(() => {
     const busy = (name: string) =>
       store.db
         .allLeases()
@@ -77,8 +77,7 @@ function tryTake(store: Store, base: string, sharing: Sharing): { name: string; 
     const id = randomId();
     store.db.addLease({ id, pid: me.pid, pidStart: me.start, kind: CACHE_MOUNT_LEASE, target: name });
     return { name, lease: id };
-  });
-  return tx.immediate();
+  }, { immediate: true });
 }
 
 async function ensureDir(dir: string, o: CacheMountOptions & { tempPath: string }): Promise<void> {

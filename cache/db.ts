@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import type { Digest } from './digest.js';
 import { isNoSpace, noSpaceError } from './errors.js';
 
-const SCHEMA_VERSION = 8;
+const SCHEMA_VERSION = 9;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS steps (
   identity TEXT PRIMARY KEY, key TEXT NOT NULL, ingredients TEXT NOT NULL, updated INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cache_mounts (
   dir TEXT PRIMARY KEY, id TEXT NOT NULL, created INTEGER NOT NULL, last_used INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS registry_blobs (
+  digest TEXT NOT NULL, registry TEXT NOT NULL, repository TEXT NOT NULL, PRIMARY KEY (digest, registry, repository));
 CREATE TABLE IF NOT EXISTS running (
   key TEXT PRIMARY KEY, pid INTEGER NOT NULL, pid_start TEXT NOT NULL, started INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
@@ -179,6 +181,8 @@ export class StoreDb {
       // layer kept as its directory only, LayerRow.blob null), written ''; version 8 writes NO_BLOB.
       if (version > 0 && version < 5) this.db.exec('DELETE FROM checksums');
       if (version === 7) this.db.prepare("UPDATE layers SET blob = ? WHERE blob = ''").run(NO_BLOB);
+      // Version 9 makes registry_blobs (CREATE above) part of the schema; a store of an earlier
+      // version may have it already, made on first use by the registry code.
       this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
       // Immediate: two processes opening an old store at once take turns instead of racing.
     }).immediate();
@@ -201,9 +205,34 @@ export class StoreDb {
     return stmt;
   }
 
-  transaction<T>(fn: () => T): T {
+  /**
+   * Which repositories of which registry hold a blob, learnt from pulls and pushes: a push to
+   * another repository of the same registry can then mount the blob instead of uploading it.
+   */
+  recordBlobSources(registry: string, repository: string, digests: readonly Digest[]): void {
+    const stmt = this.statement('INSERT OR IGNORE INTO registry_blobs (digest, registry, repository) VALUES (?, ?, ?)');
+    this.transaction(() => {
+      for (const d of digests) stmt.run(d, registry, repository);
+    });
+  }
+
+  /** Other repositories of `registry` known to hold `digest`. */
+  blobSources(registry: string, digest: Digest, except: string): string[] {
+    const rows = this.statement('SELECT repository FROM registry_blobs WHERE digest = ? AND registry = ? AND repository != ?').all(digest, registry, except) as { repository: string }[];
+    return rows.map((r) => r.repository);
+  }
+
+  /** How many rows each table of the index holds, for `kiln info`. */
+  counts(): { images: number; tags: number; layers: number; blobs: number; cacheRecords: number; cacheMounts: number; leases: number } {
+    const n = (table: string) => (this.statement(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
+    return { images: n('manifests'), tags: n('tags'), layers: n('layers'), blobs: n('blobs'), cacheRecords: n('cache'), cacheMounts: n('cache_mounts'), leases: n('leases') };
+  }
+
+  transaction<T>(fn: () => T, options: { immediate?: boolean } = {}): T {
     try {
-      return this.db.transaction(fn)();
+      const tx = this.db.transaction(fn);
+      // Immediate takes the write lock first: a read inside then cannot race another writer.
+      return options.immediate ? tx.immediate() : tx();
     } catch (err) {
       throw isNoSpace(err) ? noSpaceError(this.db.name, 'writing the store index', err) : err;
     }

@@ -36,7 +36,6 @@ function overlaySupported(): boolean {
 /** What `kiln info` shows, as data: the server's `/v1/info` carries it for `kiln --host … info`. */
 export async function collectInfo(store: Store, stepLimits?: ResourceLimits, hostPorts: readonly number[] = []) {
   const db = store.db;
-  const count = (table: string) => (db.db.prepare(`SELECT COUNT(*) AS n FROM ${table}`).get() as { n: number }).n;
   const usage = await diskUsage(store);
   const fs = await statfs(store.root);
   const keep = await defaultKeepBytes(store);
@@ -48,15 +47,7 @@ export async function collectInfo(store: Store, stepLimits?: ResourceLimits, hos
       imagesSize: usage.images,
       reclaimable: usage.reclaimable,
       diskFree: fs.bavail * fs.bsize,
-      records: {
-        images: count('manifests'),
-        tags: count('tags'),
-        layers: count('layers'),
-        blobs: count('blobs'),
-        cacheRecords: count('cache'),
-        cacheMounts: count('cache_mounts'),
-        leases: count('leases'),
-      },
+      records: db.counts(),
     },
     runtime: { name: runtime, version: await runtimeVersion(runtime) },
     storageDriver: { name: 'overlay', supported: overlaySupported() },
