@@ -1,4 +1,5 @@
 import { Store, defaultStoreRoot } from '../cache/store.js';
+import { configuredRuntime } from './config.js';
 import { Solver } from '../solver/solver.js';
 import { BridgeNetwork, type BridgeOptions } from './executor/network.js';
 import type { ResourceLimits } from './executor/executor.js';
@@ -26,7 +27,7 @@ export class Engine {
   ) {}
 
   static async open(options: EngineOptions = {}): Promise<Engine> {
-    const runtime = options.runtime ?? process.env.KILN_RUNTIME ?? 'runc';
+    const runtime = options.runtime ?? configuredRuntime();
     const store = await Store.open(options.root ?? defaultStoreRoot(), {
       cleaners: { [CONTAINER_LEASE]: (id) => deleteContainer(runtime, id) },
     });

@@ -64,7 +64,7 @@ export async function handleKiln(ex: Exchange): Promise<void> {
 }
 
 async function version(ex: Exchange): Promise<void> {
-  const runtime = process.env.KILN_RUNTIME ?? 'runc';
+  const runtime = ex.server.engine.executor.runtime;
   sendJson(ex.res, 200, { version: kilnVersion(), api: API_VERSION, node: process.version, runtime, runtimeVersion: await runtimeVersion(runtime), store: ex.server.engine.store.root });
 }
 
@@ -72,10 +72,10 @@ async function info(ex: Exchange): Promise<void> {
   const { server } = ex;
   sendJson(ex.res, 200, {
     // What `kiln info` prints, so that a remote info prints the same.
-    system: await collectInfo(server.engine.store, server.engine.executor.limits, server.engine.executor.network.hostPorts),
+    system: await collectInfo(server.engine),
     version: kilnVersion(),
     root: server.engine.store.root,
-    runtime: process.env.KILN_RUNTIME ?? 'runc',
+    runtime: server.engine.executor.runtime,
     builds: { running: server.slots.active, queued: server.slots.queued, max: server.slots.max },
     images: server.engine.store.db.allManifests().length,
     context: server.contextStats,

@@ -31,7 +31,8 @@ export interface RuncExecutorOptions {
 export class RuncExecutor implements Executor {
   constructor(
     private readonly store: Store,
-    private readonly runtime = 'runc',
+    /** The runtime binary's name or path. */
+    readonly runtime = 'runc',
     private readonly options: RuncExecutorOptions = {},
   ) {
     this.network = options.network ?? new BridgeNetwork();

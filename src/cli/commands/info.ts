@@ -5,12 +5,10 @@ import { Engine } from '../../engine.js';
 import type { CommandSpec } from '../args.js';
 import { describeLimits, humanSize } from '../format.js';
 import type { Command, CommandIO } from '../main.js';
-import type { Store } from '../../../cache/store.js';
 import { runtimeVersion } from './version.js';
 import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { hostSecurityModules, SECURITY_OPTIONS } from '../../executor/security.js';
 import { cgroupSupport } from '../../executor/cgroup.js';
-import type { ResourceLimits } from '../../executor/executor.js';
 import { totalmem } from 'node:os';
 
 const spec: CommandSpec = {
@@ -34,12 +32,15 @@ function overlaySupported(): boolean {
 }
 
 /** What `kiln info` shows, as data: the server's `/v1/info` carries it for `kiln --host … info`. */
-export async function collectInfo(store: Store, stepLimits?: ResourceLimits, hostPorts: readonly number[] = []) {
+export async function collectInfo(engine: Engine) {
+  const { store } = engine;
+  const stepLimits = engine.executor.limits;
+  const hostPorts = engine.executor.network.hostPorts;
   const db = store.db;
   const usage = await diskUsage(store);
   const fs = await statfs(store.root);
   const keep = await defaultKeepBytes(store);
-  const runtime = process.env.KILN_RUNTIME ?? 'runc';
+  const runtime = engine.executor.runtime;
   return {
     store: {
       root: store.root,
@@ -73,7 +74,7 @@ export const infoCommand: Command = {
     } else {
       const engine = await Engine.open();
       try {
-        info = await collectInfo(engine.store);
+        info = await collectInfo(engine);
       } finally {
         engine.close();
       }

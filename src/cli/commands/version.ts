@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { arch } from 'node:os';
 import { run } from '../../../cache/exec.js';
 import { defaultStoreRoot } from '../../../cache/store.js';
+import { configuredRuntime } from '../../config.js';
 import { API_VERSION } from '../../daemon/wire.js';
 import type { CommandSpec } from '../args.js';
 import type { Command } from '../main.js';
@@ -31,7 +32,7 @@ export const versionCommand: Command = {
   spec,
   async run({ options }, io) {
     const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
-    const runtime = process.env.KILN_RUNTIME ?? 'runc';
+    const runtime = configuredRuntime();
     const info = {
       client: { version: pkg.version, apiVersion: API_VERSION, node: process.version, os: process.platform, arch: arch() === 'x64' ? 'amd64' : arch() },
       engine: io.host
