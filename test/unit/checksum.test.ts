@@ -3,6 +3,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } 
 import { join } from 'node:path';
 import { removeAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import Database from 'better-sqlite3';
+import { parseDigest } from '../../cache/digest.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { StoreDb } from '../../cache/db.js';
 import { checksumSelections, RACY_MS } from '../../src/sources/checksum.js';
@@ -197,7 +198,7 @@ describe('checksumSelections', () => {
 });
 
 describe('layer rows without a blob', () => {
-  const d = (c: string) => `sha256:${c.repeat(64)}` as const;
+  const d = (c: string) => parseDigest(`sha256:${c.repeat(64)}`);
   const raw = (diffId: string) => {
     const r = new Database(join(tmp, 'kiln.db'), { readonly: true });
     try {
