@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { KilnError } from '../../cache/errors.js';
 import { run } from '../../cache/exec.js';
 import { isErrno, randomId } from '../../cache/fsutil.js';
+import { isAlive, selfIdentity } from '../../cache/lease.js';
 
 /**
  * The network of RUN steps that ask for none in particular: each step gets a network namespace
@@ -189,7 +190,7 @@ function claimIndex(): number {
   mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
   const span = LAST_HOST - FIRST_HOST + 1;
   const start = Math.floor(Math.random() * span);
-  const owner = `${process.pid} ${startTime(process.pid)}\n`;
+  const owner = `${ownerLine()}\n`;
   for (let k = 0; k < span; k++) {
     const index = FIRST_HOST + ((start + k) % span);
     let fd: number;
@@ -206,15 +207,20 @@ function claimIndex(): number {
   throw new KilnError('NETWORK_EXHAUSTED', `Every address of ${SUBNET_PREFIX}.0.0/16 is taken by a running step`);
 }
 
-/** Field 22 of /proc/PID/stat: with the pid, it names one process even after the pid is reused. */
-function startTime(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return '';
-    throw err;
-  }
+/** What a state file says of its owner: "PID START", the identity cache/lease.ts gives a process. */
+function ownerLine(): string {
+  const me = selfIdentity();
+  return `${me.pid} ${me.start}`;
+}
+
+/**
+ * Whether the owner a state file names is gone. An empty line is a file its owner is writing
+ * this instant: not gone.
+ */
+function ownerGone(line: string): boolean {
+  const [pid, start = ''] = line.trim().split(' ');
+  if (!pid) return false;
+  return !isAlive({ pid: Number(pid), start });
 }
 
 /** Removes namespaces whose owner is gone (a process killed before it could clean up). */
@@ -228,50 +234,32 @@ export async function sweepNamespaces(): Promise<number> {
   }
   let swept = 0;
   for (const n of names) {
-    const ports = /^ports\.(\d+)$/.exec(n);
+    const ports = /^ports\.\d+$/.test(n);
+    const index = Number(n);
+    if (!ports && !Number.isInteger(index)) continue;
+    const text = readQuiet(join(STATE_DIR, n));
+    if (text === undefined) continue;
+    const [owner = '', list = ''] = text.split('\n');
+    if (!ownerGone(owner)) continue;
     if (ports) {
       // A server's open ports: closed when the server died without closing them.
-      const [owner = '', list = ''] = readQuiet(join(STATE_DIR, n)).split('\n');
-      const [pid, started] = owner.split(' ');
-      if (pid && startTime(Number(pid)) === (started ?? '') && alive(Number(pid))) continue;
       if (/^\d+(, \d+)*$/.test(list)) await run('nft', ['delete', 'element', 'inet', TABLE, 'host_ports', `{ ${list} }`], { allowFail: true });
       unlinkQuiet(join(STATE_DIR, n));
       continue;
     }
-    const index = Number(n);
-    if (!Number.isInteger(index)) continue;
-    let owner: string;
-    try {
-      owner = readFileSync(join(STATE_DIR, n), 'utf8');
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) continue;
-      throw err;
-    }
-    const [pid, started] = owner.trim().split(' ');
-    // An empty file is one being written this instant by its owner.
-    if (!pid) continue;
-    if (startTime(Number(pid)) === (started ?? '') && alive(Number(pid))) continue;
     await destroy({ index, name: `kiln-${index}`, address: addressOf(index) });
     swept++;
   }
   return swept;
 }
 
-function readQuiet(path: string): string {
+/** A state file's text, or undefined when another process's sweep removed it meanwhile. */
+function readQuiet(path: string): string | undefined {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    if (isErrno(err, 'ENOENT')) return '';
+    if (isErrno(err, 'ENOENT')) return undefined;
     throw err;
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return !isErrno(err, 'ESRCH');
   }
 }
 
@@ -316,7 +304,7 @@ async function setUpHost(allowHostPorts: readonly number[] | undefined): Promise
   if (allowHostPorts !== undefined && allowHostPorts.length > 0) {
     // Recorded first: if this process dies, the next Kiln process closes them (sweepNamespaces).
     mkdirSync(STATE_DIR, { recursive: true, mode: 0o700 });
-    writeFileSync(portsFile(), `${process.pid} ${startTime(process.pid)}\n${allowHostPorts.join(', ')}\n`, { mode: 0o600 });
+    writeFileSync(portsFile(), `${ownerLine()}\n${allowHostPorts.join(', ')}\n`, { mode: 0o600 });
     await run('nft', ['add', 'element', 'inet', TABLE, 'host_ports', `{ ${allowHostPorts.join(', ')} }`]);
   }
   await openForwardPolicy();
