@@ -152,12 +152,7 @@ export function parseStepLimits(options: Record<string, unknown>, spec: CommandS
   const text = (name: string) => options[name] as string | undefined;
   const limits: ResourceLimits = {};
   const memory = text('memory');
-  if (memory !== undefined) {
-    const bytes = parseBytes(memory);
-    // docker's minimum: with less, the runtime's own init may not start.
-    if (bytes === undefined || bytes < 6 * 1024 ** 2) throw usageError(`Invalid --memory "${memory}": expected a size of at least 6m, such as 512m or 2g`, spec);
-    limits.memory = bytes;
-  }
+  if (memory !== undefined) limits.memory = parseMemoryLimit(memory, { flag: 'memory', spec });
   const swap = text('memory-swap');
   if (swap !== undefined) {
     const bytes = swap === '-1' ? -1 : parseBytes(swap);
@@ -167,11 +162,9 @@ export function parseStepLimits(options: Record<string, unknown>, spec: CommandS
   }
   const whole = (name: string, min: number, max: number): number | undefined => {
     const v = text(name);
-    if (v === undefined) return undefined;
-    if (!/^[0-9]+$/.test(v) || Number(v) < min || Number(v) > max) throw usageError(`Invalid --${name} "${v}": expected a number from ${min} to ${max}`, spec);
-    return Number(v);
+    return v === undefined ? undefined : parseWholeInRange(v, { flag: name, min, max, spec });
   };
-  limits.cpuShares = whole('cpu-shares', 2, 262144);
+  limits.cpuShares = whole('cpu-shares', CPU_SHARES.min, CPU_SHARES.max);
   const period = whole('cpu-period', 1000, 1_000_000);
   const quota = whole('cpu-quota', 1000, Number.MAX_SAFE_INTEGER);
   if (period !== undefined && quota === undefined) throw usageError('"--cpu-period" needs "--cpu-quota"', spec);
@@ -181,6 +174,33 @@ export function parseStepLimits(options: Record<string, unknown>, spec: CommandS
     if (!/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(cpuset)) throw usageError(`Invalid --cpuset-cpus "${cpuset}": expected a list such as 0-3 or 0,2`, spec);
     limits.cpusetCpus = cpuset;
   }
+  return compactLimits(limits);
+}
+
+/** The range of a CPU weight (`--cpu-shares`), as docker and the kernel take it. */
+export const CPU_SHARES = { min: 2, max: 262144 };
+
+/**
+ * A memory limit of `--memory` or `kiln serve --step-memory`: a size of at least docker's 6m
+ * minimum, with less the runtime's own init may not start; with `allowZero`, 0 for none.
+ */
+export function parseMemoryLimit(value: string, o: { flag: string; spec: CommandSpec; allowZero?: boolean }): number | undefined {
+  const bytes = parseBytes(value);
+  if (o.allowZero && bytes === 0) return undefined;
+  if (bytes === undefined || bytes < 6 * 1024 ** 2) {
+    throw usageError(`Invalid --${o.flag} "${value}": expected a size of at least 6m, such as 512m or 2g${o.allowZero ? ', or 0' : ''}`, o.spec);
+  }
+  return bytes;
+}
+
+/** A whole number from `min` to `max` given to `--flag`. */
+export function parseWholeInRange(value: string, o: { flag: string; min: number; max: number; spec: CommandSpec }): number {
+  if (!/^[0-9]+$/.test(value) || Number(value) < o.min || Number(value) > o.max) throw usageError(`Invalid --${o.flag} "${value}": expected a number from ${o.min} to ${o.max}`, o.spec);
+  return Number(value);
+}
+
+/** The limits that are set, or undefined for none. */
+export function compactLimits(limits: ResourceLimits): ResourceLimits | undefined {
   const set = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as ResourceLimits;
   return Object.keys(set).length > 0 ? set : undefined;
 }

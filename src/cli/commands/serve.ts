@@ -6,7 +6,7 @@ import { BuildServer, DEFAULT_LIMITS } from '../../daemon/server.js';
 import { Engine } from '../../engine.js';
 import { BRIDGE, GATEWAY, SUBNET_PREFIX } from '../../executor/network.js';
 import { usageError, type CommandSpec } from '../args.js';
-import { parseBytes } from '../build-flags.js';
+import { compactLimits, CPU_SHARES, parseMemoryLimit, parseWholeInRange } from '../build-flags.js';
 import type { ResourceLimits } from '../../executor/executor.js';
 import { defaultStepLimits } from '../../executor/cgroup.js';
 import { describeLimits } from '../format.js';
@@ -51,29 +51,20 @@ function positiveInt(value: unknown, flag: string, fallback: number): number {
 function stepLimits(options: Record<string, unknown>): ResourceLimits | undefined {
   const limits: ResourceLimits = { ...defaultStepLimits() };
   const memory = options['step-memory'] as string | undefined;
-  if (memory !== undefined) {
-    const bytes = parseBytes(memory);
-    // docker's minimum: with less, the runtime's own init may not start.
-    if (bytes === undefined || (bytes !== 0 && bytes < 6 * 1024 ** 2)) throw usageError(`Invalid --step-memory "${memory}": expected a size of at least 6m, such as 512m or 2g, or 0`, spec);
-    limits.memory = bytes === 0 ? undefined : bytes;
-  }
+  if (memory !== undefined) limits.memory = parseMemoryLimit(memory, { flag: 'step-memory', spec, allowZero: true });
   const pids = options['step-pids'] as string | undefined;
   if (pids !== undefined) {
     if (!/^[0-9]+$/.test(pids)) throw usageError(`Invalid --step-pids "${pids}": expected a whole number, or 0`, spec);
     limits.pids = Number(pids) === 0 ? undefined : Number(pids);
   }
   const shares = options['step-cpu-shares'] as string | undefined;
-  if (shares !== undefined) {
-    if (!/^[0-9]+$/.test(shares) || Number(shares) < 2 || Number(shares) > 262144) throw usageError(`Invalid --step-cpu-shares "${shares}": expected a number from 2 to 262144`, spec);
-    limits.cpuShares = Number(shares);
-  }
+  if (shares !== undefined) limits.cpuShares = parseWholeInRange(shares, { flag: 'step-cpu-shares', ...CPU_SHARES, spec });
   const cpus = options['step-cpus'] as string | undefined;
   if (cpus !== undefined) {
     if (!/^[0-9]+(\.[0-9]+)?$/.test(cpus) || Number(cpus) < 0.01) throw usageError(`Invalid --step-cpus "${cpus}": expected a number of CPUs such as 1 or 0.5`, spec);
     limits.cpus = Number(cpus);
   }
-  const set = Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as ResourceLimits;
-  return Object.keys(set).length > 0 ? set : undefined;
+  return compactLimits(limits);
 }
 
 export const serveCommand: Command = {
