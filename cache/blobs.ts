@@ -1,4 +1,4 @@
-import { closeSync, createReadStream, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writev } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, openSync, renameSync, statSync, writeFileSync, writev } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -82,7 +82,7 @@ export class BlobStore {
     const digest = hasher.digest();
     checkExpected(digest, expected);
     // A blob already there is checked, not trusted: one damaged on disk is written again.
-    if (this.intact(digest, data.byteLength)) return { digest, size: data.byteLength };
+    if (await this.intact(digest, data.byteLength)) return { digest, size: data.byteLength };
     const tmp = this.tempPath('blob');
     const fd = openSync(tmp, 'w', 0o444);
     try {
@@ -148,11 +148,12 @@ export class BlobStore {
   }
 
   /** Whether the blob is there with the given size and content. */
-  private intact(digest: Digest, size: number): boolean {
+  private async intact(digest: Digest, size: number): Promise<boolean> {
     let data: Buffer;
     try {
       if (statSync(this.path(digest)).size !== size) return false;
-      data = readFileSync(this.path(digest));
+      // As read() reads: a small blob at once, a large one off the event loop.
+      data = await readFileQuickly(this.path(digest), VERIFY_ON_READ_LIMIT);
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return false;
       throw err;

@@ -34,9 +34,9 @@ function refused(host: string, address: string): KilnError {
   });
 }
 
-/** Refuses a URL whose host is, or resolves to, an address of this host. */
-export async function checkEgress(url: URL): Promise<void> {
-  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+/** Refuses a host name (or address) that is, or resolves to, an address of this host. */
+export async function checkEgress(hostname: string): Promise<void> {
+  const host = hostname.replace(/^\[(.*)\]$/, '$1');
   if (isIP(host) !== 0) {
     if (isHostAddress(host)) throw refused(host, host);
     return;

@@ -47,7 +47,7 @@ export async function resolveCommit(op: GitOp, o: GitOptions): Promise<string> {
   if (o.service) {
     if (op.url.startsWith('file://')) throw new KilnError('SOURCE_REFUSED', `"${op.url}" is a git repository on the build service's own disk, which a build may not read`);
     const host = gitHost(op.url);
-    if (host !== undefined) await checkEgress(new URL(`http://${host.includes(':') ? `[${host}]` : host}/`));
+    if (host !== undefined) await checkEgress(host);
   }
   if (op.ref && FULL_SHA.test(op.ref)) return op.ref;
   const ref = op.ref ?? 'HEAD';
